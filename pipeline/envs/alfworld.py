@@ -1,0 +1,183 @@
+"""ALFWorld on its real text engine: textworld's ``PddlEnv`` with ALFWorld's own wrappers.
+
+One ``AlfworldEnv`` plays one game at a time; ``reset(game_file)`` loads a
+``game.tw-pddl`` (real ALFWorld data or ``alfworld_gen`` output, same code).
+
+>>> from pipeline.envs.alfworld_gen import generate_games
+>>> import tempfile
+>>> root = tempfile.mkdtemp()
+>>> game = generate_games(root, games=1, seed=0)[0]
+>>> env = AlfworldEnv(AlfworldEnvConfig(expert="planner"))
+>>> first = env.reset(game)
+>>> last = [env.step(a) for a in first.expert_plan][-1]
+>>> last.won, last.reward, last.terminated
+(True, 10.0, True)
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+
+from pipeline.envs.tasks import TASK_TYPES, check_task_type
+
+EXPERTS = (None, "planner", "handcoded")
+_GAME_KEYS = ("pddl_domain", "grammar", "pddl_problem")
+TASK_MARKER = "Your task is to: "
+
+
+class GameFileError(ValueError):
+    """A game file or data directory that cannot be played; the message names the path."""
+
+
+@dataclass(frozen=True)
+class AlfworldEnvConfig:
+    """How one environment plays its games."""
+
+    max_steps: int = 50  # an episode is truncated after this many steps (verl-agent: 50)
+    win_reward: float = 10.0  # reward of the winning (last) step; every other step gets 0 (verl-agent: 10)
+    expert: str | None = None  # ALFWorld expert to attach: None, "planner" (replans each step) or "handcoded"
+
+    def __post_init__(self) -> None:
+        if self.max_steps < 1:
+            raise ValueError(f"AlfworldEnvConfig.max_steps must be >= 1, got {self.max_steps}")
+        if self.expert not in EXPERTS:
+            raise ValueError(f"AlfworldEnvConfig.expert must be one of {EXPERTS}, got {self.expert!r}")
+
+
+@dataclass(frozen=True)
+class ResetResult:
+    """The start of an episode."""
+
+    game_file: str  # path of the game.tw-pddl played
+    observation: str  # raw initial env text (the anchor observation of step 0)
+    task: str  # task sentence, e.g. "put some apple on countertop."
+    admissible_commands: list[str]  # commands the game accepts now
+    expert_plan: list[str] | None = None  # expert's next commands (None without an expert)
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """The outcome of one env step."""
+
+    observation: str  # raw env feedback after the action (the next step's anchor observation)
+    reward: float  # win_reward on the winning step, else 0
+    terminated: bool  # the game reached a terminal state (won)
+    truncated: bool  # cut short: max_steps reached, or the env process crashed/failed
+    won: bool  # the goal holds
+    admissible_commands: list[str]  # commands the game accepts now
+    step: int  # steps taken so far in the episode (1 after the first step)
+    truncation_reason: str | None = None  # "max_steps", "env_crash", "env_error" or None
+    expert_plan: list[str] | None = None  # expert's next commands (None without an expert)
+    error: str | None = field(default=None, compare=False)  # the failure behind env_crash/env_error
+
+    @property
+    def done(self) -> bool:
+        """The episode is over."""
+        return self.terminated or self.truncated
+
+
+def task_sentence(observation: str, where: str) -> str:
+    """The task sentence after ``Your task is to: `` (as verl-agent extracts it)."""
+    start = observation.find(TASK_MARKER)
+    if start < 0:
+        raise GameFileError(f"{where}: initial observation has no {TASK_MARKER!r}: {observation[:200]!r}")
+    return observation[start + len(TASK_MARKER):].strip()
+
+
+def read_game_file(path: str) -> dict:
+    """Load and check a ``game.tw-pddl`` file; raise ``GameFileError`` naming it when unusable."""
+    if not os.path.isfile(path):
+        raise GameFileError(f"{path}: game file not found")
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise GameFileError(f"{path}: corrupted game file, not JSON ({exc})") from exc
+    missing = [k for k in _GAME_KEYS if not isinstance(data, dict) or not isinstance(data.get(k), str)]
+    if missing:
+        raise GameFileError(f"{path}: corrupted game file, missing text fields {missing}")
+    if data.get("solvable") is False:
+        raise GameFileError(f"{path}: game is marked unsolvable (solvable: false)")
+    return data
+
+
+@contextlib.contextmanager
+def _keep_argv():
+    # fast_downward's pddl2sas overwrites sys.argv; keep the host process's argv intact.
+    saved = list(sys.argv)
+    try:
+        yield
+    finally:
+        sys.argv[:] = saved
+
+
+def make_engine(expert: str | None):
+    """ALFWorld's wrapper stack over textworld's PddlEnv (as ``alfworld-generate`` builds it)."""
+    import textworld
+    from textworld.envs.pddl import PddlEnv
+    from alfworld.agents.environment.alfred_tw_env import AlfredDemangler, AlfredExpert, AlfredInfos
+
+    infos = textworld.EnvInfos(won=True, admissible_commands=True, extras=["gamefile"])
+    env = AlfredInfos(AlfredDemangler(PddlEnv(infos), shuffle=False))
+    return AlfredExpert(env, expert_type=expert) if expert else env
+
+
+class AlfworldEnv:
+    """One ALFWorld game at a time on the real engine (one fast-downward library per env)."""
+
+    def __init__(self, config: AlfworldEnvConfig | None = None) -> None:
+        self.config = config or AlfworldEnvConfig()
+        self._engine = make_engine(self.config.expert)
+        self._loaded: str | None = None
+        self._steps = 0
+        self._done = True
+
+    def reset(self, game_file: str) -> ResetResult:
+        """Start ``game_file`` from its initial state (reloads only when the file changes)."""
+        game_file = os.fspath(game_file)
+        if game_file != self._loaded:
+            read_game_file(game_file)
+            self._loaded = None
+            with _keep_argv(), _naming(game_file, "cannot load game"):
+                self._engine.load(game_file)
+            self._loaded = game_file
+        with _keep_argv(), _naming(game_file, "cannot reset game"):
+            state = self._engine.reset()
+        self._steps, self._done = 0, False
+        return ResetResult(game_file, state.feedback, task_sentence(state.feedback, game_file),
+                           list(state["admissible_commands"]), _plan(state))
+
+    def step(self, action: str) -> StepResult:
+        """Play ``action``; an unknown command gets the game's own reply ("Nothing happens.")."""
+        if self._done:
+            raise RuntimeError("AlfworldEnv.step called on a finished episode; call reset(game_file) first")
+        state, _, _ = self._engine.step(action)
+        self._steps += 1
+        won = bool(state["won"])
+        truncated = not won and self._steps >= self.config.max_steps
+        self._done = won or truncated
+        return StepResult(state.feedback, self.config.win_reward if won else 0.0, won, truncated, won,
+                          list(state["admissible_commands"]), self._steps,
+                          "max_steps" if truncated else None, _plan(state))
+
+
+def _plan(state) -> list[str] | None:
+    plan = state.get("extra.expert_plan")
+    return None if plan is None else list(plan)
+
+
+@contextlib.contextmanager
+def _naming(path: str, what: str):
+    try:
+        yield
+    except GameFileError:
+        raise
+    except Exception as exc:  # the engine's parse errors do not say which file they came from
+        raise GameFileError(f"{path}: {what}: {type(exc).__name__}: {exc}") from exc
+
+
+__all__ = ["AlfworldEnv", "AlfworldEnvConfig", "GameFileError", "ResetResult", "StepResult",
+           "TASK_TYPES", "check_task_type", "make_engine", "read_game_file", "task_sentence"]

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Create (once) and update (when pyproject.toml changes) the checkout's .venv.
+# Sourced by scripts/run.sh and scripts/test.sh; safe to run by hand.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="$root/.venv"
+python="${PYTHON:-$(command -v python3.11 || command -v python3)}"
+stamp="$(cat "$root/pyproject.toml" "$root/scripts/venv.sh" | sha256sum | cut -c1-16)"
+if [ ! -x "$venv/bin/python" ]; then
+    "$python" -m venv "$venv"
+fi
+if [ "$(cat "$venv/.installed" 2>/dev/null)" != "$stamp" ]; then
+    echo "installing into $venv (first run takes a few minutes)" >&2
+    "$venv/bin/pip" install --quiet --upgrade pip
+    # A CPU machine takes the CPU build of torch; a plain `torch` would pull a multi-GB CUDA build.
+    "$venv/bin/pip" install --quiet "torch==2.13.0"
+    "$venv/bin/pip" install --quiet -e "$root[train,embed,test]"
+    echo "$stamp" > "$venv/.installed"
+fi
+export PATH="$venv/bin:$PATH"

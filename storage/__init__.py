@@ -1,0 +1,15 @@
+"""The run directory: Arrow schemas, atomic Parquet shards, stage commits, Polars reads.
+
+>>> import tempfile, polars as pl, storage
+>>> run = storage.open_run(tempfile.mkdtemp())
+>>> run.scan("anchor_stats").group_by("round").agg(pl.col("anchored_share").mean()).collect().height
+0
+"""
+from storage.errors import (CorruptShard, RunLocked, SchemaMismatch, StageCommitted, StageNotCommitted,
+                            StorageError)
+from storage.manifest import Manifest, ShardInfo
+from storage.run import Run, open_run, write_shard
+from storage.schemas import SCHEMA_VERSION, TABLES
+
+__all__ = ["CorruptShard", "Manifest", "Run", "RunLocked", "SCHEMA_VERSION", "SchemaMismatch", "ShardInfo",
+           "StageCommitted", "StageNotCommitted", "StorageError", "TABLES", "open_run", "write_shard"]

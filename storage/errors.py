@@ -1,0 +1,26 @@
+"""Errors of the run directory; each names the file, table or column at fault."""
+from __future__ import annotations
+
+
+class StorageError(Exception):
+    """Base class of every storage error."""
+
+
+class SchemaMismatch(StorageError):
+    """A shard or frame does not match its table's schema (names the column)."""
+
+
+class CorruptShard(StorageError):
+    """A shard file is missing, truncated, unreadable or fails its checksum."""
+
+
+class StageCommitted(StorageError):
+    """A write or commit targets a stage that is already committed."""
+
+
+class StageNotCommitted(StorageError):
+    """A read asks for a stage that has no committed manifest."""
+
+
+class RunLocked(StorageError):
+    """Another driver holds the run's lock."""
