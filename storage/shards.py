@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import polars as pl
 import pyarrow as pa
@@ -80,9 +81,10 @@ def put_atomic(fs: pafs.FileSystem, path: str, payload: bytes | pa.Buffer) -> No
 def write_file(fs: pafs.FileSystem, stage_dir: str, rel: str, tbl: pa.Table, table: str) -> ShardInfo:
     """Write one conformed table shard atomically at ``stage_dir/rel``."""
     payload = encode(tbl, table)
-    put_atomic(fs, f"{stage_dir}/{rel}", payload)
-    return ShardInfo(path=rel, bytes=payload.size, sha256=hashlib.sha256(payload).hexdigest(),
-                     table=table, rows=tbl.num_rows)
+    with ThreadPoolExecutor(1) as pool:  # hashlib releases the GIL: hash while the file is written
+        digest = pool.submit(lambda: hashlib.sha256(payload).hexdigest())
+        put_atomic(fs, f"{stage_dir}/{rel}", payload)
+        return ShardInfo(path=rel, bytes=payload.size, sha256=digest.result(), table=table, rows=tbl.num_rows)
 
 
 def sha256_of(fs: pafs.FileSystem, path: str) -> str:
