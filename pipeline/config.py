@@ -1,0 +1,131 @@
+"""Typed configs from YAML plus dotted overrides, validated before any work starts.
+
+Each concern has one frozen dataclass (fields with one-line docs, checked in
+``__post_init__``). ``load`` reads a YAML file, applies ``key.sub=value``
+overrides, refuses unknown keys and mistyped values naming the dotted key,
+and builds the nested dataclasses.
+
+>>> from dataclasses import dataclass
+>>> @dataclass(frozen=True)
+... class Opt:
+...     lr: float = 1e-3  # learning rate
+...     name: str = "adam"  # optimizer
+>>> from_dict(Opt, {"lr": 0.1})
+Opt(lr=0.1, name='adam')
+>>> from_dict(Opt, {"lr": "fast"}, "opt")
+Traceback (most recent call last):
+...
+pipeline.config.ConfigError: opt.lr: expected float, got 'fast'
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config key is unknown, mistyped or out of range (the message names the dotted key)."""
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+def _convert(tp: Any, value: Any, where: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` and convert lists to tuples / dicts to dataclasses."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        errors = []
+        for arm in inner:
+            try:
+                return _convert(arm, value, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {value!r} matches none of {inner}")
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping of {tp.__name__} fields, got {value!r}")
+        return from_dict(tp, value, where)
+    if origin is typing.Literal:
+        if value not in args:
+            raise ConfigError(f"{where}: expected one of {list(args)}, got {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        arms = [args[0]] * len(value) if len(args) == 2 and args[1] is Ellipsis else list(args)
+        if len(arms) != len(value):
+            raise ConfigError(f"{where}: expected {len(arms)} items, got {len(value)}")
+        return tuple(_convert(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(arms, value)))
+    if origin in (list, dict) or tp in (Any, dict, list):
+        return value
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (bool, int, float, str) and not (isinstance(value, tp) and not (tp is int and isinstance(value, bool))):
+        raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")
+    return value
+
+
+def from_dict(cls: type, data: Mapping[str, Any], where: str = "") -> Any:
+    """Build dataclass ``cls`` from a mapping, naming the dotted key of any problem."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise ConfigError(f"{_join(where, unknown[0])}: unknown key; expected one of {names}")
+    kwargs = {k: _convert(hints[k], v, _join(where, k)) for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"{where or cls.__name__}: {exc}") from exc
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Set ``a.b.c=value`` items (values parsed as YAML) in a nested dict, returning a new dict."""
+    out = json.loads(json.dumps(data))
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r}: expected key.path=value")
+        node, parts = out, key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {part!r} is not a section")
+        node[parts[-1]] = yaml.safe_load(raw)
+    return out
+
+
+def load(cls: type, path: str | Path | None, overrides: list[str] = ()) -> Any:
+    """Read YAML at ``path`` (None: defaults only), apply overrides, validate into ``cls``."""
+    data: dict = {}
+    if path is not None:
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{path}: cannot read config ({exc})") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+    return from_dict(cls, apply_overrides(data, list(overrides)))
+
+
+def to_dict(cfg: Any) -> dict:
+    """Plain nested dict of a config (tuples as lists), YAML/JSON ready."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def config_hash(cfg: Any) -> str:
+    """Stable 16-hex-digit hash of a config's values."""
+    return hashlib.sha256(json.dumps(to_dict(cfg), sort_keys=True).encode()).hexdigest()[:16]
