@@ -1,0 +1,62 @@
+"""dask-submit: local LocalCluster mode, detached cluster jobs with logs, and ``dask submit``."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from distributed import LocalCluster
+
+BIN = Path(sys.executable).parent
+SCRIPT = """
+import sys
+from distributed import Client
+if __name__ == "__main__":
+    client = Client()
+    print("sum", client.submit(sum, [1, 2, 3]).result(), "args", sys.argv[1:], flush=True)
+    sys.exit(int(sys.argv[1]))
+"""
+
+
+@pytest.fixture()
+def script(tmp_path):
+    path = tmp_path / "driver.py"
+    path.write_text(SCRIPT)
+    return str(path)
+
+
+def _run(*argv, timeout=120):
+    return subprocess.run([str(a) for a in argv], capture_output=True, text=True, timeout=timeout)
+
+
+def test_local_mode_starts_a_cluster_and_returns_the_exit_code(script):
+    done = _run(BIN / "dask-submit", script, "7", "--flag")
+    assert done.returncode == 7, done.stderr
+    assert "sum 6 args ['7', '--flag']" in done.stdout
+    assert "dask-submit: LocalCluster at tcp://" in done.stderr
+
+
+def test_cluster_mode_detach_logs_and_dask_cli(script, tmp_path, monkeypatch):
+    monkeypatch.setenv("DASK_SUBMIT_HOME", str(tmp_path / "jobs"))  # the scheduler runs in this process
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp",
+                      dashboard_address=None) as cluster:
+        addr = cluster.scheduler_address
+        detached = _run(BIN / "dask-submit", "--scheduler", addr, "--detach", script, "0")
+        assert detached.returncode == 0, detached.stderr
+        job = detached.stdout.strip()
+        followed = _run(BIN / "dask-submit", "--scheduler", addr, "--logs", job, "--follow")
+        assert (followed.returncode, followed.stdout) == (0, "sum 6 args ['0']\n")
+        logs = _run(BIN / "dask-submit", "--scheduler", addr, "--logs", job)
+        assert logs.stdout == "sum 6 args ['0']\n[dask-submit] exit code 0\n"
+        via_dask = _run(BIN / "dask", "submit", "--scheduler", addr, script, "3")
+        assert (via_dask.returncode, via_dask.stdout) == (3, "sum 6 args ['3']\n")
+        unknown = _run(BIN / "dask-submit", "--scheduler", addr, "--logs", "nope")
+        assert (unknown.returncode, unknown.stderr) == (4, "dask-submit: no job 'nope' on this scheduler\n")
+
+
+def test_usage_errors(tmp_path):
+    missing = _run(BIN / "dask-submit", tmp_path / "missing.py")
+    assert missing.returncode == 2 and "no such file" in missing.stderr
+    unreachable = _run(BIN / "dask-submit", "--scheduler", "tcp://127.0.0.1:9", "--logs", "x")
+    assert unreachable.returncode == 3 and "cannot reach scheduler tcp://127.0.0.1:9" in unreachable.stderr
