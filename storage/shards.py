@@ -24,7 +24,7 @@ from storage.errors import CorruptShard, SchemaMismatch
 from storage.manifest import ShardInfo
 from storage.schemas import SCHEMA_VERSION, TABLE_KEY, TABLES, VERSION_KEY
 
-ROW_GROUP_BYTES = 64 << 20  # target uncompressed bytes per row group: bounded memory when streaming
+ROW_GROUP_BYTES = 256 << 20  # target uncompressed bytes per row group: bounded memory when streaming, few enough groups for fast list decoding
 COMPRESSION = "zstd"
 
 
