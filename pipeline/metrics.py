@@ -1,0 +1,82 @@
+"""The per-round metrics record (one line of ``RUN/metrics.jsonl``) and how it is kept.
+
+Each round commits a ``metrics`` stage holding ``metrics.json``; ``metrics.jsonl``
+is rebuilt from the committed ones, so a resumed round never writes a line twice.
+
+>>> m = RoundMetrics(round=0, policy_version=0)
+>>> RoundMetrics.from_json(m.to_json()) == m
+True
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+
+import storage
+from storage.shards import put_atomic
+
+METRICS_STAGE = "metrics"
+METRICS_FILE = "metrics.json"
+
+
+@dataclass(frozen=True)
+class RoundMetrics:
+    """What one round did, in numbers a person can read."""
+
+    round: int  # the round
+    policy_version: int  # round whose checkpoint collected the data (round - 1; 0 for the base model)
+    success_rate: float = 0.0  # share of collected episodes won
+    episode_length: float = 0.0  # mean steps per collected episode
+    invalid_action_share: float = 0.0  # share of steps whose response had no valid <action>
+    eval_success_rate: float | None = None  # share of held-out episodes won (None: not evaluated)
+    anchored_share: float = 0.0  # share of steps in non-singleton anchor groups (GiGPO's step signal)
+    anchor_groups_per_group: float = 0.0  # mean distinct anchor states per episode group
+    largest_anchor_group: int = 0  # largest anchor group of the round
+    mean_abs_adv_episode: float = 0.0  # mean |A_E| over steps
+    mean_abs_adv_step: float = 0.0  # mean |A_S| over steps
+    loss: float | None = None  # mean policy loss over the round's optimizer steps
+    kl: float | None = None  # mean KL to the reference policy
+    clip_fraction: float | None = None  # mean share of clipped tokens
+    entropy: float | None = None  # mean token entropy
+    grad_norm: float | None = None  # mean gradient norm before clipping
+    rollout_tokens_per_s: float | None = None  # generated tokens per second (collect)
+    env_steps_per_s: float | None = None  # env steps per second (collect)
+    advantage_steps_per_s_per_core: float | None = None  # advantage job throughput per core
+    train_tokens_per_s: float | None = None  # trained tokens per second
+    mfu: float | None = None  # model FLOPs utilisation of training (GPU only)
+    stage_seconds: dict[str, float] = field(default_factory=dict)  # wall time of each stage
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "RoundMetrics":
+        raw = json.loads(text)
+        return cls(**{f.name: raw[f.name] for f in fields(cls) if f.name in raw})
+
+
+def commit_metrics(run: storage.Run, metrics: RoundMetrics, config_hash: str) -> None:
+    """Commit the round's metrics stage, then rebuild ``RUN/metrics.jsonl``."""
+    r = metrics.round
+    if not run.is_committed(r, METRICS_STAGE):
+        run.begin(r, METRICS_STAGE)
+        put_atomic(run.fs, f"{run.stage_dir(r, METRICS_STAGE)}/{METRICS_FILE}", metrics.to_json().encode())
+        run.commit(r, METRICS_STAGE, [run.describe(r, METRICS_STAGE, METRICS_FILE)], config_hash,
+                   metrics.policy_version)
+    write_jsonl(run)
+
+
+def read_metrics(run: storage.Run) -> list[RoundMetrics]:
+    """Committed metrics records, by round."""
+    out = []
+    for r in run.rounds():
+        if run.is_committed(r, METRICS_STAGE):
+            with run.fs.open_input_stream(f"{run.stage_dir(r, METRICS_STAGE)}/{METRICS_FILE}") as src:
+                out.append(RoundMetrics.from_json(src.read().decode()))
+    return out
+
+
+def write_jsonl(run: storage.Run) -> None:
+    """Rewrite ``RUN/metrics.jsonl`` from the committed metrics stages (atomically)."""
+    lines = "".join(m.to_json() + "\n" for m in read_metrics(run))
+    put_atomic(run.fs, f"{run.root}/metrics.jsonl", lines.encode())

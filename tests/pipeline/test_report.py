@@ -1,0 +1,41 @@
+"""metrics.jsonl is rebuilt from committed metrics stages; the report writes plots and a summary."""
+from __future__ import annotations
+
+import json
+
+import storage
+from pipeline.metrics import RoundMetrics, commit_metrics, read_metrics
+from pipeline.report import main, summary
+
+
+def _metrics(r):
+    return RoundMetrics(round=r, policy_version=r, success_rate=0.25 * r, eval_success_rate=0.5,
+                        anchored_share=0.4, stage_seconds={"collect": 6.0, "advantage": 1.0, "train": 3.0})
+
+
+def test_metrics_are_committed_once_per_round(tmp_path):
+    run = storage.open_run(str(tmp_path))
+    for r in (0, 1):
+        commit_metrics(run, _metrics(r), "cfg")
+    commit_metrics(run, _metrics(1), "cfg")  # a resumed round commits again: no second line
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["round"] for line in lines] == [0, 1]
+    assert read_metrics(run) == [_metrics(0), _metrics(1)]
+
+
+def test_report_files_and_summary(tmp_path, capsys):
+    run = storage.open_run(str(tmp_path))
+    for r in (0, 1):
+        commit_metrics(run, _metrics(r), "cfg")
+    assert main([str(tmp_path)]) == 0
+    names = [p.rsplit("/", 1)[1] for p in capsys.readouterr().out.split()]
+    assert names == ["success.png", "anchors.png", "stage_times.png", "summary.md"]
+    for name in names[:3]:
+        assert (tmp_path / "report" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = summary([_metrics(1)]).splitlines()
+    assert table[2] == "| 1 | 0.25 | 0.5 | 0 | 0 | 0.4 | - | - | - | - | - | 0.1 |"
+
+
+def test_report_of_empty_run_is_a_clear_error(tmp_path, capsys):
+    assert main([str(tmp_path)]) == 1
+    assert "no committed round has metrics yet" in capsys.readouterr().err
