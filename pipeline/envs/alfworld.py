@@ -16,12 +16,11 @@ One ``AlfworldEnv`` plays one game at a time; ``reset(game_file)`` loads a
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import sys
 from dataclasses import dataclass, field
-
-from pipeline.envs.tasks import TASK_TYPES, check_task_type
 
 EXPERTS = (None, "planner", "handcoded")
 _GAME_KEYS = ("pddl_domain", "grammar", "pddl_problem")
@@ -114,8 +113,24 @@ def _keep_argv():
         sys.argv[:] = saved
 
 
+def _cache_translations(size: int = 8) -> None:
+    """Memoise fast-downward's PDDL->SAS translation in this process.
+
+    ``PddlEnv`` translates the problem twice on every load *and* every reset
+    (~90% of reset time, seconds for a large house); the translation is a pure
+    function of (domain, problem, flags) and its result is only read, so the G
+    members of a group and repeated resets of one game translate once. Two
+    entries per game: the last four games stay cached.
+    """
+    import fast_downward
+
+    if not hasattr(fast_downward.pddl2sas, "cache_info"):
+        fast_downward.pddl2sas = functools.lru_cache(maxsize=size)(fast_downward.pddl2sas)
+
+
 def make_engine(expert: str | None):
     """ALFWorld's wrapper stack over textworld's PddlEnv (as ``alfworld-generate`` builds it)."""
+    _cache_translations()
     import textworld
     from textworld.envs.pddl import PddlEnv
     from alfworld.agents.environment.alfred_tw_env import AlfredDemangler, AlfredExpert, AlfredInfos
@@ -131,19 +146,21 @@ class AlfworldEnv:
     def __init__(self, config: AlfworldEnvConfig | None = None) -> None:
         self.config = config or AlfworldEnvConfig()
         self._engine = make_engine(self.config.expert)
-        self._loaded: str | None = None
+        self._loaded: tuple | None = None  # (path, mtime_ns, size) of the loaded game file
         self._steps = 0
         self._done = True
 
     def reset(self, game_file: str) -> ResetResult:
         """Start ``game_file`` from its initial state (reloads only when the file changes)."""
         game_file = os.fspath(game_file)
-        if game_file != self._loaded:
+        self._done = True  # stays finished if loading fails
+        key = _file_key(game_file)
+        if key != self._loaded:
             read_game_file(game_file)
             self._loaded = None
             with _keep_argv(), _naming(game_file, "cannot load game"):
                 self._engine.load(game_file)
-            self._loaded = game_file
+            self._loaded = key
         with _keep_argv(), _naming(game_file, "cannot reset game"):
             state = self._engine.reset()
         self._steps, self._done = 0, False
@@ -164,6 +181,14 @@ class AlfworldEnv:
                           "max_steps" if truncated else None, _plan(state))
 
 
+def _file_key(path: str) -> tuple:
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise GameFileError(f"{path}: game file not found") from exc
+    return path, st.st_mtime_ns, st.st_size
+
+
 def _plan(state) -> list[str] | None:
     plan = state.get("extra.expert_plan")
     return None if plan is None else list(plan)
@@ -179,5 +204,5 @@ def _naming(path: str, what: str):
         raise GameFileError(f"{path}: {what}: {type(exc).__name__}: {exc}") from exc
 
 
-__all__ = ["AlfworldEnv", "AlfworldEnvConfig", "GameFileError", "ResetResult", "StepResult",
-           "TASK_TYPES", "check_task_type", "make_engine", "read_game_file", "task_sentence"]
+__all__ = ["AlfworldEnv", "AlfworldEnvConfig", "GameFileError", "ResetResult", "StepResult", "make_engine",
+           "read_game_file", "task_sentence"]

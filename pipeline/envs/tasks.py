@@ -89,10 +89,13 @@ def sample_task(rng: random.Random, task_type: str) -> TaskSpec:
             return TaskSpec(task_type, room, obj, "", rng.choice(LAMPS), source, host, 1,
                             tuple(dict.fromkeys((source, host))))
         parents = [r for r in homes if not appliance or r != appliance[0]]
-        if len(homes) < 2 or not parents:
+        if not parents:
             continue
         parent = rng.choice(parents)
-        source = rng.choice([r for r in homes if r != parent])
+        sources = [r for r in homes if r != parent and (not appliance or r != appliance[0])]
+        if not sources:
+            continue
+        source = rng.choice(sources)
         n = rng.randint(2, 3) if task_type == "pick_two_obj_and_place" else rng.randint(1, 2)
         required = (parent, source) + ((appliance[0],) if appliance else ())
         return TaskSpec(task_type, room, obj, parent, "", source, "", n, tuple(dict.fromkeys(required)))

@@ -1,0 +1,128 @@
+"""ALFWorld prompts and ``<action>`` parsing, as the paper's trainer (verl-agent) does them.
+
+The first step shows the observation and the admissible actions; later steps
+add the task, the step count and the last ``history_length`` (observation,
+action) pairs. The model reasons in ``<think></think>`` and answers in
+``<action></action>``; a reply without the tags is an invalid action (it
+feeds the invalid-action penalty) and is sent to the game as ``""``.
+
+>>> parse_action("<think>the apple is in the fridge</think><action>Go to fridge 1</action>")
+('go to fridge 1', True)
+>>> parse_action("go to fridge 1")
+('', False)
+>>> p = build_prompt("put a apple in fridge.", "You arrive at fridge 1.", ["open fridge 1", "help"],
+...                  history=[("obs0", "go to fridge 1")])
+>>> "Your task is to: put a apple in fridge." in p, "'help'" in p, "[Observation]: obs0 [Action]: go to fridge 1" in p
+(True, False, True)
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+_INSTRUCTION = (
+    "Now it's your turn to take an action.\n"
+    "You should first reason step-by-step about the current situation. This reasoning process MUST be "
+    "enclosed within <think> </think> tags. \n"
+    "Once you've finished your reasoning, you should choose an admissible action for current step and "
+    "present it within <action> </action> tags.\n"
+)
+# Wording of verl-agent's ALFWORLD_TEMPLATE_NO_HIS / ALFWORLD_TEMPLATE (its "observaitons" typo fixed).
+_FIRST = (
+    "\nYou are an expert agent operating in the ALFRED Embodied Environment.\n"
+    "Your current observation is: {current_observation}\n"
+    "Your admissible actions of the current situation are: [{admissible_actions}].\n\n" + _INSTRUCTION
+)
+_LATER = (
+    "\nYou are an expert agent operating in the ALFRED Embodied Environment. Your task is to: {task_description}\n"
+    "Prior to this step, you have already taken {step_count} step(s). Below are the most recent "
+    "{history_length} observations and the corresponding actions you took: {action_history}\n"
+    "You are now at step {current_step} and your current observation is: {current_observation}\n"
+    "Your admissible actions of the current situation are: [{admissible_actions}].\n\n" + _INSTRUCTION
+)
+
+# name -> (template of the first step / no history, template of later steps)
+PROMPT_TEMPLATES: dict[str, tuple[str, str]] = {}
+
+
+def register_template(name: str, first: str, later: str) -> None:
+    """Add a prompt template pair; fields as in ``build_prompt``."""
+    PROMPT_TEMPLATES[name] = (first, later)
+
+
+register_template("verl_agent", _FIRST, _LATER)
+_CJK = re.compile(r"[\u4e00-\u9fff]")
+
+
+@dataclass(frozen=True)
+class PromptConfig:
+    """How prompts are written and replies parsed."""
+
+    template: str = "verl_agent"  # key of PROMPT_TEMPLATES
+    history_length: int = 2  # past (observation, action) pairs shown; 0 uses the first-step template always
+    hidden_actions: tuple[str, ...] = ("help",)  # admissible commands left out of the prompt (verl-agent: help)
+    require_think: bool = True  # a reply without <think>...</think> is invalid (verl-agent does this)
+    reject_cjk: bool = True  # a reply containing CJK characters is invalid (verl-agent does this)
+
+    def __post_init__(self) -> None:
+        if self.template not in PROMPT_TEMPLATES:
+            raise ValueError(f"PromptConfig.template must be one of {sorted(PROMPT_TEMPLATES)}, "
+                             f"got {self.template!r}")
+        if self.history_length < 0:
+            raise ValueError(f"PromptConfig.history_length must be >= 0, got {self.history_length}")
+
+
+def format_history(history: Sequence[tuple[str, str]]) -> str:
+    """``[Observation]: ... [Action]: ...`` lines, newlines inside texts flattened."""
+    return "\n".join(f"[Observation]: {obs.replace(chr(10), ' ')} [Action]: {act.replace(chr(10), ' ')}"
+                     for obs, act in history)
+
+
+def build_prompt(task: str, observation: str, admissible: Sequence[str],
+                 history: Sequence[tuple[str, str]] = (), config: PromptConfig = PromptConfig()) -> str:
+    """The prompt for the next action.
+
+    ``history`` holds every earlier (observation acted on, parsed action) pair of
+    the episode, oldest first; its length is the number of steps taken so far.
+    """
+    first, later = PROMPT_TEMPLATES[config.template]
+    actions = "\n ".join(f"'{a}'" for a in admissible if a not in config.hidden_actions)
+    if not history or config.history_length == 0:
+        return first.format(current_observation=observation, admissible_actions=actions)
+    recent = list(history)[-config.history_length:]
+    return later.format(task_description=task, step_count=len(history), history_length=len(recent),
+                        action_history=format_history(recent),
+                        current_step=len(history) + 1, current_observation=observation,
+                        admissible_actions=actions)
+
+
+def parse_action(reply: str, config: PromptConfig = PromptConfig()) -> tuple[str, bool]:
+    """(action, valid): the lower-cased text of the first ``<action>...</action>``.
+
+    Missing or misordered action tags give ``("", False)``; a missing think block
+    (when ``require_think``) or CJK text (when ``reject_cjk``) keeps the action
+    but marks it invalid.
+    """
+    text = reply.lower()
+    start, end = text.find("<action>"), text.find("</action>")
+    if start < 0 or end < start:
+        return "", False
+    action = text[start + len("<action>"):end].strip()
+    valid = True
+    if config.require_think and (reply.find("<think>") < 0 or reply.find("</think>") < 0):
+        valid = False
+    if config.reject_cjk and _CJK.search(reply):
+        valid = False
+    return action, valid
+
+
+def chat_prompt(tokenizer: Any, prompt: str, tokenize: bool = False, system: str | None = None):
+    """Wrap ``prompt`` as one user turn with the tokenizer's chat template (generation prompt added).
+
+    Works with any object that has Hugging Face's ``apply_chat_template``; with
+    ``tokenize`` it returns the token ids (a list, whatever the library version).
+    """
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+    out = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=tokenize)
+    return out["input_ids"] if tokenize and hasattr(out, "keys") else out

@@ -1,0 +1,183 @@
+"""AlfworldEnv on the real textworld/ALFWorld engine: wins, losses, exact texts, bad input."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import sys
+
+import pytest
+
+from pipeline.envs.alfworld import AlfworldEnv, AlfworldEnvConfig, GameFileError, read_game_file
+from pipeline.envs.alfworld_gen import generate_games
+from pipeline.envs.pddl import goal_pddl
+from pipeline.envs.tasks import TASK_TYPES
+
+# A hand-written ALFWorld problem: apple 1 in a closed cabinet 1, goal "apple on the countertop".
+HAND_PROBLEM = """(define (problem hand)
+    (:domain alfred)
+    (:objects
+        agent1 - agent
+        AppleType - otype
+        CabinetType - rtype
+        CounterTopType - rtype
+        Apple_bar_1 - object
+        Cabinet_bar_1 - receptacle
+        CounterTop_bar_1 - receptacle
+        loc_bar_0 - location
+        loc_bar_1 - location
+        loc_bar_2 - location
+    )
+    (:init
+        (= (total-cost) 0)
+        (atLocation agent1 loc_bar_0)
+        (receptacleType Cabinet_bar_1 CabinetType)
+        (receptacleType CounterTop_bar_1 CounterTopType)
+        (openable Cabinet_bar_1)
+        (receptacleAtLocation Cabinet_bar_1 loc_bar_1)
+        (receptacleAtLocation CounterTop_bar_1 loc_bar_2)
+        (objectType Apple_bar_1 AppleType)
+        (pickupable Apple_bar_1)
+        (inReceptacle Apple_bar_1 Cabinet_bar_1)
+        (objectAtLocation Apple_bar_1 loc_bar_1)
+        (canContain CounterTopType AppleType)
+    )
+""" + goal_pddl("pick_and_place_simple", "Apple", "CounterTop")
+
+
+def write_hand_game(folder, problem=HAND_PROBLEM, **extra) -> str:
+    from alfworld.info import ALFRED_PDDL_PATH, ALFRED_TWL2_PATH
+
+    grammar = open(ALFRED_TWL2_PATH).read().replace("UNKNOWN GOAL", "put some apple on countertop")
+    data = {"pddl_domain": open(ALFRED_PDDL_PATH).read(), "grammar": grammar, "pddl_problem": problem,
+            "solvable": True, **extra}
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, "game.tw-pddl")
+    with open(path, "w") as f:
+        json.dump(data, f)
+    return path
+
+
+@pytest.fixture(scope="module")
+def games(tmp_path_factory) -> dict[str, str]:
+    """One small generated game per task type."""
+    root = tmp_path_factory.mktemp("alfdata")
+    paths = generate_games(str(root), games=6, seed=11, max_receptacles=6)
+    return {json.load(open(os.path.join(os.path.dirname(p), "traj_data.json")))["task_type"]: p for p in paths}
+
+
+def test_hand_written_game_gives_alfworlds_exact_texts(tmp_path):
+    env = AlfworldEnv()
+    start = env.reset(write_hand_game(tmp_path / "hand"))
+    assert start.observation == ("-= Welcome to TextWorld, ALFRED! =-\n\nYou are in the middle of a room. "
+                                 "Looking quickly around you, you see a cabinet 1, and a countertop 1.\n\n"
+                                 "Your task is to: put some apple on countertop.")
+    assert start.task == "put some apple on countertop."
+    assert start.admissible_commands == ["go to cabinet 1", "go to countertop 1", "help", "inventory", "look"]
+    assert start.expert_plan is None
+    script = [
+        ("go to cabinet 1", "You arrive at cabinet 1. The cabinet 1 is closed."),
+        ("take apple 1 from cabinet 1", "Nothing happens."),  # closed: not admissible, the game's own reply
+        ("open cabinet 1", "You open the cabinet 1. The cabinet 1 is open. In it, you see a apple 1."),
+        ("take apple 1 from cabinet 1", "You pick up the apple 1 from the cabinet 1."),
+        ("go to countertop 1", "You arrive at countertop 1. On the countertop 1, you see nothing."),
+        ("move apple 1 to countertop 1", "You move the apple 1 to the countertop 1."),
+    ]
+    results = [env.step(action) for action, _ in script]
+    assert [r.observation for r in results] == [text for _, text in script]
+    assert [r.reward for r in results] == [0.0, 0.0, 0.0, 0.0, 0.0, 10.0]
+    assert [r.step for r in results] == [1, 2, 3, 4, 5, 6]
+    assert [(r.terminated, r.truncated, r.won) for r in results[-2:]] == [(False, False, False), (True, False, True)]
+    assert results[-1].truncation_reason is None
+    with pytest.raises(RuntimeError, match="finished episode"):
+        env.step("look")
+
+
+def test_win_reward_is_configurable(tmp_path):
+    env = AlfworldEnv(AlfworldEnvConfig(win_reward=1.5))
+    env.reset(write_hand_game(tmp_path / "hand"))
+    plan = ["go to cabinet 1", "open cabinet 1", "take apple 1 from cabinet 1", "go to countertop 1",
+            "move apple 1 to countertop 1"]
+    assert [env.step(a).reward for a in plan] == [0.0, 0.0, 0.0, 0.0, 1.5]
+
+
+@pytest.mark.parametrize("task_type", TASK_TYPES)
+def test_planner_plan_wins_every_task_type(games, task_type):
+    env = AlfworldEnv(AlfworldEnvConfig(expert="planner"))
+    start = env.reset(games[task_type])
+    plan = start.expert_plan
+    assert plan and start.task in start.observation
+    results = [env.step(action) for action in plan]
+    assert [r.reward for r in results] == [0.0] * (len(plan) - 1) + [10.0]
+    assert [r.done for r in results] == [False] * (len(plan) - 1) + [True]
+    assert (results[-1].won, results[-1].terminated, results[-1].truncated) == (True, True, False)
+    assert plan == json.load(open(games[task_type]))["walkthrough"]
+
+
+@pytest.mark.parametrize("task_type", TASK_TYPES)
+def test_random_admissible_actions_lose_by_truncation(games, task_type):
+    env = AlfworldEnv(AlfworldEnvConfig(max_steps=6))
+    rng = random.Random(0)
+    state = env.reset(games[task_type])
+    results = []
+    for _ in range(6):
+        state = env.step(rng.choice(state.admissible_commands))
+        results.append(state)
+        if state.done:
+            break
+    assert [r.reward for r in results] == [0.0] * 6
+    assert [r.truncated for r in results] == [False] * 5 + [True]
+    assert (results[-1].won, results[-1].terminated, results[-1].truncation_reason) == (False, False, "max_steps")
+
+
+def test_handcoded_expert_reads_traj_data_and_wins(games):
+    random.seed(0)  # the handcoded expert falls back on the global random module
+    env = AlfworldEnv(AlfworldEnvConfig(expert="handcoded", max_steps=200))
+    for task_type in ("pick_heat_then_place_in_recep", "look_at_obj_in_light"):
+        state = env.reset(games[task_type])
+        while True:
+            state = env.step(state.expert_plan[0])
+            if state.done:
+                break
+        assert (state.won, state.reward) == (True, 10.0)
+
+
+def test_group_members_and_repeated_resets_see_the_same_start(games):
+    game = games["pick_clean_then_place_in_recep"]
+    a, b = AlfworldEnv(), AlfworldEnv()
+    first = a.reset(game)
+    a.step(first.admissible_commands[0])
+    assert a.reset(game) == first == b.reset(game)
+
+
+def test_engine_keeps_the_host_argv(games):
+    before = list(sys.argv)
+    AlfworldEnv().reset(games["pick_and_place_simple"])
+    assert sys.argv == before
+
+
+def test_bad_game_files_name_their_path(tmp_path):
+    env = AlfworldEnv()
+    missing = tmp_path / "nowhere" / "game.tw-pddl"
+    with pytest.raises(GameFileError, match=f"{missing}: game file not found"):
+        env.reset(missing)
+    corrupted = tmp_path / "corrupted.tw-pddl"
+    corrupted.write_text('{"pddl_domain": "(define')
+    with pytest.raises(GameFileError, match=f"{corrupted}: corrupted game file, not JSON"):
+        env.reset(corrupted)
+    corrupted.write_text(json.dumps({"pddl_domain": "x", "grammar": "y"}))
+    with pytest.raises(GameFileError, match=r"missing text fields \['pddl_problem'\]"):
+        read_game_file(str(corrupted))
+    unsolvable = write_hand_game(tmp_path / "unsolvable", solvable=False)
+    with pytest.raises(GameFileError, match=f"{unsolvable}: game is marked unsolvable"):
+        env.reset(unsolvable)
+    broken = write_hand_game(tmp_path / "broken", problem="(define (problem p) (:domain alfred) (:objects")
+    with pytest.raises(GameFileError, match=f"{broken}: cannot load game"):
+        env.reset(broken)
+
+
+def test_config_errors_name_the_field():
+    with pytest.raises(ValueError, match="AlfworldEnvConfig.max_steps"):
+        AlfworldEnvConfig(max_steps=0)
+    with pytest.raises(ValueError, match="AlfworldEnvConfig.expert"):
+        AlfworldEnvConfig(expert="oracle")
