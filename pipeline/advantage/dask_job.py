@@ -1,0 +1,224 @@
+"""The round's advantage job over committed steps shards, on one machine or a Dask cluster.
+
+Each output partition is one input shard plus the five advantage columns, in
+the shard's row order, handed to ``sink(table, index, source_path)`` where the
+task runs (a Dask worker): the round driver passes storage's shard writer.
+Only the scalar columns are read into the computation; the token columns stay
+in the Arrow table read for the output and are never copied or shuffled.
+
+- Shards hold whole groups (what rollout workers write): one task per shard.
+- A group spans shards: rows are bucketed by ``group_id`` (scalar columns
+  only), each bucket is computed, and each shard's results are joined back on
+  its row numbers.
+
+``groups_whole=None`` detects which case holds from the shards' ``group_id``
+columns; ``True`` trusts the writer and verifies afterwards (error if a group
+was split); ``False`` forces the shuffle. Every path runs the same
+``compute_advantages`` on whole groups, so all give bit-identical numbers.
+"""
+from __future__ import annotations
+
+import operator
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm.auto import tqdm
+
+from pipeline.advantage.config import AdvantageConfig
+from pipeline.advantage.engine import ADVANTAGE_COLUMNS, scalar_columns, compute_advantages
+from pipeline.advantage.stats import STATS_COLUMNS, anchor_stats
+from pipeline.advantage.validate import AdvantageInputError
+
+Sink = Callable[[pa.Table, int, str], Any]
+_ARROW_TYPES = {"anchor_group_size": pa.int32()}
+_STATS_EXTRA = ("round", "task_id", "won")
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """What the job produced: sink results per input shard, per-group anchor statistics, and timing."""
+
+    outputs: list  # sink's return value for each input shard, in input order
+    anchor_stats: pl.DataFrame  # one row per (round, group_id), storage.schemas.ANCHOR_STATS columns
+    shuffled: bool  # True when groups spanned shards and rows were bucketed by group_id
+    rows: int  # steps processed
+    seconds: float  # wall time of the job
+    cores: int  # worker threads that ran it
+
+    def summary(self) -> str:
+        """One line with the physical-limit figure (steps/s per core)."""
+        rate = self.rows / max(self.seconds, 1e-9) / max(self.cores, 1)
+        mode = "group_id shuffle" if self.shuffled else "one task per shard"
+        return (
+            f"{self.rows} steps in {self.seconds:.2f} s on {self.cores} core(s), {mode}: "
+            f"{rate / 1e6:.2f} M steps/s/core"
+        )
+
+
+class _Inline:
+    """Runs tasks in this process as they are submitted (one shard in memory at a time)."""
+
+    is_async = False
+    cores = 1
+
+    def submit(self, fn, *args):
+        return fn(*args)
+
+    def gather(self, items):
+        return list(items)
+
+
+class _Dask:
+    def __init__(self, client) -> None:
+        self.client = client
+        self.is_async = True
+        self.cores = sum(client.nthreads().values())
+
+    def submit(self, fn, *args):
+        return self.client.submit(fn, *args, pure=False)
+
+    def gather(self, items):
+        return self.client.gather(list(items))
+
+
+def run_advantage_job(
+    paths: Sequence[str],
+    sink: Sink,
+    cfg: AdvantageConfig | None = None,
+    *,
+    client=None,
+    groups_whole: bool | None = None,
+    progress: bool = True,
+    filesystem=None,
+) -> JobResult:
+    """Compute advantages for the steps shards ``paths`` and hand each annotated shard to ``sink``.
+
+    ``client``: a ``distributed.Client`` (None runs in this process);
+    ``filesystem``: the pyarrow filesystem of ``paths`` (None: local paths).
+
+    >>> def sink(table, index, source):  # doctest: +SKIP
+    ...     pq.write_table(table, f"out/advantages-{index}.parquet")
+    ...     return table.num_rows
+    >>> run_advantage_job(["steps-0.parquet", "steps-1.parquet"], sink, client=client).outputs  # doctest: +SKIP
+    [4096, 3912]
+    """
+    cfg = cfg or AdvantageConfig()
+    ex = _Dask(client) if client is not None else _Inline()
+    start = time.perf_counter()
+    paths = [str(p) for p in paths]
+    if not paths:
+        return JobResult([], pl.DataFrame(schema=STATS_COLUMNS), False, 0, 0.0, ex.cores)
+    if groups_whole is None:
+        groups_whole = not _split_groups(ex, paths, filesystem)
+    job = _per_shard if groups_whole else _shuffled
+    outputs, stats = job(ex, paths, cfg, sink, progress, filesystem)
+    rows = int(stats["steps"].sum())
+    result = JobResult(outputs, stats, not groups_whole, rows, time.perf_counter() - start, ex.cores)
+    if progress:
+        print(result.summary())
+    return result
+
+
+def _per_shard(ex, paths: list[str], cfg: AdvantageConfig, sink: Sink, progress: bool, fs):
+    """One task per shard; afterwards checks that no group was in two shards (the writer's promise)."""
+    done = _stage(ex, _shard_task, [(p, i, cfg, sink, fs) for i, p in enumerate(paths)], "advantages", progress)
+    try:
+        results = ex.gather(done)
+    except AdvantageInputError as err:
+        raise AdvantageInputError(f"{err} (with groups_whole=True: if groups span shards, use None)") from err
+    stats = pl.concat([r[1] for r in results]).sort("round", "group_id")
+    dup = stats.filter(pl.struct("round", "group_id").is_duplicated())["group_id"].unique().sort()
+    if len(dup):
+        raise AdvantageInputError(
+            f"groups_whole=True but group_id(s) {dup.to_list()[:10]} span several shards; "
+            "the written partitions are wrong: rerun with groups_whole=None"
+        )
+    return [r[0] for r in results], stats
+
+
+def _stage(ex, fn, arg_lists: list[tuple], desc: str, progress: bool) -> list:
+    futures = [ex.submit(fn, *args) for args in tqdm(arg_lists, desc=desc, disable=not progress or ex.is_async)]
+    if ex.is_async and progress:
+        from distributed import as_completed
+
+        for _ in tqdm(as_completed(futures), total=len(futures), desc=desc):
+            pass
+    return futures
+
+
+def _split_groups(ex, paths: list[str], fs) -> int:
+    """Number of group ids found in more than one shard."""
+    ids = ex.gather([ex.submit(_group_ids, p, fs) for p in paths])
+    _, counts = np.unique(np.concatenate(ids) if ids else np.zeros(0, np.int64), return_counts=True)
+    return int((counts > 1).sum())
+
+
+def _group_ids(path: str, fs) -> np.ndarray:
+    return np.unique(pq.read_table(path, columns=["group_id"], filesystem=fs)["group_id"].to_numpy())
+
+
+def read_scalars(path: str, cfg: AdvantageConfig, table: pa.Table | None = None, fs=None) -> pl.DataFrame:
+    """The shard's scalar columns the engine and the statistics read (missing ones are reported by the engine)."""
+    names = table.column_names if table is not None else pq.read_schema(path, filesystem=fs).names
+    wanted = scalar_columns(names, cfg) + list(_STATS_EXTRA)
+    cols = [c for c in dict.fromkeys(wanted) if c in names]
+    return pl.from_arrow(table.select(cols) if table is not None else pq.read_table(path, columns=cols, filesystem=fs))
+
+
+def attach(table: pa.Table, result: pl.DataFrame) -> pa.Table:
+    """The input table with the advantage columns (non-null, storage types) appended."""
+    table = table.drop_columns([c for c in ADVANTAGE_COLUMNS if c in table.column_names])
+    for name in ADVANTAGE_COLUMNS:
+        kind = _ARROW_TYPES.get(name, pa.float64())
+        table = table.append_column(pa.field(name, kind, nullable=False), pa.array(result[name].to_numpy(), kind))
+    return table
+
+
+def _shard_task(path: str, index: int, cfg: AdvantageConfig, sink: Sink, fs):
+    table = pq.read_table(path, filesystem=fs)
+    result = compute_advantages(read_scalars(path, cfg, table), cfg)
+    return sink(attach(table, result), index, path), anchor_stats(result)
+
+
+def _split_task(path: str, index: int, cfg: AdvantageConfig, parts: int, fs) -> list[pl.DataFrame]:
+    frame = read_scalars(path, cfg, fs=fs)
+    bucket = np.mod(frame["group_id"].to_numpy(), parts)
+    frame = frame.with_columns(
+        pl.lit(index, pl.Int32).alias("_shard"), pl.int_range(len(frame), dtype=pl.Int64).alias("_row"), _bucket=bucket
+    )
+    pieces = frame.partition_by("_bucket", as_dict=True, include_key=False)
+    return [pieces.get((b,), frame.clear().drop("_bucket")) for b in range(parts)]
+
+
+def _bucket_task(pieces: list[pl.DataFrame], cfg: AdvantageConfig, n_shards: int):
+    result = compute_advantages(pl.concat(pieces), cfg)
+    per_shard = result.select("_shard", "_row", *ADVANTAGE_COLUMNS).partition_by("_shard", as_dict=True)
+    empty = result.clear().select("_row", *ADVANTAGE_COLUMNS)
+    shards = [per_shard[(i,)].drop("_shard") if (i,) in per_shard else empty for i in range(n_shards)]
+    return shards, anchor_stats(result)
+
+
+def _write_task(path: str, index: int, pieces: list[pl.DataFrame], sink: Sink, fs):
+    table = pq.read_table(path, filesystem=fs)
+    result = pl.concat(pieces).sort("_row")
+    if not np.array_equal(result["_row"].to_numpy(), np.arange(table.num_rows)):
+        raise RuntimeError(f"{path}: got advantages for {len(result)} of {table.num_rows} rows after the shuffle")
+    return sink(attach(table, result), index, path)
+
+
+def _shuffled(ex, paths: list[str], cfg: AdvantageConfig, sink: Sink, progress: bool, fs):
+    n = len(paths)
+    split = _stage(ex, _split_task, [(p, i, cfg, n, fs) for i, p in enumerate(paths)], "split by group_id", progress)
+    buckets = [ex.submit(_bucket_task, [ex.submit(operator.getitem, s, b) for s in split], cfg, n) for b in range(n)]
+    shard_parts = [ex.submit(operator.getitem, b, 0) for b in buckets]
+    args = [
+        (p, i, [ex.submit(operator.getitem, part, i) for part in shard_parts], sink, fs) for i, p in enumerate(paths)
+    ]
+    outputs = ex.gather(_stage(ex, _write_task, args, "advantages", progress))
+    stats = ex.gather([ex.submit(operator.getitem, b, 1) for b in buckets])
+    return outputs, pl.concat(stats).sort("round", "group_id")

@@ -1,0 +1,69 @@
+"""The advantage stage of a round in a run directory.
+
+Reads the round's committed ``steps`` shards, writes one ``advantages`` shard
+per steps shard (from the workers, through ``storage.write_shard``) and the
+``anchor_stats`` table, then commits the ``advantages`` stage with the
+trajectories' policy version. A committed stage is left alone (a rerun is a
+no-op); a crashed attempt's leftovers are cleared first.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict
+
+import storage
+from pipeline.advantage.config import AdvantageConfig
+from pipeline.advantage.dask_job import JobResult, run_advantage_job
+
+STAGE = "advantages"
+
+
+class StorageSink:
+    """Job sink writing an annotated shard into the run directory (pickled to the workers as the run's URI)."""
+
+    def __init__(self, run: storage.Run, round: int) -> None:
+        self.run, self.round = run, round
+
+    def __call__(self, table, index: int, source: str) -> storage.ShardInfo:
+        return storage.write_shard(self.run, self.round, "advantages", table, f"a{index:05d}")
+
+
+def hash_config(cfg: AdvantageConfig) -> str:
+    """Stable short hash of an AdvantageConfig (recorded in the stage manifest).
+
+    >>> hash_config(AdvantageConfig()) == hash_config(AdvantageConfig(gamma=0.95))
+    True
+    """
+    return hashlib.sha256(json.dumps(asdict(cfg), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def run_advantage_round(
+    run: storage.Run,
+    round: int,
+    cfg: AdvantageConfig | None = None,
+    *,
+    client=None,
+    groups_whole: bool | None = None,
+    config_hash: str | None = None,
+    progress: bool = True,
+) -> JobResult | None:
+    """Compute and commit round ``round``'s advantages and anchor statistics; None if already committed.
+
+    ``config_hash`` is recorded in the manifest (default: ``hash_config(cfg)``).
+
+    >>> result = run_advantage_round(storage.open_run("runs/x"), 0, AdvantageConfig(), client=client)  # doctest: +SKIP
+    """
+    cfg = cfg or AdvantageConfig()
+    if run.is_committed(round, STAGE):
+        return None
+    paths = run.shard_paths("steps", round)  # raises StageNotCommitted when the round has no trajectories
+    policy_version = run.manifest(round, "trajectories").policy_version
+    run.begin(round, STAGE)
+    sink = StorageSink(run, round)
+    result = run_advantage_job(
+        paths, sink, cfg, client=client, groups_whole=groups_whole, progress=progress, filesystem=run.fs
+    )
+    stats = storage.write_shard(run, round, "anchor_stats", result.anchor_stats, "anchor_stats")
+    run.commit(round, STAGE, [*result.outputs, stats], config_hash or hash_config(cfg), policy_version)
+    return result
