@@ -1,7 +1,8 @@
 """Typed configs from YAML plus dotted overrides, validated before any work starts.
 
 Each concern has one frozen dataclass (fields with one-line docs, checked in
-``__post_init__``). ``load`` reads a YAML file, applies ``key.sub=value``
+``__post_init__``). ``load`` reads a YAML file (which may ``extends:`` another
+one, overriding it section by section), applies ``key.sub=value``
 overrides, refuses unknown keys and mistyped values naming the dotted key,
 and builds the nested dataclasses.
 
@@ -71,6 +72,11 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         return value
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, str):  # YAML 1.1 reads 1e-6 (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if tp in (bool, int, float, str) and not (isinstance(value, tp) and not (tp is int and isinstance(value, bool))):
         raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")
     return value
@@ -108,16 +114,29 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return out
 
 
+def _merge(base: dict, top: dict) -> dict:
+    """``top`` over ``base``, section by section."""
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def read_yaml(path: str | Path) -> dict:
+    """A YAML config as a dict; ``extends: other.yaml`` (relative to the file) is read first and overlaid."""
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read config ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    parent = data.pop("extends", None)
+    return _merge(read_yaml(Path(path).parent / parent), data) if parent else data
+
+
 def load(cls: type, path: str | Path | None, overrides: list[str] = ()) -> Any:
     """Read YAML at ``path`` (None: defaults only), apply overrides, validate into ``cls``."""
-    data: dict = {}
-    if path is not None:
-        try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"{path}: cannot read config ({exc})") from exc
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: expected a mapping at the top level")
+    data = read_yaml(path) if path is not None else {}
     return from_dict(cls, apply_overrides(data, list(overrides)))
 
 

@@ -31,7 +31,7 @@ class Outer:
 def test_yaml_and_overrides(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("rounds: 3\ninner:\n  gamma: 0.5\n  columns: [url, cart]\n")
-    cfg = load(Outer, path, ["inner.norm=mean", "model=/m", "verbose=true", "inner.gamma=1"])
+    cfg = load(Outer, path, ["inner.norm=mean", "model=/m", "verbose=true", "inner.gamma=1e-0"])
     assert cfg == Outer(rounds=3, model="/m", verbose=True, inner=Inner(gamma=1.0, norm="mean", columns=("url", "cart")))
     assert to_dict(cfg) == {"rounds": 3, "model": "/m", "verbose": True,
                             "inner": {"gamma": 1.0, "norm": "mean", "columns": ["url", "cart"]}}
@@ -71,3 +71,11 @@ def test_overrides_do_not_mutate_input():
     base = {"inner": {"gamma": 0.5}}
     assert apply_overrides(base, ["inner.gamma=0.1"]) == {"inner": {"gamma": 0.1}}
     assert base == {"inner": {"gamma": 0.5}}
+
+
+def test_extends_overlays_a_parent_file(tmp_path):
+    (tmp_path / "base.yaml").write_text("rounds: 5\ninner:\n  gamma: 0.5\n  norm: mean\n")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "child.yaml").write_text("extends: ../base.yaml\ninner:\n  gamma: 0.25\n")
+    cfg = load(Outer, tmp_path / "sub" / "child.yaml")
+    assert cfg == Outer(rounds=5, inner=Inner(gamma=0.25, norm="mean"))

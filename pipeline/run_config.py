@@ -1,0 +1,86 @@
+"""The round driver's config: one dataclass per concern, loaded from YAML + dotted overrides.
+
+>>> cfg = RunConfig()
+>>> cfg.rollout.group_size, cfg.advantage.estimator, cfg.trainer.zero_stage
+(8, 'gigpo', 0)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pipeline.advantage.config import AdvantageConfig
+from pipeline.envs.data import SPLITS
+from pipeline.rollout.config import RolloutConfig
+from trainer.config import TrainerConfig
+
+
+@dataclass(frozen=True)
+class GamesConfig:
+    """Which ALFWorld games are played: a real data directory, or households generated offline."""
+
+    data_dir: str | None = None  # ALFWORLD_DATA root (holding json_2.1.1/); None generates games into RUN/games
+    train_split: str = "train"  # split the collect tasks come from
+    eval_split: str = "valid_seen"  # held-out split of the evaluation
+    generate_train: int = 16  # games generated for the train split (data_dir None)
+    generate_eval: int = 6  # games generated for the held-out split (data_dir None)
+    max_receptacles: int = 25  # largest generated household (3-25)
+    seed: int = 0  # generation seed; also picks each round's tasks
+
+    def __post_init__(self) -> None:
+        for name in ("train_split", "eval_split"):
+            if getattr(self, name) not in SPLITS:
+                raise ValueError(f"GamesConfig.{name} must be one of {SPLITS}, got {getattr(self, name)!r}")
+        if self.generate_train < 1 or self.generate_eval < 0:
+            raise ValueError("GamesConfig.generate_train must be >= 1 and generate_eval >= 0")
+        if not 3 <= self.max_receptacles <= 25:
+            raise ValueError(f"GamesConfig.max_receptacles must be in [3, 25], got {self.max_receptacles}")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Held-out evaluation after each round's training."""
+
+    tasks: int = 4  # held-out tasks per round (0 disables evaluation)
+    temperature: float = 0.4  # sampling temperature (low: close to greedy, log-probs stay defined)
+    group_size: int = 1  # episodes per held-out task
+
+    def __post_init__(self) -> None:
+        if self.tasks < 0 or self.group_size < 1 or not self.temperature > 0:
+            raise ValueError("EvalConfig needs tasks >= 0, group_size >= 1 and temperature > 0, got "
+                             f"{self.tasks}, {self.group_size}, {self.temperature}")
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """Where the round's tasks run."""
+
+    scheduler: str | None = None  # scheduler address; None: $DASK_SCHEDULER_ADDRESS, else a LocalCluster
+    n_workers: int = 2  # LocalCluster worker processes
+    threads_per_worker: int = 1  # LocalCluster threads per worker
+    train_ranks: int = 1  # training processes (one Dask task each, pinned to distinct workers)
+    train_resources: dict = field(default_factory=dict)  # Dask resources per training task, e.g. {"GPU": 1}
+
+    def __post_init__(self) -> None:
+        if self.n_workers < 1 or self.threads_per_worker < 1 or self.train_ranks < 1:
+            raise ValueError("ClusterConfig.n_workers, threads_per_worker and train_ranks must be >= 1")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A GiGPO run: where it lives, what it plays, and each stage's settings."""
+
+    run_dir: str = "runs/local"  # run directory (local path or URI); checkpoints need a shared filesystem
+    rounds: int = 2  # total rounds of the run; a rerun finishes the missing ones
+    tasks_per_round: int = 16  # episode groups collected per round (paper: 16)
+    base_model: str = "tiny"  # HF checkpoint of round 0; "tiny" builds the tiny test model into RUN/base_model
+    games: GamesConfig = field(default_factory=GamesConfig)  # what is played
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)  # collect stage
+    advantage: AdvantageConfig = field(default_factory=AdvantageConfig)  # advantage stage
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)  # train stage
+    evaluation: EvalConfig = field(default_factory=EvalConfig)  # evaluate stage
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)  # Dask placement
+
+    def __post_init__(self) -> None:
+        if self.rounds < 1 or self.tasks_per_round < 1:
+            raise ValueError(f"RunConfig.rounds and tasks_per_round must be >= 1, got {self.rounds}, "
+                             f"{self.tasks_per_round}")
