@@ -17,14 +17,13 @@ import pyarrow as pa
 from storage.shards import conform
 
 
-def _token_lists(rng: np.random.Generator, n: int, mean_len: int, dtype) -> pa.ListArray:
+def _offsets(rng: np.random.Generator, n: int, mean_len: int) -> np.ndarray:
     lengths = rng.integers(max(1, mean_len // 2), mean_len * 3 // 2 + 1, size=n)
-    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
-    if dtype == np.float32:
-        values = -rng.random(offsets[-1], dtype=np.float32)
-    else:
-        values = rng.integers(0, 32000, size=offsets[-1], dtype=np.int32)
-    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))
+    return np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+
+
+def _lists(offsets: np.ndarray, values: np.ndarray) -> pl.Series:
+    return pl.from_arrow(pa.ListArray.from_arrays(pa.array(offsets), pa.array(values)))
 
 
 def synthetic_round(round: int, groups: int, group_size: int = 8, min_len: int = 5, max_len: int = 50,
@@ -54,9 +53,9 @@ def synthetic_round(round: int, groups: int, group_size: int = 8, min_len: int =
         "step": step,
         "observation": state,
         "anchor_key": anchor,
-        "prompt_ids": pl.from_arrow(_token_lists(rng, n, prompt_tokens, np.int32)),
-        "response_ids": pl.from_arrow(_token_lists(rng, n, response_tokens, np.int32)),
-        "response_logprobs": pl.from_arrow(_token_lists(rng, n, response_tokens, np.float32)),
+        "prompt_ids": _lists(prompt := _offsets(rng, n, prompt_tokens), rng.integers(0, 32000, prompt[-1], np.int32)),
+        "response_ids": _lists(resp := _offsets(rng, n, response_tokens), rng.integers(0, 32000, resp[-1], np.int32)),
+        "response_logprobs": _lists(resp, -rng.random(resp[-1], dtype=np.float32)),
         "action": rng.integers(0, 6, size=n),
         "action_valid": rng.random(n) > 0.05,
         "reward": reward,

@@ -1,0 +1,13 @@
+"""DeepSpeed trainer: advantage rows of a round -> PPO-clip updates -> HF checkpoint.
+
+>>> from trainer import TrainerConfig
+>>> TrainerConfig().loss_agg_mode
+'token-mean'
+"""
+from trainer.config import TrainerConfig
+from trainer.distributed import shutdown_distributed, train_round_rank
+from trainer.rounds import train_from_run
+from trainer.train import TrainResult, train_round
+
+__all__ = ["TrainResult", "TrainerConfig", "shutdown_distributed", "train_from_run", "train_round",
+           "train_round_rank"]

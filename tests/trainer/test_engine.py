@@ -1,0 +1,162 @@
+"""The real DeepSpeed engine (CPU, gloo, 1 rank in this process) on the tiny Qwen2 model."""
+from __future__ import annotations
+
+import math
+import shutil
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+
+from trainer.batches import BadRoundError
+from trainer.config import TrainerConfig
+from trainer.train import train_round
+
+pytestmark = pytest.mark.usefixtures("dist_group")
+QUIET = dict(progress=False)
+
+
+def _response_logprobs(model_dir, prompt: list[int], response: list[int]) -> list[float]:
+    """Per-token log-probs of ``response`` after ``prompt``: a plain HF forward, no trainer code."""
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    ids = torch.tensor([prompt + response])
+    with torch.no_grad():
+        logp = torch.log_softmax(model(ids).logits[0].double(), -1)
+    return [logp[len(prompt) - 1 + j, t].item() for j, t in enumerate(response)]
+
+
+def _two_sequences(model_dir) -> pl.DataFrame:
+    """Rollout log-probs set so the ratios are A: [1.5, 1.0] (A=+1) and B: [0.5, 4.0, 2.0] (A=-1)."""
+    prompts, responses = [[11, 12, 13], [21, 22]], [[31, 32], [41, 42, 43]]
+    ratios = [[1.5, 1.0], [0.5, 4.0, 2.0]]
+    logprobs = [[lp - math.log(r) for lp, r in zip(_response_logprobs(model_dir, p, s), rs)]
+                for p, s, rs in zip(prompts, responses, ratios)]
+    return pl.DataFrame({"prompt_ids": prompts, "response_ids": responses, "response_logprobs": logprobs,
+                         "advantage": [1.0, -1.0]})
+
+
+HAND = {"token-mean": 0.72, "seq-mean-token-sum": 1.8, "seq-mean-token-mean": (-1.1 + 5.8 / 3) / 2}
+
+
+@pytest.mark.parametrize("mode", sorted(HAND))
+def test_engine_loss_matches_hand_value(tiny_model, tmp_path, mode):
+    # one mini-batch of 2 rows cut into 2 micro-batches (gradient accumulation 2)
+    cfg = TrainerConfig(loss_agg_mode=mode, old_logprobs="rollout", kl_coef=0.0, mini_batch_size=2,
+                        micro_batch_size=1, lr=1e-3)
+    res = train_round(cfg, tiny_model, _two_sequences(tiny_model), tmp_path / "out", **QUIET)
+    m = res.metrics[0]
+    assert res.steps == 1 and m["loss"] == pytest.approx(HAND[mode], abs=1e-5)
+    assert m["clip_frac"] == pytest.approx(2 / 5) and m["clip_frac_lower"] == pytest.approx(1 / 5)
+    assert m["approx_kl"] == pytest.approx(-math.log(1.5 * 0.5 * 4.0 * 2.0) / 5, abs=1e-5)
+    assert m["response_tokens"] == 5 and m["tokens"] == 5 + 5
+    assert m["grad_norm"] > 0 and m["tokens_per_s"] > 0 and "mfu" not in m
+
+
+def test_recomputed_old_logprobs_give_ratio_one(tiny_model, tmp_path, make_rows):
+    cfg = TrainerConfig(old_logprobs="recompute", kl_coef=0.0, mini_batch_size=4, micro_batch_size=2)
+    res = train_round(cfg, tiny_model, make_rows(4), tmp_path / "out", **QUIET)  # rollout log-probs are junk
+    assert res.metrics[0]["approx_kl"] == pytest.approx(0.0, abs=1e-6)
+    assert res.metrics[0]["clip_frac"] == 0.0
+
+
+def test_updates_raise_positive_and_lower_negative_actions(tiny_model, tmp_path):
+    tok = PreTrainedTokenizerFast.from_pretrained(tiny_model)
+    prompt = tok.apply_chat_template([{"role": "user", "content": "Your task is to: heat some egg."}],
+                                     add_generation_prompt=True)["input_ids"]
+    good = tok("<action>go to microwave 1</action><|im_end|>")["input_ids"]
+    bad = tok("<action>open drawer 2</action><|im_end|>")["input_ids"]
+    df = pl.DataFrame({"prompt_ids": [prompt] * 4, "response_ids": [good, bad, good, bad],
+                       "response_logprobs": [[0.0] * len(r) for r in (good, bad, good, bad)],
+                       "advantage": [1.0, -1.0, 1.0, -1.0]})
+    cfg = TrainerConfig(lr=3e-3, kl_coef=0.01, mini_batch_size=4, micro_batch_size=2, ppo_epochs=3)
+    res = train_round(cfg, tiny_model, df, tmp_path / "out", ref_path=tiny_model, **QUIET)
+    assert res.steps == 3
+    before = [sum(_response_logprobs(tiny_model, prompt, r)) for r in (good, bad)]
+    after = [sum(_response_logprobs(res.checkpoint, prompt, r)) for r in (good, bad)]
+    assert after[0] > before[0] + 0.1 and after[1] < before[1] - 0.1
+    assert res.metrics[-1]["kl_loss"] > 0  # moved away from the reference
+
+
+def test_zero_stages_match_stage_0(tiny_model, tmp_path, make_rows, load_weights):
+    df = make_rows(12, seed=1)
+    cfg = dict(lr=1e-3, kl_coef=0.01, entropy_coeff=0.01, mini_batch_size=6, micro_batch_size=3, ppo_epochs=1)
+    weights = {}
+    for stage in (0, 1, 2, 3):
+        res = train_round(TrainerConfig(zero_stage=stage, **cfg), tiny_model, df, tmp_path / f"z{stage}",
+                          ref_path=tiny_model, **QUIET)
+        weights[stage] = load_weights(res.checkpoint)
+        assert res.steps == 2
+    init = load_weights(tiny_model)
+    moved = max((weights[0][k] - init[k]).abs().max().item() for k in init)
+    assert moved > 1e-3
+    for stage in (1, 2, 3):  # Adam turns last-bit gradient differences into ~1e-6 steps; moves are ~2e-3
+        for k, v in weights[0].items():
+            assert torch.allclose(weights[stage][k], v, atol=1e-5, rtol=0), (stage, k)
+
+
+def test_export_is_a_loadable_hf_checkpoint(tiny_model, tmp_path, make_rows):
+    res = train_round(TrainerConfig(kl_coef=0.0, mini_batch_size=4, micro_batch_size=4, lr=1e-3),
+                      tiny_model, make_rows(4), tmp_path / "out", **QUIET)
+    names = {p.name for p in res.checkpoint.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "chat_template.jinja"} <= names
+    tok = PreTrainedTokenizerFast.from_pretrained(res.checkpoint)
+    assert tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False).startswith("<|im_start|>")
+    model = AutoModelForCausalLM.from_pretrained(res.checkpoint)
+    assert model.config.vocab_size == len(tok)
+
+
+def test_bad_rounds_fail_before_any_update(tiny_model, tmp_path, make_rows):
+    cfg = TrainerConfig(kl_coef=0.0, mini_batch_size=4, micro_batch_size=2)
+    df = make_rows(4)
+    nan = df.with_columns(advantage=pl.Series([0.0, 1.0, float("nan"), 0.0]))
+    with pytest.raises(BadRoundError, match=r"'advantage' of row 2 \(episode_id=2, step=0\) is nan"):
+        train_round(cfg, tiny_model, nan, tmp_path / "nan", **QUIET)
+    vocab = AutoModelForCausalLM.from_pretrained(tiny_model).config.vocab_size
+    oov = df.with_columns(response_ids=pl.Series([[1], [2], [vocab + 3], [4]], dtype=pl.List(pl.Int32)),
+                          response_logprobs=pl.Series([[-1.0]] * 4, dtype=pl.List(pl.Float32)))
+    with pytest.raises(BadRoundError, match=rf"token id {vocab + 3} outside the vocabulary \[0, {vocab}\)"):
+        train_round(cfg, tiny_model, oov, tmp_path / "oov", **QUIET)
+    with pytest.raises(BadRoundError, match=r"longer than max_seq_len=8"):
+        train_round(TrainerConfig(kl_coef=0.0, max_seq_len=8, mini_batch_size=4, micro_batch_size=2),
+                    tiny_model, df, tmp_path / "long", **QUIET)
+    with pytest.raises(ValueError, match="kl_coef > 0 needs ref_path"):
+        train_round(TrainerConfig(), tiny_model, df, tmp_path / "ref", **QUIET)
+    assert not any((tmp_path / d).exists() for d in ("nan", "oov", "long", "ref"))
+
+
+def test_empty_round_errors_or_skips(tiny_model, tmp_path, make_rows, load_weights):
+    empty = make_rows(3).head(0)
+    with pytest.raises(BadRoundError, match="no trainable rows"):
+        train_round(TrainerConfig(kl_coef=0.0), tiny_model, empty, tmp_path / "e", **QUIET)
+    res = train_round(TrainerConfig(kl_coef=0.0, empty_round="skip"), tiny_model, empty, tmp_path / "s", **QUIET)
+    assert res.skipped == "empty round" and res.steps == 0
+    w, init = load_weights(res.checkpoint), load_weights(tiny_model)
+    assert all(torch.equal(w[k], init[k]) for k in init)
+
+
+def test_lr_warmup_and_metrics_per_step(tiny_model, tmp_path, make_rows):
+    cfg = TrainerConfig(kl_coef=0.0, lr=1e-3, warmup_steps=2, mini_batch_size=2, micro_batch_size=2)
+    res = train_round(cfg, tiny_model, make_rows(6), tmp_path / "out", **QUIET)
+    assert [m["lr"] for m in res.metrics] == pytest.approx([5e-4, 1e-3, 1e-3])
+    assert all(np.isfinite(m["grad_norm"]) and m["grad_norm"] > 0 for m in res.metrics)
+
+
+def test_state_dir_removed_after_export_unless_kept(tiny_model, tmp_path, make_rows):
+    cfg = dict(kl_coef=0.0, mini_batch_size=2, micro_batch_size=2, save_every=1)
+    train_round(TrainerConfig(**cfg), tiny_model, make_rows(4), tmp_path / "a", state_dir=tmp_path / "sa", **QUIET)
+    assert not (tmp_path / "sa").exists()
+    train_round(TrainerConfig(keep_state=True, **cfg), tiny_model, make_rows(4), tmp_path / "b",
+                state_dir=tmp_path / "sb", **QUIET)
+    assert (tmp_path / "sb" / "latest").read_text().strip() == "step2"
+    assert sorted(p.name for p in (tmp_path / "sb").glob("step*")) == ["step2"]
+    shutil.rmtree(tmp_path / "sb")
+
+
+def test_overflowing_loss_stops_before_update_and_export(tiny_model, tmp_path, make_rows, load_weights):
+    huge = make_rows(4).with_columns(advantage=pl.lit(3e38))  # finite input, but the loss sum overflows
+    with pytest.raises(FloatingPointError, match="non-finite loss -?inf at optimizer step 0"):
+        train_round(TrainerConfig(kl_coef=0.0, mini_batch_size=4, micro_batch_size=4), tiny_model, huge,
+                    tmp_path / "out", **QUIET)
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,59 @@
+"""Training a committed round of a run directory and committing its checkpoint stage."""
+from __future__ import annotations
+
+import os
+
+import polars as pl
+import pytest
+from transformers import AutoModelForCausalLM
+
+import storage
+from storage.synthetic import synthetic_round
+from trainer.config import TrainerConfig
+from trainer.rounds import CHECKPOINT_STAGE, STATE_STAGE, config_hash, train_from_run
+
+pytestmark = pytest.mark.usefixtures("dist_group")
+
+
+def _advantages(round: int) -> pl.DataFrame:
+    steps, _ = synthetic_round(round=round, groups=2, group_size=2, min_len=2, max_len=4, prompt_tokens=12,
+                               response_tokens=4, seed=round)
+    tokens = pl.element() % 500
+    return steps.with_columns(
+        pl.col("prompt_ids").list.eval(tokens), pl.col("response_ids").list.eval(tokens),
+        response_logprobs=pl.col("response_ids").list.eval(pl.element().cast(pl.Float32) * 0 - 1.5),
+        step_return=pl.lit(1.0), adv_episode=pl.lit(0.5), adv_step=pl.lit(0.25),
+        anchor_group_size=pl.lit(1, dtype=pl.Int32),
+        advantage=(pl.col("step") % 3 - 1).cast(pl.Float64))
+
+
+def test_bad_shard_rows_are_named_by_episode_and_step(tiny_model, tmp_path):
+    run = storage.open_run(str(tmp_path / "run"))
+    df = _advantages(0)
+    df = df.with_columns(advantage=pl.when(pl.int_range(pl.len()) == 3).then(float("nan")).otherwise("advantage"))
+    run.commit(0, "advantages", [storage.write_shard(run, 0, "advantages", df, "a")], "adv", 0)
+    key = df.row(3, named=True)
+    with pytest.raises(ValueError, match=rf"'advantage' of row 3 \(round=0, episode_id={key['episode_id']}, "
+                                         rf"step={key['step']}\) is nan"):
+        train_from_run(run, 0, TrainerConfig(kl_coef=0.0), tiny_model, progress=False)
+    assert not run.is_committed(0, CHECKPOINT_STAGE)
+
+
+def test_train_from_run_commits_checkpoint_once(tiny_model, tmp_path):
+    run = storage.open_run(str(tmp_path / "run"))
+    cfg = TrainerConfig(kl_coef=0.0, lr=1e-3, mini_batch_size=4, micro_batch_size=2, save_every=1)
+    with pytest.raises(storage.StageNotCommitted, match="no committed 'advantages' stage"):
+        train_from_run(run, 0, cfg, tiny_model, progress=False)
+
+    df = _advantages(0)
+    info = storage.write_shard(run, round=0, table="advantages", data=df, shard="adv-0")
+    run.commit(0, "advantages", [info], config_hash="adv", policy_version=0)
+    res = train_from_run(run, 0, cfg, tiny_model, progress=False)
+    assert res.rows == df.height and res.steps == -(-df.height // 4)
+
+    manifest = run.manifest(0, CHECKPOINT_STAGE)
+    assert manifest.config_hash == config_hash(cfg) and manifest.policy_version == 0
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= {f.path for f in manifest.files}
+    AutoModelForCausalLM.from_pretrained(run.stage_dir(0, CHECKPOINT_STAGE))
+    assert not os.path.exists(run.stage_dir(0, STATE_STAGE))
+    assert train_from_run(run, 0, cfg, tiny_model, progress=False) is None  # committed: no-op

@@ -1,0 +1,86 @@
+"""``python -m trainer``: one rank of a training round (the ``deepspeed`` launcher runs one per GPU).
+
+Rank and rendezvous come from the environment (``RANK``, ``WORLD_SIZE``,
+``MASTER_ADDR``, ``MASTER_PORT``, ``LOCAL_RANK``); without them it is a 1-rank run.
+
+    python -m trainer --policy ckpt/r0 --data 'runs/x/rounds/000000/advantages/*.parquet' \\
+        --out ckpt/r1 --set kl_coef=0 --set lr=1e-6
+    deepspeed --num_gpus 8 --module trainer --run runs/x --round 3 --policy ckpt/r3 --ref ckpt/r0
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import yaml
+
+from trainer.config import TrainerConfig
+
+
+def parse_config(path: str | None, overrides: list[str]) -> TrainerConfig:
+    """YAML file (its ``trainer:`` section if present) plus ``key=value`` overrides."""
+    data: dict = {}
+    if path:
+        with open(path) as f:
+            data = yaml.safe_load(f) or {}
+        data = data.get("trainer", data)
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set {item!r}: expected key=value")
+        data[key.strip()] = yaml.safe_load(value)
+    return TrainerConfig.from_dict(data)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m trainer", description=__doc__.splitlines()[0])
+    p.add_argument("--policy", required=True, help="HF checkpoint directory of the current policy")
+    p.add_argument("--ref", help="HF checkpoint of the frozen reference policy (KL loss)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data", nargs="+", help="advantage Parquet file(s) or glob(s)")
+    src.add_argument("--run", help="run directory / URI; with --round, commits the checkpoint stage")
+    p.add_argument("--round", type=int, help="round of --run to train on")
+    p.add_argument("--out", help="output checkpoint directory (with --data)")
+    p.add_argument("--state-dir", help="DeepSpeed state directory for resume (with --data)")
+    p.add_argument("--config", help="YAML file with trainer fields (or a trainer: section)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+    p.add_argument("--metrics", help="write per-step metrics as JSON lines here (rank 0)")
+    args = p.parse_args(argv)
+    cfg = parse_config(args.config, args.set)
+    if args.run is not None:
+        if args.round is None:
+            p.error("--run needs --round")
+        import storage
+
+        from trainer.rounds import train_from_run
+
+        result = train_from_run(storage.open_run(args.run), args.round, cfg, args.policy, ref_path=args.ref)
+    else:
+        if not args.out:
+            p.error("--data needs --out")
+        import polars as pl
+
+        from trainer.train import train_round
+
+        result = train_round(cfg, args.policy, pl.scan_parquet(args.data), args.out, ref_path=args.ref,
+                             state_dir=args.state_dir)
+    _finish(result, args.metrics)
+    return 0
+
+
+def _finish(result, metrics_path: str | None) -> None:
+    import torch.distributed as dist
+
+    from trainer.distributed import shutdown_distributed
+
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    if rank == 0 and metrics_path and result is not None:
+        with open(metrics_path, "w") as f:
+            for m in result.metrics:
+                f.write(json.dumps(m) + "\n")
+    shutdown_distributed()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""Round outputs: the Hugging Face export and the DeepSpeed state kept for resume.
+
+The state directory holds DeepSpeed checkpoints tagged ``step{k}`` (k optimizer
+steps done; only the newest is kept), ``precomputed.pt`` (old/ref log-probs of the
+round's start, so a resumed run uses the same ones) and a fingerprint of the
+round's data and config: state from another round or config is refused.
+
+>>> import numpy as np
+>>> from trainer.config import TrainerConfig
+>>> from trainer.batches import RoundData
+>>> d = RoundData(np.arange(3), np.zeros(1, int), np.ones(1, int), np.full(1, 2), np.zeros(1, int),
+...               np.zeros(2, np.float32), np.ones(1, np.float32), 0)
+>>> fingerprint(d, TrainerConfig(), 1) == fingerprint(d, TrainerConfig(lr=2e-6), 1)
+False
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from trainer.batches import RoundData
+from trainer.config import TrainerConfig
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".msgpack", ".h5")
+PRECOMPUTED = "precomputed.pt"
+
+
+class StateMismatchError(RuntimeError):
+    """The state directory belongs to another round, config or world size."""
+
+
+def fingerprint(data: RoundData, cfg: TrainerConfig, world_size: int) -> str:
+    """sha256 over the round's tokens, lengths, advantages, log-probs, the config and world size."""
+    h = hashlib.sha256()
+    for arr in (data.tokens, data.prompt_len, data.resp_len, data.advantage, data.rollout_logprobs):
+        h.update(np.ascontiguousarray(arr).tobytes())
+    h.update(json.dumps({"cfg": cfg.to_dict(), "world_size": world_size}, sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def export_hf(engine, lm, src_path: str | Path, out_dir: str | Path, rank: int) -> Path:
+    """Write the policy as a HF checkpoint (weights, config, tokenizer files of ``src_path``).
+
+    Collective under ZeRO-3 (parameters are gathered); rank 0 writes.
+    """
+    deepspeed = _deepspeed()
+    out = Path(out_dir)
+    params = list(lm.parameters())
+    with deepspeed.zero.GatheredParameters(params, modifier_rank=None, enabled=engine.zero_optimization_stage() == 3):
+        if rank == 0:
+            out.mkdir(parents=True, exist_ok=True)
+            state = {k: v.detach().clone() for k, v in lm.state_dict().items()}
+            lm.config.dtype = next(p.dtype for p in params if p.is_floating_point())  # bf16 on GPU
+            lm.save_pretrained(out, state_dict=state)
+            _copy_side_files(Path(src_path), out)
+    _barrier()
+    return out
+
+
+def save_state(engine, state_dir: str | Path, step: int, fp: str, rank: int) -> None:
+    """Save DeepSpeed state after ``step`` optimizer steps; drop older tags (collective)."""
+    state_dir = Path(state_dir)
+    engine.save_checkpoint(str(state_dir), tag=f"step{step}", client_state={"step": step, "fingerprint": fp})
+    _barrier()
+    if rank == 0:
+        for old in state_dir.glob("step*"):
+            if old.is_dir() and old.name != f"step{step}":
+                shutil.rmtree(old, ignore_errors=True)
+
+
+def load_state(engine, state_dir: str | Path | None, fp: str) -> int:
+    """Restore the newest saved state; returns the optimizer steps it holds (0 when none)."""
+    if state_dir is None or not (Path(state_dir) / "latest").is_file():
+        return 0
+    _, client = engine.load_checkpoint(str(state_dir), load_optimizer_states=True,
+                                       load_lr_scheduler_states=False)
+    if client is None or client.get("fingerprint") != fp:
+        raise StateMismatchError(
+            f"trainer state in {str(state_dir)!r} was saved for other data, config or world size; "
+            "remove it to start the round over")
+    return int(client["step"])
+
+
+def save_precomputed(state_dir: str | Path, fp: str, tensors: dict[str, torch.Tensor], rank: int) -> None:
+    """Atomically store the round-start log-probs beside the DeepSpeed state (rank 0 writes)."""
+    if rank == 0:
+        path = Path(state_dir) / PRECOMPUTED
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save({"fingerprint": fp, **tensors}, tmp)
+        os.replace(tmp, path)
+    _barrier()
+
+
+def load_precomputed(state_dir: str | Path | None, fp: str) -> dict[str, torch.Tensor] | None:
+    """The stored round-start log-probs when they match ``fp``, else ``None``."""
+    if state_dir is None or not (Path(state_dir) / PRECOMPUTED).is_file():
+        return None
+    stored = torch.load(Path(state_dir) / PRECOMPUTED, weights_only=True)
+    if stored.pop("fingerprint") != fp:
+        raise StateMismatchError(f"{str(Path(state_dir) / PRECOMPUTED)!r} was saved for other data or config")
+    return stored
+
+
+def clear_state(state_dir: str | Path | None, rank: int) -> None:
+    """Remove the state directory once the round's checkpoint is exported."""
+    _barrier()
+    if state_dir is not None and rank == 0:
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def _copy_side_files(src: Path, out: Path) -> None:
+    """Tokenizer, chat template, generation config: every non-weight file save_pretrained did not write."""
+    for f in src.iterdir():
+        if f.is_file() and not f.name.endswith(WEIGHT_SUFFIXES) and not f.name.endswith(".index.json") \
+                and not (out / f.name).exists():
+            shutil.copy2(f, out / f.name)
+
+
+def _barrier() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def _deepspeed():
+    from trainer.engine import import_deepspeed
+
+    return import_deepspeed()

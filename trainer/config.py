@@ -1,0 +1,116 @@
+"""The trainer's one config dataclass (PPO loss, optimizer, batching, DeepSpeed).
+
+Defaults follow verl-agent's ALFWorld GiGPO recipe where it sets a value.
+
+>>> cfg = TrainerConfig(mini_batch_size=8, micro_batch_size=2)
+>>> cfg.grad_accum_steps(world_size=2)
+2
+>>> TrainerConfig(loss_agg_mode="mean")
+Traceback (most recent call last):
+...
+ValueError: TrainerConfig.loss_agg_mode='mean': expected one of ['seq-mean-token-mean', 'seq-mean-token-sum', 'token-mean']
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+LOSS_AGG_MODES = ("token-mean", "seq-mean-token-sum", "seq-mean-token-mean")
+KL_LOSS_TYPES = ("low_var_kl", "kl", "abs", "mse")
+OLD_LOGPROBS = ("rollout", "recompute")
+PRECISIONS = ("auto", "fp32", "bf16")
+EMPTY_ROUND = ("error", "skip")
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    """Hyper-parameters of one round of PPO updates over advantage-annotated steps."""
+
+    # --- policy loss ---
+    clip_ratio_low: float = 0.2  # ratio lower clip: 1 - clip_ratio_low
+    clip_ratio_high: float = 0.2  # ratio upper clip: 1 + clip_ratio_high (0.28 = DAPO clip-higher)
+    clip_ratio_c: float = 3.0  # dual-clip bound on -A*ratio for negative advantages (must be > 1)
+    loss_agg_mode: str = "token-mean"  # token-mean | seq-mean-token-sum | seq-mean-token-mean, over the mini-batch
+    kl_coef: float = 0.01  # weight of the KL-to-reference loss (0 disables it and the reference model)
+    kl_loss_type: str = "low_var_kl"  # low_var_kl (k3, clamped to [-10, 10]) | kl (k1) | abs | mse (k2)
+    entropy_coeff: float = 0.0  # entropy bonus: loss -= entropy_coeff * aggregated entropy
+    temperature: float = 1.0  # rollout sampling temperature; logits are divided by it (as verl does)
+    old_logprobs: str = "recompute"  # rollout: use the shards' log-probs | recompute: policy forward before updating
+    # --- optimizer ---
+    lr: float = 1e-6  # AdamW learning rate after warmup
+    warmup_steps: int = 0  # linear warmup: lr * min(1, (k + 1) / warmup_steps) at optimizer step k
+    weight_decay: float = 0.01  # AdamW decoupled weight decay, applied to every parameter
+    betas: tuple[float, float] = (0.9, 0.999)  # AdamW betas
+    grad_clip: float = 1.0  # global gradient-norm clip (0 disables)
+    # --- batching ---
+    ppo_epochs: int = 1  # passes over the round's rows
+    mini_batch_size: int = 256  # rows per optimizer step, all ranks together
+    micro_batch_size: int = 8  # rows per forward/backward on one rank
+    logprob_micro_batch_size: int = 16  # rows per no-grad forward (old/ref log-probs) on one rank
+    max_seq_len: int | None = None  # longest prompt+response accepted; None: the model's max_position_embeddings
+    shuffle: bool = True  # shuffle rows each epoch (seeded) before cutting mini-batches
+    seed: int = 0  # seed of the row shuffle
+    empty_round: str = "error"  # a round with no rows: error | skip (export the unchanged policy)
+    # --- engine ---
+    zero_stage: int = 0  # DeepSpeed ZeRO stage 0-3
+    precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16
+    gradient_checkpointing: bool = False  # recompute activations in backward (large models)
+    save_every: int = 4  # save DeepSpeed state every N optimizer steps for resume (0: never)
+    keep_state: bool = False  # keep the DeepSpeed state after the round's checkpoint is exported
+    peak_flops: float | None = None  # per-device peak FLOP/s for MFU; None: looked up from the GPU name
+
+    def __post_init__(self) -> None:
+        self._check_choice("loss_agg_mode", LOSS_AGG_MODES)
+        self._check_choice("kl_loss_type", KL_LOSS_TYPES)
+        self._check_choice("old_logprobs", OLD_LOGPROBS)
+        self._check_choice("precision", PRECISIONS)
+        self._check_choice("empty_round", EMPTY_ROUND)
+        for name in ("clip_ratio_low", "clip_ratio_high"):
+            self._check(0 <= getattr(self, name) < 1, name, "expected 0 <= value < 1")
+        self._check(self.clip_ratio_c > 1.0, "clip_ratio_c", "expected > 1 (dual-clip lower bound)")
+        for name in ("kl_coef", "entropy_coeff", "weight_decay", "grad_clip", "lr"):
+            self._check(getattr(self, name) >= 0, name, "expected >= 0")
+        self._check(self.temperature > 0, "temperature", "expected > 0")
+        for name in ("ppo_epochs", "mini_batch_size", "micro_batch_size", "logprob_micro_batch_size"):
+            self._check(getattr(self, name) >= 1, name, "expected >= 1")
+        for name in ("warmup_steps", "save_every"):
+            self._check(getattr(self, name) >= 0, name, "expected >= 0")
+        self._check(self.max_seq_len is None or self.max_seq_len >= 2, "max_seq_len", "expected None or >= 2")
+        self._check(self.zero_stage in (0, 1, 2, 3), "zero_stage", "expected 0, 1, 2 or 3")
+        self._check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas",
+                    "expected two values in [0, 1)")
+        self._check(self.peak_flops is None or self.peak_flops > 0, "peak_flops", "expected None or > 0")
+        self._check(self.mini_batch_size % self.micro_batch_size == 0, "mini_batch_size",
+                    f"expected a multiple of micro_batch_size={self.micro_batch_size}")
+
+    def grad_accum_steps(self, world_size: int) -> int:
+        """Micro-batches per optimizer step on each rank (DeepSpeed's gradient_accumulation_steps)."""
+        per_step = self.micro_batch_size * world_size
+        if self.mini_batch_size % per_step:
+            raise ValueError(
+                f"TrainerConfig.mini_batch_size={self.mini_batch_size}: expected a multiple of "
+                f"micro_batch_size * world_size = {self.micro_batch_size} * {world_size}"
+            )
+        return self.mini_batch_size // per_step
+
+    def to_dict(self) -> dict:
+        """Plain dict (for manifests, config hashes and checkpoints' client state)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainerConfig":
+        """Build from a dict (e.g. a YAML section), refusing unknown keys by name."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"TrainerConfig: unknown field(s) {unknown}; known: {sorted(known)}")
+        data = dict(data)
+        if "betas" in data:
+            data["betas"] = tuple(data["betas"])
+        return cls(**data)
+
+    def _check_choice(self, name: str, choices: tuple[str, ...]) -> None:
+        self._check(getattr(self, name) in choices, name, f"expected one of {sorted(choices)}")
+
+    def _check(self, ok: bool, name: str, expected: str) -> None:
+        if not ok:
+            raise ValueError(f"TrainerConfig.{name}={getattr(self, name)!r}: {expected}")

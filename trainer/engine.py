@@ -1,0 +1,138 @@
+"""DeepSpeed engine setup: process group, ZeRO config, precision, AdamW, lr schedule.
+
+On a machine without CUDA (or with ``DS_ACCELERATOR=cpu``), DeepSpeed runs on its
+CPU accelerator over gloo (``DS_ACCELERATOR=cpu``, set here before DeepSpeed is imported) with a plain
+``torch.optim.AdamW`` (no Adam op to compile). Precision: bf16 on GPU, fp32 on CPU.
+
+>>> from trainer.config import TrainerConfig
+>>> ds = ds_config(TrainerConfig(mini_batch_size=8, micro_batch_size=2, zero_stage=2), world_size=2, bf16=False)
+>>> ds["train_batch_size"], ds["gradient_accumulation_steps"], ds["zero_optimization"]["stage"]
+(8, 2, 2)
+>>> lr_at(TrainerConfig(lr=1.0, warmup_steps=4), 1)
+0.5
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from trainer.config import TrainerConfig
+from trainer.model import LogProbModel, load_causal_lm
+
+
+def has_cuda() -> bool:
+    """Train on CUDA: a GPU is visible and DeepSpeed's accelerator is not forced elsewhere.
+
+    ``DS_ACCELERATOR=cpu`` (DeepSpeed's own switch) keeps training on CPU even on a GPU host.
+    """
+    return torch.cuda.is_available() and os.environ.get("DS_ACCELERATOR", "cuda") == "cuda"
+
+
+def import_deepspeed():
+    """Import DeepSpeed, selecting its CPU accelerator first when there is no GPU."""
+    if not has_cuda():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    import deepspeed
+
+    return deepspeed
+
+
+def init_distributed(rank: int | None = None, world_size: int | None = None, master_addr: str | None = None,
+                     master_port: int | None = None, local_rank: int = 0) -> tuple[int, int]:
+    """Join (or create) the torch.distributed group; returns ``(rank, world_size)``.
+
+    Arguments left ``None`` come from the environment (``RANK``, ``WORLD_SIZE``,
+    ``MASTER_ADDR``, ``MASTER_PORT``, as the ``deepspeed`` launcher sets them);
+    with none set this is a 1-rank group on 127.0.0.1. Backend: nccl on GPU, gloo on CPU.
+    """
+    import torch.distributed as dist
+
+    env = {"RANK": rank, "WORLD_SIZE": world_size, "MASTER_ADDR": master_addr, "MASTER_PORT": master_port}
+    defaults = {"RANK": 0, "WORLD_SIZE": 1, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": _free_port}
+    for key, value in env.items():
+        if value is not None:
+            os.environ[key] = str(value)
+        elif key not in os.environ:
+            default = defaults[key]
+            os.environ[key] = str(default() if callable(default) else default)
+    os.environ.setdefault("LOCAL_RANK", str(local_rank))
+    deepspeed = import_deepspeed()
+    if not dist.is_initialized():
+        deepspeed.init_distributed(dist_backend="nccl" if has_cuda() else "gloo", auto_mpi_discovery=False)
+    if has_cuda():
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+    return dist.get_rank(), dist.get_world_size()
+
+
+def use_bf16(cfg: TrainerConfig) -> bool:
+    if cfg.precision == "auto":
+        return has_cuda()
+    return cfg.precision == "bf16"
+
+
+def ds_config(cfg: TrainerConfig, world_size: int, bf16: bool) -> dict:
+    """The DeepSpeed JSON config for ``cfg`` on ``world_size`` ranks."""
+    gas = cfg.grad_accum_steps(world_size)
+    zero: dict = {"stage": cfg.zero_stage}
+    if cfg.zero_stage == 3:
+        zero["stage3_gather_16bit_weights_on_model_save"] = False  # export gathers itself (fp32 on CPU)
+    return {
+        "train_batch_size": cfg.micro_batch_size * gas * world_size,
+        "train_micro_batch_size_per_gpu": cfg.micro_batch_size,
+        "gradient_accumulation_steps": gas,
+        "gradient_clipping": cfg.grad_clip,
+        "zero_optimization": zero,
+        "bf16": {"enabled": bf16},
+        "zero_allow_untested_optimizer": True,  # a plain torch AdamW: nothing to compile
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+
+
+def build_engine(cfg: TrainerConfig, policy_path: str | Path, world_size: int):
+    """Load the policy and wrap it in a DeepSpeed engine; returns ``(engine, hf_model)``."""
+    deepspeed = import_deepspeed()
+    bf16 = use_bf16(cfg)
+    lm = load_causal_lm(policy_path, torch.float32, cfg.gradient_checkpointing)
+    module = LogProbModel(lm, cfg.temperature)
+
+    def optimizer(params):
+        return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+
+    engine, *_ = deepspeed.initialize(model=module, model_parameters=module.parameters(), optimizer=optimizer,
+                                      config=ds_config(cfg, world_size, bf16))
+    return engine, lm
+
+
+def lr_at(cfg: TrainerConfig, step: int) -> float:
+    """Learning rate of optimizer step ``step`` (0-based): linear warmup, then constant."""
+    if cfg.warmup_steps == 0:
+        return cfg.lr
+    return cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps)
+
+
+def set_lr(engine, lr: float) -> None:
+    for group in engine.optimizer.param_groups:
+        group["lr"] = lr
+
+
+def global_grad_norm(engine) -> float:
+    """Pre-clip gradient norm of the step about to be taken (call after the boundary backward).
+
+    ZeRO optimizers compute it in ``step()``; for stage 0 fp32 it is computed here from
+    the already all-reduced gradients.
+    """
+    params = [p for p in engine.module.parameters() if p.grad is not None]
+    if engine.zero_optimization_stage() > 0 or engine.bfloat16_enabled() or not params:
+        return float("nan")
+    return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params])))
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

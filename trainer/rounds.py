@@ -1,0 +1,81 @@
+"""Train on a run directory's committed round and commit the result as its ``checkpoint`` stage.
+
+Reads ``run.scan("advantages", rounds=[r])`` (only the four token/advantage columns
+are loaded), trains, exports the HF checkpoint into ``run.stage_dir(r, "checkpoint")``
+and commits it (rank 0, after every rank is done). A committed checkpoint stage
+makes the call a no-op. DeepSpeed state for resume lives in the uncommitted
+``trainer_state`` stage directory and is removed once the checkpoint is committed.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from pathlib import Path
+
+from trainer.config import TrainerConfig
+from trainer.train import TrainResult, train_round
+
+CHECKPOINT_STAGE = "checkpoint"
+STATE_STAGE = "trainer_state"
+
+
+def config_hash(cfg: TrainerConfig) -> str:
+    """Stable short hash of the trainer config (for the stage manifest)."""
+    return hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def train_from_run(run, round: int, cfg: TrainerConfig, policy_path: str | Path, *,
+                   ref_path: str | Path | None = None, local_dir: str | Path | None = None,
+                   on_step=None, progress: bool = True) -> TrainResult | None:
+    """Train on round ``round`` of ``run`` (a ``storage.Run``); returns None when already committed.
+
+    Local runs write straight into the stage directories; for object-store runs the
+    checkpoint and state are written under ``local_dir`` (default: a temp dir) and the
+    checkpoint is uploaded before the commit.
+
+    Example (a run whose round 0 has a committed advantages stage)::
+
+        train_from_run(storage.open_run("runs/x"), 0, TrainerConfig(), "ckpt/base", ref_path="ckpt/base")
+    """
+    import storage
+    import torch.distributed as dist
+    from storage.uri import is_local
+
+    from trainer.engine import init_distributed
+
+    if run.is_committed(round, CHECKPOINT_STAGE):
+        return None
+    if not run.is_committed(round, "advantages"):
+        raise storage.StageNotCommitted(
+            f"{run.stage_dir(round, 'advantages')}: round {round} has no committed 'advantages' stage; "
+            "run the advantage job before training")
+    rank, _ = init_distributed()
+    local = is_local(run.fs)
+    base = Path(local_dir or tempfile.mkdtemp(prefix="gigpo-trainer-"))
+    out_dir = run.stage_dir(round, CHECKPOINT_STAGE) if local else base / CHECKPOINT_STAGE
+    state_dir = run.stage_dir(round, STATE_STAGE) if local else base / STATE_STAGE
+    if rank == 0 and local:
+        run.begin(round, CHECKPOINT_STAGE)  # drop a crashed attempt's partial export
+    if dist.is_initialized():
+        dist.barrier()
+    rows = run.scan("advantages", rounds=[round])  # load_rows reads only COLUMNS (keys only for errors)
+    result = train_round(cfg, policy_path, rows, out_dir, ref_path=ref_path, state_dir=state_dir,
+                         on_step=on_step, progress=progress)
+    if rank == 0:
+        _commit(run, round, Path(out_dir), local, cfg)
+    if dist.is_initialized():
+        dist.barrier()
+    return result
+
+
+def _commit(run, round: int, out_dir: Path, local: bool, cfg: TrainerConfig) -> None:
+    if not local:
+        import pyarrow.fs as pafs
+
+        pafs.copy_files(str(out_dir), run.stage_dir(round, CHECKPOINT_STAGE),
+                        source_filesystem=pafs.LocalFileSystem(), destination_filesystem=run.fs)
+    files = sorted(p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*") if p.is_file())
+    version = run.manifest(round, "advantages").policy_version
+    run.commit(round, CHECKPOINT_STAGE, [run.describe(round, CHECKPOINT_STAGE, f) for f in files],
+               config_hash=config_hash(cfg), policy_version=version)

@@ -1,0 +1,209 @@
+"""One round of PPO updates: rows -> DeepSpeed steps -> Hugging Face checkpoint.
+
+Every rank reads the whole round (token columns only), builds the same plan and
+trains its slice of each accumulation step; the loss of every micro-batch is its
+share of the mini-batch loss (normalised by mini-batch totals), so the update does
+not depend on how a mini-batch is cut into micro-batches or ranks.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import polars as pl
+import torch
+from tqdm.auto import tqdm
+
+from trainer import checkpoint as ckpt
+from trainer.batches import PAD_ROW, BadRoundError, MicroBatch, RoundData, collate, load_rows, make_plan
+from trainer.config import TrainerConfig
+from trainer.engine import build_engine, global_grad_norm, has_cuda, init_distributed, lr_at, set_lr, use_bf16
+from trainer.loss import policy_loss
+from trainer.metrics import StepAccumulator, peak_flops, train_flops
+from trainer.model import LogProbModel, count_params, load_causal_lm
+
+
+@dataclass
+class TrainResult:
+    """What one ``train_round`` call did."""
+
+    checkpoint: Path  # the exported HF checkpoint directory
+    steps: int  # optimizer steps of the whole round
+    resumed_from: int  # optimizer steps restored from saved state (not repeated)
+    rows: int  # rows trained on
+    dropped_empty: int  # rows skipped for an empty response
+    metrics: list[dict] = field(default_factory=list)  # one dict per optimizer step taken by this call
+    skipped: str | None = None  # why the round was skipped (empty round with empty_round="skip")
+
+
+def train_round(cfg: TrainerConfig, policy_path: str | Path, rows: pl.DataFrame | pl.LazyFrame,
+                out_dir: str | Path, *, ref_path: str | Path | None = None, state_dir: str | Path | None = None,
+                on_step: Callable[[int, dict], None] | None = None, progress: bool = True) -> TrainResult:
+    """Train ``policy_path`` on a round's advantage rows; export the new policy to ``out_dir``.
+
+    ``rows`` needs ``prompt_ids``, ``response_ids``, ``response_logprobs``, ``advantage``
+    (the ``advantages`` table). ``ref_path``: frozen reference policy for the KL loss
+    (required when ``cfg.kl_coef > 0``). ``state_dir``: where DeepSpeed state is kept
+    so a killed run resumes after its last saved optimizer step. ``on_step(step, metrics)``
+    runs after each optimizer step (and its state save). Joins an existing
+    torch.distributed group, or creates a 1-rank one.
+
+    Example (a real checkpoint directory and an advantages frame ``df``)::
+
+        result = train_round(TrainerConfig(kl_coef=0.0), "ckpt/round0", df, "ckpt/round1")
+        result.checkpoint, result.metrics[-1]["loss"]
+    """
+    from transformers import AutoConfig
+
+    if cfg.kl_coef > 0 and ref_path is None:
+        raise ValueError("train_round: TrainerConfig.kl_coef > 0 needs ref_path (the frozen reference policy)")
+    rank, world = init_distributed()
+    model_cfg = AutoConfig.from_pretrained(policy_path, local_files_only=True)
+    max_len = cfg.max_seq_len or model_cfg.max_position_embeddings
+    data = load_rows(rows, model_cfg.vocab_size, max_len, check_logprobs=cfg.old_logprobs == "rollout")
+    if data.n_rows == 0:
+        return _empty_round(cfg, policy_path, out_dir, data, rank)
+    engine, lm = build_engine(cfg, policy_path, world)
+    fp = ckpt.fingerprint(data, cfg, world)
+    done = ckpt.load_state(engine, state_dir, fp)
+    old_flat, ref_flat = _round_start_logprobs(engine, cfg, data, ref_path, state_dir, fp, rank, world, done)
+    plan = make_plan(data, cfg, world)
+    stepper = _Stepper(engine, lm, cfg, data, old_flat, ref_flat, rank, world)
+    metrics = []
+    bar = tqdm(range(done, len(plan)), initial=done, total=len(plan), desc="train steps",
+               disable=not progress or rank != 0)
+    for step in bar:
+        m = stepper.step(plan[step], step)
+        metrics.append(m)
+        bar.set_postfix(loss=f"{m['loss']:.4f}", tok_s=f"{m['tokens_per_s']:.0f}")
+        if state_dir is not None and cfg.save_every and (step + 1) % cfg.save_every == 0:
+            ckpt.save_state(engine, state_dir, step + 1, fp, rank)
+        if on_step is not None:
+            on_step(step + 1, m)
+    out = ckpt.export_hf(engine, lm, policy_path, out_dir, rank)
+    if not cfg.keep_state:
+        ckpt.clear_state(state_dir, rank)
+    _report(metrics, rank)
+    return TrainResult(out, len(plan), done, data.n_rows, data.dropped_empty, metrics)
+
+
+class _Stepper:
+    """Runs one optimizer step (all accumulation micro-batches of this rank)."""
+
+    def __init__(self, engine, lm, cfg: TrainerConfig, data: RoundData, old_flat, ref_flat, rank: int, world: int):
+        self.engine, self.cfg, self.data = engine, cfg, data
+        self.old_flat, self.ref_flat, self.rank, self.world = old_flat, ref_flat, rank, world
+        c = lm.config
+        head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+        self.flops_shape = (count_params(lm)[1], c.num_hidden_layers, c.num_attention_heads * head_dim)
+        self.peak = peak_flops(cfg.peak_flops)
+
+    def step(self, plan_step: np.ndarray, step: int) -> dict:
+        engine, cfg, data = self.engine, self.cfg, self.data
+        real = plan_step[plan_step != PAD_ROW]
+        num_tokens, num_seqs = float(data.resp_len[real].sum()), float(len(real))
+        lr = lr_at(cfg, step)
+        set_lr(engine, lr)
+        acc, start, pre_norm = StepAccumulator(), time.perf_counter(), float("nan")
+        for j, rows in enumerate(plan_step[:, self.rank]):
+            mb = _to(collate(data, rows, 0, self.old_flat, self.ref_flat), engine.device)
+            lp, ent = engine(mb.input_ids, mb.attention_mask, mb.resp_index, mb.response_ids,
+                             entropy_grad=cfg.entropy_coeff > 0)
+            out = policy_loss(lp, ent, mb.old_logprobs, mb.advantages, mb.mask, cfg, mb.ref_logprobs,
+                              num_tokens, num_seqs)
+            engine.backward(out.loss * self.world, scale_wrt_gas=False)  # DeepSpeed averages over ranks
+            acc.add(out.stats, tokens=int(mb.seq_lens.sum()),
+                    flops=train_flops(self.flops_shape[0], mb.seq_lens, *self.flops_shape[1:]))
+            if j == len(plan_step) - 1:  # boundary: check before the optimizer applies anything
+                if not np.isfinite(loss := acc.loss()):
+                    raise FloatingPointError(f"non-finite loss {loss} at optimizer step {step} on rank "
+                                             f"{self.rank}; the update was not applied")
+                pre_norm = global_grad_norm(engine)
+            engine.step()
+        if engine.device.type == "cuda":
+            torch.cuda.synchronize()
+        norm = pre_norm if np.isfinite(pre_norm) else engine.get_global_grad_norm()
+        norm = float("nan") if norm is None else float(norm)
+        if not np.isfinite(norm):  # raise before any export: a NaN policy must never be committed
+            raise FloatingPointError(f"non-finite gradient norm at optimizer step {step}")
+        return acc.finish(time.perf_counter() - start, norm, lr, self.peak, self.world)
+
+
+def _round_start_logprobs(engine, cfg, data, ref_path, state_dir, fp, rank, world, done):
+    """Old log-probs (rollout or recomputed) and reference log-probs, fixed at the round's start."""
+    stored = ckpt.load_precomputed(state_dir, fp)
+    if stored is None and done > 0:
+        raise ckpt.StateMismatchError(f"{state_dir!r} holds {done} steps but no {ckpt.PRECOMPUTED}; remove it")
+    if stored is None:
+        stored = {}
+        if cfg.old_logprobs == "recompute":
+            stored["old"] = _logprobs(engine, data, cfg, rank, world)
+        if cfg.kl_coef > 0:
+            ref = LogProbModel(load_causal_lm(ref_path, torch.bfloat16 if use_bf16(cfg) else torch.float32),
+                               cfg.temperature).to(engine.device).eval()
+            stored["ref"] = _logprobs(ref, data, cfg, rank, world)
+            del ref
+        if state_dir is not None and stored:
+            ckpt.save_precomputed(state_dir, fp, stored, rank)
+    old = stored["old"].numpy() if "old" in stored else data.rollout_logprobs
+    return old, stored["ref"].numpy() if "ref" in stored else None
+
+
+@torch.no_grad()
+def _logprobs(model, data: RoundData, cfg: TrainerConfig, rank: int, world: int) -> torch.Tensor:
+    """Log-probs of every response token under ``model`` (rows split over ranks, then summed)."""
+    size = cfg.logprob_micro_batch_size
+    rows = np.arange(data.n_rows)
+    rows = np.concatenate([rows, np.full(-len(rows) % (size * world), PAD_ROW)]).reshape(-1, world, size)
+    flat = torch.zeros(data.n_response_tokens, dtype=torch.float32)
+    dummy = np.zeros(data.n_response_tokens, dtype=np.float32)
+    for mine in rows[:, rank]:  # every rank runs the same number of forwards (ZeRO-3 gathers collectively)
+        mb = collate(data, mine, 0, dummy)
+        dev = _to(mb, _device(model))
+        lp, _ = model(dev.input_ids, dev.attention_mask, dev.resp_index, dev.response_ids, with_entropy=False)
+        real = mine != PAD_ROW
+        idx = data.resp_start[np.where(real, mine, 0)][:, None] + np.arange(mb.mask.shape[1])
+        keep = mb.mask.numpy() > 0
+        flat[torch.from_numpy(idx[keep])] = lp.float().cpu()[torch.from_numpy(keep)]
+    if world > 1:
+        import torch.distributed as dist
+
+        flat = flat.to(_device(model))
+        dist.all_reduce(flat)  # each token was written by exactly one rank
+        flat = flat.cpu()
+    return flat
+
+
+def _empty_round(cfg: TrainerConfig, policy_path, out_dir, data: RoundData, rank: int) -> TrainResult:
+    if cfg.empty_round == "error":
+        raise BadRoundError(f"the round has no trainable rows ({data.dropped_empty} with empty responses); "
+                            "set TrainerConfig.empty_round='skip' to export the unchanged policy instead")
+    if rank == 0:
+        import shutil
+
+        shutil.copytree(policy_path, out_dir, dirs_exist_ok=True)
+    return TrainResult(Path(out_dir), 0, 0, 0, data.dropped_empty, skipped="empty round")
+
+
+def _to(mb: MicroBatch, device) -> MicroBatch:
+    return dataclasses.replace(mb, **{f.name: getattr(mb, f.name).to(device) for f in dataclasses.fields(mb)
+                                      if isinstance(getattr(mb, f.name), torch.Tensor)})
+
+
+def _device(model) -> torch.device:
+    return getattr(model, "device", None) or next(model.parameters()).device
+
+
+def _report(metrics: list[dict], rank: int) -> None:
+    if rank != 0 or not metrics:
+        return
+    seconds = sum(m["step_time_s"] for m in metrics)
+    tokens = sum(m["tokens"] for m in metrics)
+    gpu = has_cuda()
+    per, cores = ("GPU", 1) if gpu else (f"core ({torch.get_num_threads()} threads)", torch.get_num_threads())
+    print(f"trainer: {len(metrics)} steps, {tokens / seconds:.0f} tokens/s, "
+          f"{tokens / seconds / cores:.0f} tokens/s per {per}")
