@@ -18,6 +18,7 @@ from trainer.train import TrainResult, train_round
 
 CHECKPOINT_STAGE = "checkpoint"
 STATE_STAGE = "trainer_state"
+TRAIN_STEPS = "train_metrics.jsonl"  # per-step metrics, committed with the checkpoint
 
 
 def config_hash(cfg: TrainerConfig) -> str:
@@ -63,6 +64,8 @@ def train_from_run(run, round: int, cfg: TrainerConfig, policy_path: str | Path,
     result = train_round(cfg, policy_path, rows, out_dir, ref_path=ref_path, state_dir=state_dir,
                          on_step=on_step, progress=progress)
     if rank == 0:
+        with open(Path(out_dir) / TRAIN_STEPS, "w") as fh:
+            fh.writelines(json.dumps(m) + "\n" for m in result.metrics)
         _commit(run, round, Path(out_dir), local, cfg)
     if dist.is_initialized():
         dist.barrier()
@@ -76,6 +79,6 @@ def _commit(run, round: int, out_dir: Path, local: bool, cfg: TrainerConfig) -> 
         pafs.copy_files(str(out_dir), run.stage_dir(round, CHECKPOINT_STAGE),
                         source_filesystem=pafs.LocalFileSystem(), destination_filesystem=run.fs)
     files = sorted(p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*") if p.is_file())
-    version = run.manifest(round, "advantages").policy_version
+    version = run.manifest(round, "advantages").policy_version + 1  # the policy this update produced
     run.commit(round, CHECKPOINT_STAGE, [run.describe(round, CHECKPOINT_STAGE, f) for f in files],
                config_hash=config_hash(cfg), policy_version=version)

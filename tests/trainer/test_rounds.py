@@ -1,7 +1,10 @@
 """Training a committed round of a run directory and committing its checkpoint stage."""
 from __future__ import annotations
 
+import json
+
 import os
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -52,8 +55,10 @@ def test_train_from_run_commits_checkpoint_once(tiny_model, tmp_path):
     assert res.rows == df.height and res.steps == -(-df.height // 4)
 
     manifest = run.manifest(0, CHECKPOINT_STAGE)
-    assert manifest.config_hash == config_hash(cfg) and manifest.policy_version == 0
-    assert {"config.json", "model.safetensors", "tokenizer.json"} <= {f.path for f in manifest.files}
+    assert manifest.config_hash == config_hash(cfg) and manifest.policy_version == 1
+    assert {"config.json", "model.safetensors", "tokenizer.json", "train_metrics.jsonl"} <= {f.path for f in manifest.files}
+    committed_steps = (Path(run.stage_dir(0, CHECKPOINT_STAGE)) / "train_metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["loss"] for line in committed_steps] == [m["loss"] for m in res.metrics]
     AutoModelForCausalLM.from_pretrained(run.stage_dir(0, CHECKPOINT_STAGE))
     assert not os.path.exists(run.stage_dir(0, STATE_STAGE))
     assert train_from_run(run, 0, cfg, tiny_model, progress=False) is None  # committed: no-op
