@@ -1,0 +1,241 @@
+"""The policy backend interface: token ids in, sampled token ids and their log-probs out.
+
+Backends (``hf``, ``vllm``) register themselves by name; ``load_policy`` keeps
+one loaded backend per process (a Dask worker loads a checkpoint once per
+round, not once per task).
+
+Log-prob convention (every backend): the log-prob of each sampled token under
+``log_softmax(logits / temperature)`` over the full vocabulary, i.e. the policy
+at the sampling temperature *before* top-k/top-p truncation (verl's
+``old_log_prob``). A trainer recomputing ``log_softmax(model(ids).logits / T)``
+gets the same numbers up to float error. (vLLM can only report this when
+``temperature == 1`` or when no top-k/top-p truncation is set; its backend
+refuses other settings rather than log a different quantity.)
+
+>>> SamplingConfig(temperature=0.7, max_new_tokens=32).top_p
+1.0
+"""
+from __future__ import annotations
+
+import os
+import threading
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+FREE_MODES = ("none", "sleep", "restart")
+
+
+class CheckpointError(ValueError):
+    """A policy checkpoint that cannot be loaded; the message names the path."""
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """How responses are sampled."""
+
+    temperature: float = 1.0  # softmax temperature; also the temperature of the logged log-probs (> 0)
+    top_p: float = 1.0  # nucleus sampling mass in (0, 1]; 1 disables
+    top_k: int = 0  # keep the k most likely tokens; 0 disables
+    max_new_tokens: int = 512  # response length limit per turn (verl-agent ALFWorld: 512)
+    seed: int = 0  # base seed; each generate call mixes in its own seed
+    stop_token_ids: tuple[int, ...] = ()  # extra token ids that end a response, besides the checkpoint's eos
+
+    def __post_init__(self) -> None:
+        if not self.temperature > 0:
+            raise ValueError(f"SamplingConfig.temperature must be > 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"SamplingConfig.top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise ValueError(f"SamplingConfig.top_k must be >= 0 (0 disables), got {self.top_k}")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"SamplingConfig.max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if any(isinstance(t, bool) or not isinstance(t, int) or t < 0 for t in self.stop_token_ids):
+            raise ValueError(f"SamplingConfig.stop_token_ids must be token ids >= 0, got {self.stop_token_ids}")
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """Which backend runs the policy, and how."""
+
+    backend: str = "hf"  # registered backend name: "hf" (transformers, any device) or "vllm" (GPU)
+    device: str = "cpu"  # torch device of the hf backend ("cpu", "cuda", "cuda:1")
+    dtype: str = "float32"  # weights dtype: float32, bfloat16 or float16
+    max_batch_size: int = 64  # hf: prompts per forward batch (bounds activation memory)
+    max_model_len: int = 0  # context limit in tokens; 0 takes the checkpoint's max_position_embeddings
+    num_threads: int = 0  # hf on CPU: torch intra-op threads per process (0 keeps torch's default)
+    gpu_memory_utilization: float = 0.5  # vllm: share of GPU memory for weights + KV cache
+    free_between_rounds: str = "sleep"  # after a round: "none" keeps it, "sleep" offloads, "restart" frees it
+    vllm_args: dict = field(default_factory=dict)  # extra keyword arguments for vllm.LLM
+
+    def __post_init__(self) -> None:
+        if self.dtype not in ("float32", "bfloat16", "float16"):
+            raise ValueError(f"PolicyConfig.dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
+        if self.max_batch_size < 1:
+            raise ValueError(f"PolicyConfig.max_batch_size must be >= 1, got {self.max_batch_size}")
+        if self.num_threads < 0:
+            raise ValueError(f"PolicyConfig.num_threads must be >= 0 (0: torch default), got {self.num_threads}")
+        if self.max_model_len < 0:
+            raise ValueError(f"PolicyConfig.max_model_len must be >= 0, got {self.max_model_len}")
+        if not 0 < self.gpu_memory_utilization <= 1:
+            raise ValueError(f"PolicyConfig.gpu_memory_utilization must be in (0, 1], "
+                             f"got {self.gpu_memory_utilization}")
+        if self.free_between_rounds not in FREE_MODES:
+            raise ValueError(f"PolicyConfig.free_between_rounds must be one of {FREE_MODES}, "
+                             f"got {self.free_between_rounds!r}")
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One sampled response."""
+
+    token_ids: list[int]  # sampled tokens, the stop token included when one was sampled
+    logprobs: list[float]  # log-prob of each sampled token (see the module's convention)
+    text: str  # token_ids decoded, special tokens skipped
+    finish_reason: str  # "stop" (a stop token was sampled) or "length" (max_new_tokens reached)
+
+
+class PolicyBackend(ABC):
+    """A loaded policy: ``generate`` samples one response per prompt."""
+
+    tokenizer: object  # a transformers tokenizer with the checkpoint's chat template
+    max_model_len: int  # prompt + response tokens the model accepts
+
+    @abstractmethod
+    def generate(self, prompts: list[list[int]], seed: int) -> list[Generation]:
+        """Sample one response per prompt (token ids); same ``seed`` and prompts give the same output."""
+
+    def sleep(self) -> None:
+        """Free accelerator memory until the next ``wake`` (default: nothing to free)."""
+
+    def wake(self) -> None:
+        """Undo ``sleep``."""
+
+    def close(self) -> None:
+        """Release everything; the backend is unusable afterwards."""
+
+
+BACKENDS: dict[str, Callable[[str, PolicyConfig, SamplingConfig], PolicyBackend]] = {}
+
+
+def register_backend(name: str):
+    """Class decorator: make a backend loadable as ``PolicyConfig(backend=name)``."""
+    def deco(cls):
+        BACKENDS[name] = cls
+        return cls
+    return deco
+
+
+def check_checkpoint(path: str) -> str:
+    """Return ``path`` if it holds a model config and a tokenizer, else raise ``CheckpointError``."""
+    path = os.fspath(path)
+    if not os.path.isdir(path):
+        raise CheckpointError(f"{path}: policy checkpoint directory not found")
+    if not os.path.isfile(os.path.join(path, "config.json")):
+        raise CheckpointError(f"{path}: no config.json; expected a Hugging Face checkpoint (save_pretrained)")
+    if not any(os.path.isfile(os.path.join(path, f)) for f in ("tokenizer.json", "tokenizer_config.json")):
+        raise CheckpointError(f"{path}: no tokenizer (tokenizer.json / tokenizer_config.json) in the checkpoint")
+    return path
+
+
+def make_backend(path: str, policy: PolicyConfig, sampling: SamplingConfig) -> PolicyBackend:
+    """Load a fresh backend for the checkpoint at ``path``."""
+    if policy.backend not in BACKENDS:
+        _import_builtin(policy.backend)
+    if policy.backend not in BACKENDS:
+        raise ValueError(f"PolicyConfig.backend {policy.backend!r} is not registered; "
+                         f"expected one of {sorted(BACKENDS)}")
+    return BACKENDS[policy.backend](check_checkpoint(path), policy, sampling)
+
+
+def _import_builtin(name: str) -> None:
+    if name == "hf":
+        import pipeline.policy.hf  # noqa: F401
+    elif name == "vllm":
+        import pipeline.policy.vllm  # noqa: F401
+
+
+_LOADED: dict = {"key": None, "backend": None}
+_LOCK = threading.RLock()
+
+
+def _key(path: str, policy: PolicyConfig, sampling: SamplingConfig) -> tuple:
+    stat = os.stat(os.path.join(path, "config.json")) if os.path.isdir(path) else None
+    return (os.path.abspath(path), stat and stat.st_mtime_ns, repr(asdict(policy)), repr(asdict(sampling)))
+
+
+def load_policy(path: str, policy: PolicyConfig, sampling: SamplingConfig) -> PolicyBackend:
+    """The process's backend for ``path``: reused (woken) when already loaded, else loaded anew.
+
+    Loading another checkpoint closes the previous backend first (one model per process).
+
+    >>> import tempfile
+    >>> from pipeline.tiny_model import make_tiny_model
+    >>> p = str(make_tiny_model(tempfile.mkdtemp()))
+    >>> load_policy(p, PolicyConfig(), SamplingConfig()) is load_policy(p, PolicyConfig(), SamplingConfig())
+    True
+    """
+    key = _key(path, policy, sampling)
+    with _LOCK:
+        if _LOADED["key"] == key:
+            _LOADED["backend"].wake()
+            return _LOADED["backend"]
+        release_policy("restart")
+        backend = make_backend(path, policy, sampling)
+        _LOADED.update(key=key, backend=backend)
+        return backend
+
+
+def release_policy(mode: str = "restart") -> str:
+    """Free this process's backend: ``sleep`` offloads it, ``restart`` closes it, ``none`` keeps it."""
+    if mode not in FREE_MODES:
+        raise ValueError(f"release_policy mode must be one of {FREE_MODES}, got {mode!r}")
+    with _LOCK:
+        backend = _LOADED["backend"]
+        if backend is None or mode == "none":
+            return mode
+        if mode == "sleep":
+            backend.sleep()
+        else:
+            _LOADED.update(key=None, backend=None)
+            backend.close()
+        return mode
+
+
+def load_tokenizer(path: str):
+    """The checkpoint's tokenizer, left-padding; ``tokenizer.json`` loads as ``PreTrainedTokenizerFast``.
+
+    (``AutoTokenizer`` would swap in the model family's own pre-tokenizer for
+    a locally trained tokenizer.)
+    """
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    check_checkpoint(path)
+    try:
+        if os.path.isfile(os.path.join(path, "tokenizer.json")):
+            tok = PreTrainedTokenizerFast.from_pretrained(path)
+        else:
+            tok = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: cannot load the tokenizer ({exc})") from exc
+    if tok.chat_template is None:
+        raise CheckpointError(f"{path}: the tokenizer has no chat template (tokenizer_config.json chat_template)")
+    tok.padding_side = "left"
+    return tok
+
+
+def stop_token_ids(tokenizer, generation_config=None, extra: tuple[int, ...] = ()) -> list[int]:
+    """Token ids that end a response: the checkpoint's ``eos_token_id``(s), the tokenizer's eos, ``extra``."""
+    ids = getattr(generation_config, "eos_token_id", None)
+    ids = [] if ids is None else [ids] if isinstance(ids, int) else list(ids)
+    outside = [t for t in extra if t >= len(tokenizer)]
+    if outside:
+        raise ValueError(f"SamplingConfig.stop_token_ids {outside} are outside the vocabulary of "
+                         f"{tokenizer.name_or_path} ({len(tokenizer)} tokens)")
+    ids += list(extra)
+    if tokenizer.eos_token_id is not None:
+        ids.append(tokenizer.eos_token_id)
+    if not ids:
+        raise CheckpointError(f"{tokenizer.name_or_path}: neither the tokenizer nor generation_config.json "
+                              "names an eos token, so responses could never stop")
+    return sorted(set(ids))

@@ -1,0 +1,123 @@
+"""``collect``: one round's trajectories, played by Dask tasks, committed as the ``trajectories`` stage.
+
+One task per batch of ``groups_per_batch`` groups (placed on workers that
+have ``config.resources``, e.g. ``GPU=1``; anywhere on a LocalCluster), each
+writing one steps and one episodes shard. A failed task is retried by Dask
+and rewrites the same shard names; nothing is visible to readers until every
+task is done and the stage is committed. A committed round is not redone.
+
+Worker processes must be non-daemonic (env pools start processes)::
+
+    dask.config.set({"distributed.worker.daemon": False})
+    client = Client(LocalCluster(n_workers=2, threads_per_worker=1))
+    manifest = collect(client, run, round=0, policy_path=ckpt, tasks=games, config=RolloutConfig())
+"""
+from __future__ import annotations
+
+import time
+import uuid
+
+from tqdm.auto import tqdm
+
+import storage
+from storage import Manifest, Run
+
+from pipeline.config import config_hash
+from pipeline.envs.data import task_id
+from pipeline.policy.base import check_checkpoint
+from pipeline.rollout.config import RolloutConfig
+from pipeline.rollout.task import DAEMON_ERROR, BatchResult, is_daemon, release_resources, rollout_batch
+from pipeline.rollout.worker import Group
+
+STAGE = "trajectories"
+
+
+def make_groups(tasks: list[str]) -> list[Group]:
+    """Group ``g`` plays ``tasks[g]``: ids depend on the task's position only.
+
+    >>> make_groups(["/d/train/pick_x/trial_1/game.tw-pddl"])[0]
+    Group(group_id=0, task_id='pick_x/trial_1', game_file='/d/train/pick_x/trial_1/game.tw-pddl')
+    """
+    return [Group(g, task_id(path), str(path)) for g, path in enumerate(tasks)]
+
+
+def _check_workers(client, resources: dict) -> None:
+    """Fail fast on the driver: daemonic workers, or no worker with the requested resources."""
+    if any(client.run(is_daemon).values()):
+        raise RuntimeError(DAEMON_ERROR)
+    if not resources:
+        return
+    workers = client.scheduler_info(n_workers=-1)["workers"].values()
+    if not any(all(w.get("resources", {}).get(k, 0) >= v for k, v in resources.items()) for w in workers):
+        raise RuntimeError(f"RolloutConfig.resources={resources}: no Dask worker offers them, so rollout tasks "
+                           "would wait forever; start workers with --resources (e.g. `dask cuda worker "
+                           "--resources GPU=1`) or set rollout.resources: {} on CPU")
+
+
+def collect(client, run: Run | str, round: int, policy_path: str, tasks: list[str], config: RolloutConfig,
+            policy_version: int | None = None) -> Manifest:
+    """Collect and commit round ``round``'s trajectories; return the stage manifest.
+
+    ``policy_version`` (default ``max(round - 1, 0)``) is written to every row.
+    Returns the existing manifest, doing nothing, when the stage is committed.
+    """
+    run = run if isinstance(run, Run) else storage.open_run(run)
+    if run.is_committed(round, STAGE):
+        return run.manifest(round, STAGE)
+    if not tasks:
+        raise ValueError(f"collect round {round}: no tasks given")
+    check_checkpoint(policy_path)
+    _check_workers(client, config.resources)
+    version = max(round - 1, 0) if policy_version is None else int(policy_version)
+    groups = make_groups(tasks)
+    batches = [groups[i:i + config.groups_per_batch] for i in range(0, len(groups), config.groups_per_batch)]
+    run.begin(round, STAGE)  # drops a crashed attempt's leftovers
+    tag = uuid.uuid4().hex[:8]
+    futures = [client.submit(rollout_batch, run, round, version, str(policy_path), b, batch, config,
+                             key=f"rollout-r{round}-b{b:06d}-{tag}", retries=config.retries,
+                             resources=config.resources or None)
+               for b, batch in enumerate(batches)]
+    results = _gather(futures, len(groups) * config.group_size, config.progress)
+    infos = [info for r in results for info in (r.steps, r.episodes)]
+    manifest = run.commit(round, STAGE, infos, config_hash(config), version)
+    client.run(release_resources, config.policy.free_between_rounds)
+    return manifest
+
+
+def _gather(futures: list, episodes: int, progress: bool) -> list[BatchResult]:
+    """Wait for every task with a progress bar; cancel the rest when one fails for good."""
+    from distributed import as_completed
+
+    results: list[BatchResult] = []
+    start = time.perf_counter()
+    bar = tqdm(total=episodes, unit="episode", desc="collect", disable=not progress)
+    try:
+        for fut in as_completed(futures):
+            res = fut.result()
+            results.append(res)
+            elapsed = time.perf_counter() - start
+            bar.update(res.stats.episodes)
+            bar.set_postfix(steps_s=f"{sum(r.stats.steps for r in results) / elapsed:.1f}")
+            for line in res.stats.errors:
+                bar.write(f"collect: {line}")
+    except BaseException:
+        for fut in futures:
+            fut.cancel()
+        raise
+    finally:
+        bar.close()
+    print(summary(results, time.perf_counter() - start))
+    return sorted(results, key=lambda r: r.batch)
+
+
+def summary(results: list[BatchResult], wall_s: float) -> str:
+    """One line of throughput figures: env steps/s and generated tokens/s (wall and per generating worker)."""
+    steps = sum(r.stats.steps for r in results)
+    tokens = sum(r.stats.generated_tokens for r in results)
+    gen_s = sum(r.stats.generate_s for r in results)
+    env_s = sum(r.stats.env_s for r in results)
+    wall = max(wall_s, 1e-9)
+    return (f"collect: {sum(r.stats.episodes for r in results)} episodes, {steps} steps, {tokens} generated tokens "
+            f"in {wall_s:.1f} s: {steps / wall:.2f} env steps/s, {tokens / wall:.1f} generated tokens/s "
+            f"({tokens / max(gen_s, 1e-9):.1f} tokens/s inside generate, {steps / max(env_s, 1e-9):.1f} "
+            f"steps/s inside env calls, summed over tasks)")

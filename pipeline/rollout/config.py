@@ -1,0 +1,47 @@
+"""Rollout settings: group size, batching, policy backend, sampling, env pool, prompts, Dask placement.
+
+>>> cfg = RolloutConfig(group_size=4, groups_per_batch=2)
+>>> cfg.episodes_per_batch
+8
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pipeline.envs.alfworld import AlfworldEnvConfig
+from pipeline.envs.pool import PoolConfig
+from pipeline.envs.prompts import PromptConfig
+from pipeline.policy.base import PolicyConfig, SamplingConfig
+
+
+@dataclass(frozen=True)
+class RolloutConfig:
+    """How one round's trajectories are collected."""
+
+    group_size: int = 8  # G: episodes per task, all from the same start state (paper: 8)
+    groups_per_batch: int = 4  # groups one Dask task plays in lock-step and writes as one shard pair
+    policy: PolicyConfig = field(default_factory=PolicyConfig)  # backend and device of the policy
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)  # temperature, top_p, max_new_tokens, seed
+    env: AlfworldEnvConfig = field(default_factory=AlfworldEnvConfig)  # max_steps (truncation), win reward
+    pool: PoolConfig = field(default_factory=PoolConfig)  # env worker processes per rollout task
+    prompt: PromptConfig = field(default_factory=PromptConfig)  # prompt template, history, action parsing
+    resources: dict = field(default_factory=dict)  # Dask worker resources per task, e.g. {"GPU": 1}; {} on CPU
+    retries: int = 2  # Dask retries of a failed rollout task (its shards are rewritten, never duplicated)
+    progress: bool = True  # show a tqdm bar of episodes done and steps/s
+
+    def __post_init__(self) -> None:
+        if self.group_size < 1:
+            raise ValueError(f"RolloutConfig.group_size must be >= 1, got {self.group_size}")
+        if self.groups_per_batch < 1:
+            raise ValueError(f"RolloutConfig.groups_per_batch must be >= 1, got {self.groups_per_batch}")
+        if self.retries < 0:
+            raise ValueError(f"RolloutConfig.retries must be >= 0, got {self.retries}")
+        for name, amount in self.resources.items():
+            if not isinstance(name, str) or isinstance(amount, bool) or not isinstance(amount, (int, float)) \
+                    or amount <= 0:
+                raise ValueError(f"RolloutConfig.resources[{name!r}] must be a positive number, got {amount!r}")
+
+    @property
+    def episodes_per_batch(self) -> int:
+        """Episodes played together by one rollout task."""
+        return self.group_size * self.groups_per_batch
