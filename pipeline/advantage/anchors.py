@@ -126,6 +126,8 @@ def anchor_key(texts: Iterable[str] | pl.Series, normalizers: Iterable[str] = ()
     if s.null_count():
         raise ValueError(f"anchor_key: {s.null_count()} null text(s); every step needs an observation")
     s = normalize_texts(s.cast(pl.String), normalizers)
+    if s.is_empty():
+        return pl.Series("anchor_key", [], dtype=pl.UInt64)
     uniq = s.unique()
     keys = pl.Series([text_key(t) for t in uniq.to_list()], dtype=pl.UInt64)
     return s.replace_strict(uniq, keys, return_dtype=pl.UInt64).alias("anchor_key")

@@ -126,7 +126,7 @@ class _Episodes:
             "truncated": pl.Series(r["truncated"], dtype=pl.Boolean),
         })
         return steps.with_columns(*_constants(round, policy_version),
-                                  anchor_key(steps["observation"]).cast(pl.UInt64)).sort("episode_id", "step")
+                                  anchor_key(steps["observation"])).sort("episode_id", "step")
 
     def episodes_frame(self, round: int, policy_version: int) -> pl.DataFrame:
         """One row per episode of the ``episodes`` schema (every episode must have ended)."""

@@ -37,6 +37,11 @@ def test_anchor_key_is_stable_blake2b_64():
     assert keys.to_list() == [7928575499704953429, 11994812410133618315, 7928575499704953429]
 
 
+def test_anchor_key_of_no_texts_is_an_empty_uint64_series():
+    keys = anchor_key(pl.Series([], dtype=pl.String))
+    assert (keys.dtype, keys.len()) == (pl.UInt64, 0)
+
+
 def test_anchor_key_applies_normalizers():
     normalizers = ("strip", "drop_step_counters", "collapse_whitespace")
     keys = anchor_key([" Step 4: go  to desk 1\n", "go to desk 1"], normalizers=normalizers)
