@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/venv.sh
-exec python -m storage demo runs/demo "$@"
+exec python pipeline/round.py --config configs/local.yaml "$@"

@@ -44,6 +44,9 @@ def fingerprint(data: RoundData, cfg: TrainerConfig, world_size: int) -> str:
     return h.hexdigest()
 
 
+TRAIN_STEPS = "train_metrics.jsonl"  # per-step metrics, committed with the checkpoint
+
+
 def export_hf(engine, lm, src_path: str | Path, out_dir: str | Path, rank: int) -> Path:
     """Write the policy as a HF checkpoint (weights, config, tokenizer files of ``src_path``).
 
@@ -116,10 +119,14 @@ def clear_state(state_dir: str | Path | None, rank: int) -> None:
 
 
 def _copy_side_files(src: Path, out: Path) -> None:
-    """Tokenizer, chat template, generation config: every non-weight file save_pretrained did not write."""
+    """Tokenizer, chat template, generation config: every non-weight file save_pretrained did not write.
+
+    The run directory's own files beside a committed checkpoint (``_MANIFEST.json``,
+    temporary ``.tmp-*`` names, the round's ``train_metrics.jsonl``) stay behind.
+    """
     for f in src.iterdir():
         if f.is_file() and not f.name.endswith(WEIGHT_SUFFIXES) and not f.name.endswith(".index.json") \
-                and not (out / f.name).exists():
+                and not f.name.startswith(("_", ".")) and f.name != TRAIN_STEPS and not (out / f.name).exists():
             shutil.copy2(f, out / f.name)
 
 

@@ -13,12 +13,12 @@ import json
 import tempfile
 from pathlib import Path
 
+from trainer.checkpoint import TRAIN_STEPS
 from trainer.config import TrainerConfig
 from trainer.train import TrainResult, train_round
 
 CHECKPOINT_STAGE = "checkpoint"
 STATE_STAGE = "trainer_state"
-TRAIN_STEPS = "train_metrics.jsonl"  # per-step metrics, committed with the checkpoint
 
 
 def config_hash(cfg: TrainerConfig) -> str:

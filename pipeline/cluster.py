@@ -1,0 +1,29 @@
+"""Connect the driver to a Dask cluster, or start a LocalCluster.
+
+Workers are made non-daemonic: rollout tasks start env worker processes and
+training tasks start trainer processes, which daemonic processes may not.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Iterator
+
+import dask
+from distributed import Client, LocalCluster
+
+from pipeline.run_config import ClusterConfig
+
+
+@contextlib.contextmanager
+def connect(cfg: ClusterConfig) -> Iterator[Client]:
+    """``with connect(cfg) as client:``: the configured scheduler, ``$DASK_SCHEDULER_ADDRESS``, or a LocalCluster."""
+    address = cfg.scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")
+    if address:
+        with Client(address) as client:
+            yield client
+        return
+    with dask.config.set({"distributed.worker.daemon": False}), \
+            LocalCluster(n_workers=cfg.n_workers, threads_per_worker=cfg.threads_per_worker, processes=True,
+                         dashboard_address=None) as cluster, Client(cluster) as client:
+        yield client

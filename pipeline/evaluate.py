@@ -1,0 +1,49 @@
+"""The evaluate stage: play held-out tasks with the round's new checkpoint, commit the ``evaluation`` table.
+
+Sampling runs at ``evaluation.temperature`` with ``evaluation.group_size``
+episodes per task, on the same rollout tasks and env pools as collect; only
+the per-episode outcome is kept (``storage.schemas.EVALUATION``).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import polars as pl
+
+import storage
+from pipeline.config import config_hash
+from pipeline.rollout.collect import make_groups
+from pipeline.rollout.config import RolloutConfig
+from pipeline.rollout.task import play_groups
+from pipeline.run_config import EvalConfig
+
+STAGE = "evaluation"
+
+
+def eval_rollout(rollout: RolloutConfig, cfg: EvalConfig) -> RolloutConfig:
+    """The collect settings, with the evaluation's temperature and group size."""
+    sampling = dataclasses.replace(rollout.sampling, temperature=cfg.temperature)
+    return dataclasses.replace(rollout, group_size=cfg.group_size, sampling=sampling, progress=False)
+
+
+def _play(policy: str, groups, rollout: RolloutConfig, round: int, version: int, batch: int) -> pl.DataFrame:
+    _, episodes, _ = play_groups(policy, groups, rollout, round, version, batch)
+    return episodes.select("round", "policy_version", "task_id", "episode_id", "won", "score", "length")
+
+
+def evaluate(client, run: storage.Run, round: int, policy: str, tasks: list[str], rollout: RolloutConfig,
+             cfg: EvalConfig) -> float | None:
+    """Evaluate round ``round``'s checkpoint on ``tasks``; the success rate (None when disabled or done)."""
+    if run.is_committed(round, STAGE) or not tasks or cfg.tasks == 0:
+        return None
+    rollout = eval_rollout(rollout, cfg)
+    groups = make_groups(tasks[: cfg.tasks])
+    per = rollout.groups_per_batch
+    futures = [client.submit(_play, policy, groups[i:i + per], rollout, round, round + 1, i // per, pure=False,
+                             resources=rollout.resources or None, key=f"evaluate-r{round}-b{i // per}")
+               for i in range(0, len(groups), per)]
+    table = pl.concat(client.gather(futures)).sort("episode_id")
+    run.begin(round, STAGE)
+    info = storage.write_shard(run, round, "evaluation", table, "evaluation")
+    run.commit(round, STAGE, [info], config_hash(cfg), round + 1)
+    return float(table["won"].mean())

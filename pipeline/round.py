@@ -1,0 +1,91 @@
+"""GiGPO rounds: setup -> collect -> advantage -> train -> evaluate -> commit.
+
+    python pipeline/round.py --config configs/local.yaml [key.path=value ...] [--rounds N]
+    dask-submit [--scheduler tcp://host:8786] pipeline/round.py --config configs/local.yaml
+
+Round r collects with round r-1's committed checkpoint (round 0: the base
+model), computes GiGPO advantages, trains, evaluates the new checkpoint on
+held-out tasks and commits its metrics. Every stage is committed by a
+manifest; a rerun (after a crash, or with a larger ``--rounds``) skips what
+is committed and redoes the rest from scratch. Exit codes: 0 done, 2 bad
+config, 3 the run is locked by another driver, 1 a stage failed.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+if __name__ == "__main__":  # run as a script: this folder must not shadow the project's packages
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
+
+import storage  # noqa: E402
+from pipeline.advantage.round_job import run_advantage_round  # noqa: E402
+from pipeline.cluster import connect  # noqa: E402
+from pipeline.config import ConfigError, config_hash, load  # noqa: E402
+from pipeline.evaluate import evaluate  # noqa: E402
+from pipeline.metrics import METRICS_STAGE, commit_metrics  # noqa: E402
+from pipeline.rollout.collect import collect  # noqa: E402
+from pipeline.round_metrics import StageClock, gather  # noqa: E402
+from pipeline.run_config import RunConfig  # noqa: E402
+from pipeline.setup import base_model, policy_for, prepare_games, round_tasks  # noqa: E402
+from pipeline.train_task import read_train_steps, train  # noqa: E402
+
+
+def run_round(r: int, cfg: RunConfig, run: storage.Run, client, games, held_out, base: str) -> None:
+    """One round, as a recipe; each stage is a no-op when already committed."""
+    clock, h = StageClock(run, r), config_hash(cfg)
+    policy = policy_for(run, r, base)
+    with clock("collect", done=run.is_committed(r, "trajectories")):
+        tasks = round_tasks(games, r, cfg.tasks_per_round, cfg.games.seed)
+        collect(client, run, r, policy, tasks, cfg.rollout, policy_version=r)
+    with clock("advantage", done=run.is_committed(r, "advantages")):
+        run_advantage_round(run, r, cfg.advantage, client=client, config_hash=h, progress=cfg.rollout.progress)
+    with clock("train", done=run.is_committed(r, "checkpoint")):
+        train(client, run, r, policy, base, cfg.trainer, cfg.cluster)
+    with clock("evaluate", done=run.is_committed(r, "evaluation")):
+        evaluate(client, run, r, run.stage_dir(r, "checkpoint"), held_out, cfg.rollout, cfg.evaluation)
+    cores = sum(w["nthreads"] for w in client.scheduler_info(n_workers=-1)["workers"].values())
+    metrics = gather(run, r, clock.seconds, read_train_steps(run, r), cores)
+    commit_metrics(run, metrics, h)
+    print(f"round {r}: success {metrics.success_rate:.3f}, held-out {metrics.eval_success_rate}, anchored share "
+          f"{metrics.anchored_share:.3f}, loss {metrics.loss}, stage seconds "
+          + ", ".join(f"{k} {v:.1f}" for k, v in metrics.stage_seconds.items()), flush=True)
+
+
+def rounds_to_run(run: storage.Run, total: int) -> list[int]:
+    """Rounds below ``total`` whose metrics are not committed yet (in order)."""
+    return [r for r in range(total) if not run.is_committed(r, METRICS_STAGE)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="pipeline/round.py", description=__doc__.splitlines()[0])
+    ap.add_argument("--config", help="YAML run config (default: built-in defaults)")
+    ap.add_argument("--rounds", type=int, help="total rounds of the run (overrides the config's rounds)")
+    ap.add_argument("overrides", nargs="*", metavar="key.path=value", help="config overrides")
+    args = ap.parse_args(argv)
+    try:
+        cfg = load(RunConfig, args.config, args.overrides + ([f"rounds={args.rounds}"] if args.rounds else []))
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    run = storage.open_run(cfg.run_dir)
+    try:
+        with run.lock():
+            todo = rounds_to_run(run, cfg.rounds)
+            if not todo:
+                print(f"{cfg.run_dir}: all {cfg.rounds} round(s) are committed; nothing to do")
+                return 0
+            games, held_out = prepare_games(cfg.games, run)
+            base = base_model(cfg, run)
+            with connect(cfg.cluster) as client:
+                for r in todo:
+                    run_round(r, cfg, run, client, games, held_out, base)
+    except storage.RunLocked as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
