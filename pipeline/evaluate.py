@@ -14,7 +14,7 @@ import storage
 from pipeline.config import config_hash
 from pipeline.rollout.collect import make_groups
 from pipeline.rollout.config import RolloutConfig
-from pipeline.rollout.task import play_groups
+from pipeline.rollout.task import play_groups, release_resources
 from pipeline.run_config import EvalConfig
 
 STAGE = "evaluation"
@@ -43,6 +43,7 @@ def evaluate(client, run: storage.Run, round: int, policy: str, tasks: list[str]
                              resources=rollout.resources or None, key=f"evaluate-r{round}-b{i // per}")
                for i in range(0, len(groups), per)]
     table = pl.concat(client.gather(futures)).sort("episode_id")
+    client.run(release_resources, rollout.policy.free_between_rounds)
     run.begin(round, STAGE)
     info = storage.write_shard(run, round, "evaluation", table, "evaluation")
     run.commit(round, STAGE, [info], config_hash(cfg), round + 1)

@@ -23,7 +23,7 @@ class StageClock:
     """``with clock("collect", done=run.is_committed(r, "trajectories")):`` times a stage that runs."""
 
     def __init__(self, run: storage.Run, round: int):
-        self.run, self.path = run, f"{run.root}/rounds/{round:06d}/{CLOCK}"
+        self.run, self.round, self.path = run, round, f"{run.root}/rounds/{round:06d}/{CLOCK}"
         try:
             with run.fs.open_input_stream(self.path) as src:
                 self.seconds: dict[str, float] = json.loads(src.read())
@@ -32,6 +32,7 @@ class StageClock:
 
     @contextlib.contextmanager
     def __call__(self, stage: str, done: bool):
+        print(f"round {self.round}: {stage} " + ("(committed)" if done else "..."), flush=True)
         start = time.perf_counter()
         yield
         if not done or stage not in self.seconds:
