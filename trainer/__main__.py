@@ -13,24 +13,14 @@ import argparse
 import json
 import sys
 
-import yaml
-
+from pipeline.config import apply_overrides, from_dict, read_yaml
 from trainer.config import TrainerConfig
 
 
 def parse_config(path: str | None, overrides: list[str]) -> TrainerConfig:
     """YAML file (its ``trainer:`` section if present) plus ``key=value`` overrides."""
-    data: dict = {}
-    if path:
-        with open(path) as f:
-            data = yaml.safe_load(f) or {}
-        data = data.get("trainer", data)
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--set {item!r}: expected key=value")
-        data[key.strip()] = yaml.safe_load(value)
-    return TrainerConfig.from_dict(data)
+    data = read_yaml(path) if path else {}
+    return from_dict(TrainerConfig, apply_overrides(data.get("trainer", data), overrides), "trainer")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipeline.config import to_dict
 from trainer.batches import RoundData
 from trainer.config import TrainerConfig
 
@@ -40,7 +41,7 @@ def fingerprint(data: RoundData, cfg: TrainerConfig, world_size: int) -> str:
     h = hashlib.sha256()
     for arr in (data.tokens, data.prompt_len, data.resp_len, data.advantage, data.rollout_logprobs):
         h.update(np.ascontiguousarray(arr).tobytes())
-    h.update(json.dumps({"cfg": cfg.to_dict(), "world_size": world_size}, sort_keys=True).encode())
+    h.update(json.dumps({"cfg": to_dict(cfg), "world_size": world_size}, sort_keys=True).encode())
     return h.hexdigest()
 
 

@@ -12,7 +12,7 @@ ValueError: TrainerConfig.loss_agg_mode='mean': expected one of ['seq-mean-token
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 LOSS_AGG_MODES = ("token-mean", "seq-mean-token-sum", "seq-mean-token-mean")
 KL_LOSS_TYPES = ("low_var_kl", "kl", "abs", "mse")
@@ -91,22 +91,6 @@ class TrainerConfig:
                 f"micro_batch_size * world_size = {self.micro_batch_size} * {world_size}"
             )
         return self.mini_batch_size // per_step
-
-    def to_dict(self) -> dict:
-        """Plain dict (for manifests, config hashes and checkpoints' client state)."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "TrainerConfig":
-        """Build from a dict (e.g. a YAML section), refusing unknown keys by name."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"TrainerConfig: unknown field(s) {unknown}; known: {sorted(known)}")
-        data = dict(data)
-        if "betas" in data:
-            data["betas"] = tuple(data["betas"])
-        return cls(**data)
 
     def _check_choice(self, name: str, choices: tuple[str, ...]) -> None:
         self._check(getattr(self, name) in choices, name, f"expected one of {sorted(choices)}")

@@ -8,22 +8,17 @@ makes the call a no-op. DeepSpeed state for resume lives in the uncommitted
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import tempfile
 from pathlib import Path
 
+from pipeline.config import config_hash
 from trainer.checkpoint import TRAIN_STEPS
 from trainer.config import TrainerConfig
 from trainer.train import TrainResult, train_round
 
 CHECKPOINT_STAGE = "checkpoint"
 STATE_STAGE = "trainer_state"
-
-
-def config_hash(cfg: TrainerConfig) -> str:
-    """Stable short hash of the trainer config (for the stage manifest)."""
-    return hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def train_from_run(run, round: int, cfg: TrainerConfig, policy_path: str | Path, *,

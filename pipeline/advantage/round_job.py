@@ -8,13 +8,10 @@ no-op); a crashed attempt's leftovers are cleared first.
 """
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import asdict
-
 import storage
 from pipeline.advantage.config import AdvantageConfig
 from pipeline.advantage.dask_job import JobResult, run_advantage_job
+from pipeline.config import config_hash as pipeline_config_hash
 
 STAGE = "advantages"
 
@@ -29,15 +26,6 @@ class StorageSink:
         return storage.write_shard(self.run, self.round, "advantages", table, f"a{index:05d}")
 
 
-def hash_config(cfg: AdvantageConfig) -> str:
-    """Stable short hash of an AdvantageConfig (recorded in the stage manifest).
-
-    >>> hash_config(AdvantageConfig()) == hash_config(AdvantageConfig(gamma=0.95))
-    True
-    """
-    return hashlib.sha256(json.dumps(asdict(cfg), sort_keys=True).encode()).hexdigest()[:16]
-
-
 def run_advantage_round(
     run: storage.Run,
     round: int,
@@ -50,7 +38,7 @@ def run_advantage_round(
 ) -> JobResult | None:
     """Compute and commit round ``round``'s advantages and anchor statistics; None if already committed.
 
-    ``config_hash`` is recorded in the manifest (default: ``hash_config(cfg)``).
+    ``config_hash`` is recorded in the manifest (default: the hash of ``cfg``).
 
     >>> result = run_advantage_round(storage.open_run("runs/x"), 0, AdvantageConfig(), client=client)  # doctest: +SKIP
     """
@@ -65,5 +53,5 @@ def run_advantage_round(
         paths, sink, cfg, client=client, groups_whole=groups_whole, progress=progress, filesystem=run.fs
     )
     stats = storage.write_shard(run, round, "anchor_stats", result.anchor_stats, "anchor_stats")
-    run.commit(round, STAGE, [*result.outputs, stats], config_hash or hash_config(cfg), policy_version)
+    run.commit(round, STAGE, [*result.outputs, stats], config_hash or pipeline_config_hash(cfg), policy_version)
     return result

@@ -5,6 +5,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from pipeline.config import from_dict
 from trainer.batches import PAD_ROW, BadRoundError, collate, load_rows, make_plan
 from trainer.config import TrainerConfig
 
@@ -109,9 +110,9 @@ def test_config_errors_name_the_field():
         TrainerConfig(mini_batch_size=10, micro_batch_size=4)
     with pytest.raises(ValueError, match=r"micro_batch_size \* world_size = 4 \* 3"):
         TrainerConfig(mini_batch_size=8, micro_batch_size=4).grad_accum_steps(3)
-    with pytest.raises(ValueError, match=r"unknown field\(s\) \['lr_rate'\]"):
-        TrainerConfig.from_dict({"lr_rate": 1.0})
-    assert TrainerConfig.from_dict({"betas": [0.9, 0.95]}).betas == (0.9, 0.95)
+    with pytest.raises(ValueError, match=r"trainer.lr_rate: unknown key"):
+        from_dict(TrainerConfig, {"lr_rate": 1.0}, "trainer")
+    assert from_dict(TrainerConfig, {"betas": [0.9, 0.95]}).betas == (0.9, 0.95)
 
 
 def test_collate_all_padding_micro_batch():

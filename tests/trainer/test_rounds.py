@@ -12,7 +12,8 @@ from transformers import AutoModelForCausalLM
 import storage
 from storage.synthetic import synthetic_round
 from trainer.config import TrainerConfig
-from trainer.rounds import CHECKPOINT_STAGE, STATE_STAGE, config_hash, train_from_run
+from pipeline.config import config_hash
+from trainer.rounds import CHECKPOINT_STAGE, STATE_STAGE, train_from_run
 
 pytestmark = pytest.mark.usefixtures("dist_group")
 

@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 
 from pipeline.advantage import AdvantageConfig, AdvantageInputError, anchor_stats, compute_advantages
 from pipeline.advantage.dask_job import run_advantage_job
-from pipeline.advantage.round_job import hash_config, run_advantage_round
+from pipeline.advantage.round_job import run_advantage_round
+from pipeline.config import config_hash
 import storage
 from storage.schemas import ADVANTAGES
 
@@ -168,7 +169,7 @@ def test_round_stage_through_storage(client, tmp_path, frame, steps_table):
     result = run_advantage_round(run, 0, CFG, client=client, progress=False)
     assert [o.rows for o in result.outputs] == [i.rows for i in infos]
     manifest = run.manifest(0, "advantages")
-    assert manifest.policy_version == 3 and manifest.config_hash == hash_config(CFG)
+    assert manifest.policy_version == 3 and manifest.config_hash == config_hash(CFG)
     assert manifest.tables() == ["advantages", "anchor_stats"]
     expected = compute_advantages(run.read("steps", rounds=[0]), CFG)
     assert run.read("advantages", rounds=[0]).sort(KEYS).equals(expected.sort(KEYS))
