@@ -132,7 +132,7 @@ TWO_ROUNDS = textwrap.dedent("""
                              rows=pl.read_parquet(data), out_dir=out + "/r1", progress=False)
     second = train_round_rank(0, 1, "127.0.0.1", int(port2), cfg=cfg, policy_path=first.checkpoint,
                               rows=pl.read_parquet(data), out_dir=out + "/r2", progress=False)
-    print("losses", first.metrics[0]["loss"], second.metrics[0]["loss"])
+    print("entropies", first.metrics[0]["entropy"], second.metrics[0]["entropy"])
 """)
 
 
@@ -146,8 +146,8 @@ def test_one_worker_process_trains_round_after_round(tiny_model, tmp_path, make_
                           str(_free_port()), str(_free_port())], cwd=ROOT, env=_child_env(),
                          capture_output=True, text=True, timeout=240)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
-    first, second = (float(x) for x in res.stdout.split("losses")[1].split())
-    assert first != second  # round 2 starts from round 1's policy
+    first, second = (float(x) for x in res.stdout.split("entropies")[1].split())
+    assert first != second  # round 2 starts from round 1's policy (its first loss is -mean(A) either way: ratio 1)
     w1, w2 = load_weights(tmp_path / "r1"), load_weights(tmp_path / "r2")
     assert any(not torch.equal(w1[k], w2[k]) for k in w1)
 
