@@ -82,10 +82,10 @@ def _follow(client, job: str, poll: float = 0.5) -> int:
         time.sleep(poll)
 
 
-def _connect(scheduler: str):
+def _connect(scheduler: str, timeout: float):
     from distributed import Client
     try:
-        return Client(scheduler, timeout="10s")
+        return Client(scheduler, timeout=f"{timeout}s")
     except OSError as exc:
         click.echo(f"dask-submit: cannot reach scheduler {scheduler}: {exc}", err=True)
         sys.exit(UNREACHABLE)
@@ -106,14 +106,15 @@ def _run_local(script: str, args: tuple[str, ...]) -> int:
 @click.option("--detach", is_flag=True, help="start the job on the cluster and return at once")
 @click.option("--logs", "logs_of", metavar="JOB", default=None, help="print the log of a submitted job")
 @click.option("--follow", is_flag=True, help="with --logs: keep printing until the job ends")
+@click.option("--connect-timeout", default=10.0, show_default=True, help="seconds to wait for the scheduler")
 @click.argument("script", required=False)
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def cli(scheduler, detach, logs_of, follow, script, args):
+def cli(scheduler, detach, logs_of, follow, connect_timeout, script, args):
     """Run SCRIPT [ARGS] against a Dask cluster (see the module docstring)."""
     if logs_of:
         if not scheduler:
             raise click.UsageError("--logs needs --scheduler")
-        client = _connect(scheduler)
+        client = _connect(scheduler, connect_timeout)
         if follow:
             sys.exit(_follow(client, logs_of))
         text, code = client.run_on_scheduler(_read, logs_of, 0)
@@ -126,7 +127,7 @@ def cli(scheduler, detach, logs_of, follow, script, args):
         raise click.UsageError(f"script {script!r}: no such file")
     if not scheduler:
         sys.exit(_run_local(script, args))
-    client = _connect(scheduler)
+    client = _connect(scheduler, connect_timeout)
     job = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     folder = client.run_on_scheduler(_start, job, Path(script).read_text(), Path(script).name, list(args),
                                      os.getcwd())

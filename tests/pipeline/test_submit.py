@@ -58,5 +58,5 @@ def test_cluster_mode_detach_logs_and_dask_cli(script, tmp_path, monkeypatch):
 def test_usage_errors(tmp_path):
     missing = _run(BIN / "dask-submit", tmp_path / "missing.py")
     assert missing.returncode == 2 and "no such file" in missing.stderr
-    unreachable = _run(BIN / "dask-submit", "--scheduler", "tcp://127.0.0.1:9", "--logs", "x")
+    unreachable = _run(BIN / "dask-submit", "--scheduler", "tcp://127.0.0.1:9", "--connect-timeout", "1", "--logs", "x")
     assert unreachable.returncode == 3 and "cannot reach scheduler tcp://127.0.0.1:9" in unreachable.stderr
