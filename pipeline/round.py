@@ -24,6 +24,7 @@ from pipeline.advantage.round_job import run_advantage_round  # noqa: E402
 from pipeline.cluster import connect  # noqa: E402
 from pipeline.config import ConfigError, config_hash, load  # noqa: E402
 from pipeline.evaluate import evaluate  # noqa: E402
+from pipeline.loggers import log_round  # noqa: E402
 from pipeline.metrics import METRICS_STAGE, commit_metrics  # noqa: E402
 from pipeline.rollout.collect import collect  # noqa: E402
 from pipeline.round_metrics import StageClock, gather  # noqa: E402
@@ -48,6 +49,7 @@ def run_round(r: int, cfg: RunConfig, run: storage.Run, client, games, held_out,
     cores = sum(w["nthreads"] for w in client.scheduler_info(n_workers=-1)["workers"].values())
     metrics = gather(run, r, clock.seconds, read_train_steps(run, r), cores)
     commit_metrics(run, metrics, h)
+    log_round(metrics, cfg.logging, run.root)
     print(f"round {r}: success {metrics.success_rate:.3f}, held-out {metrics.eval_success_rate}, anchored share "
           f"{metrics.anchored_share:.3f}, loss {metrics.loss}, stage seconds "
           + ", ".join(f"{k} {v:.1f}" for k, v in metrics.stage_seconds.items()), flush=True)

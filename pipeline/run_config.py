@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from pipeline.advantage.config import AdvantageConfig
 from pipeline.envs.data import SPLITS
+from pipeline.loggers import LoggingConfig
 from pipeline.rollout.config import RolloutConfig
 from trainer.config import TrainerConfig
 
@@ -79,6 +80,7 @@ class RunConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)  # train stage
     evaluation: EvalConfig = field(default_factory=EvalConfig)  # evaluate stage
     cluster: ClusterConfig = field(default_factory=ClusterConfig)  # Dask placement
+    logging: LoggingConfig = field(default_factory=LoggingConfig)  # experiment trackers (TensorBoard)
 
     def __post_init__(self) -> None:
         if self.rounds < 1 or self.tasks_per_round < 1:
