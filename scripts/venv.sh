@@ -11,11 +11,11 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 if [ "$(cat "$venv/.installed" 2>/dev/null)" != "$stamp" ]; then
     echo "installing into $venv (first run takes a few minutes)" >&2
-    "$venv/bin/pip" install --quiet --upgrade pip
+    "$venv/bin/pip" install -qq --upgrade pip
     # A CPU machine takes the CPU build of torch; a plain `torch` would pull a multi-GB CUDA build.
-    "$venv/bin/pip" install --quiet "torch==2.13.0"
+    "$venv/bin/pip" install -qq "torch==2.13.0"
     # compat: a plain path entry, so Dask's worker-dir spill folder "storage/" cannot shadow our package
-    "$venv/bin/pip" install --quiet -e "$root[train,embed,test]" --config-settings editable_mode=compat
+    "$venv/bin/pip" install -qq -e "$root[train,embed,test]" --config-settings editable_mode=compat
     echo "$stamp" > "$venv/.installed"
 fi
 export PATH="$venv/bin:$PATH"
