@@ -36,7 +36,7 @@ def main() -> None:
     ap.add_argument("--shard-rows", type=int, default=1_000_000)
     ap.add_argument("--prompt-tokens", type=int, default=128, help="mean prompt length (tokens)")
     ap.add_argument("--response-tokens", type=int, default=24, help="mean response length (tokens)")
-    ap.add_argument("--repeat", type=int, default=3, help="read repetitions (median reported)")
+    ap.add_argument("--repeat", type=int, default=5, help="read repetitions (median reported)")
     args = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="bench-storage-")
     run = storage.open_run(f"{tmp}/run")
@@ -62,9 +62,14 @@ def main() -> None:
           f"ours/plain time: median per shard {statistics.median(o / p for o, p in zip(ours, plain)):.3f}, "
           f"total {sum(ours) / sum(plain):.3f}")
     for label, cols in [("scalar projection", SCALARS), ("trainer projection", ["prompt_ids", "response_ids", "response_logprobs"])]:
-        t_ours = statistics.median(_timed(lambda: run.scan("steps").select(cols).collect()) for _ in range(args.repeat))
-        t_pl = statistics.median(_timed(lambda: pl.scan_parquet(plain_paths).select(cols).collect()) for _ in range(args.repeat))
-        t_pa = statistics.median(_timed(lambda: pq.read_table(plain_paths, columns=cols)) for _ in range(args.repeat))
+        readers = {"ours": lambda: run.scan("steps").select(cols).collect(),
+                   "polars": lambda: pl.scan_parquet(plain_paths).select(cols).collect(),
+                   "pyarrow": lambda: pq.read_table(plain_paths, columns=cols)}
+        times = {k: [] for k in readers}
+        for _ in range(args.repeat):  # interleaved, so noise from other processes hits all three alike
+            for name, read in readers.items():
+                times[name].append(_timed(read))
+        t_ours, t_pl, t_pa = (statistics.median(times[k]) for k in readers)
         print(f"read {label}: ours {rows / t_ours / 1e6:,.1f} M rows/s, plain polars {rows / t_pl / 1e6:,.1f} M rows/s, "
               f"plain pyarrow {rows / t_pa / 1e6:,.1f} M rows/s; ours/plain-polars time {t_ours / t_pl:.3f}, "
               f"ours/plain-pyarrow {t_ours / t_pa:.3f}")
