@@ -20,7 +20,7 @@ _TOKENS = pa.list_(pa.int32())
 STEPS = pa.schema(
     [
         pa.field("round", pa.int32(), nullable=False),  # collect round
-        pa.field("policy_version", pa.int32(), nullable=False),  # round whose checkpoint acted
+        pa.field("policy_version", pa.int32(), nullable=False),  # 0: base model; r: round r-1's checkpoint
         pa.field("group_id", pa.int64(), nullable=False),  # episode group, unique in the round
         pa.field("episode_id", pa.int64(), nullable=False),  # trajectory, unique in the round
         pa.field("task_id", pa.string(), nullable=False),  # game file / task identity

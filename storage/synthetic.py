@@ -46,7 +46,7 @@ def synthetic_round(round: int, groups: int, group_size: int = 8, min_len: int =
     anchor = (group.astype(np.uint64) << np.uint64(32)) | (step.astype(np.uint64) << np.uint64(8)) | state.astype(np.uint64)
     steps = pl.DataFrame({
         "round": np.full(n, round, np.int32),
-        "policy_version": np.full(n, max(round - 1, 0), np.int32),
+        "policy_version": np.full(n, round, np.int32),
         "group_id": group.astype(np.int64),
         "episode_id": (episode + first_group * group_size).astype(np.int64),
         "task_id": group,
@@ -68,7 +68,7 @@ def synthetic_round(round: int, groups: int, group_size: int = 8, min_len: int =
     )
     episodes = pl.DataFrame({
         "round": np.full(n_eps, round, np.int32),
-        "policy_version": np.full(n_eps, max(round - 1, 0), np.int32),
+        "policy_version": np.full(n_eps, round, np.int32),
         "group_id": (np.arange(n_eps) // group_size + first_group).astype(np.int64),
         "episode_id": (np.arange(n_eps) + first_group * group_size).astype(np.int64),
         "task_id": np.arange(n_eps) // group_size + first_group,

@@ -58,7 +58,7 @@ def collect(client, run: Run | str, round: int, policy_path: str, tasks: list[st
             policy_version: int | None = None) -> Manifest:
     """Collect and commit round ``round``'s trajectories; return the stage manifest.
 
-    ``policy_version`` (default ``max(round - 1, 0)``) is written to every row.
+    ``policy_version`` (default ``round``: round r plays round r-1's checkpoint, round 0 the base model) is written to every row.
     Returns the existing manifest, doing nothing, when the stage is committed.
     """
     run = run if isinstance(run, Run) else storage.open_run(run)
@@ -68,7 +68,7 @@ def collect(client, run: Run | str, round: int, policy_path: str, tasks: list[st
         raise ValueError(f"collect round {round}: no tasks given")
     check_checkpoint(policy_path)
     _check_workers(client, config.resources)
-    version = max(round - 1, 0) if policy_version is None else int(policy_version)
+    version = round if policy_version is None else int(policy_version)
     groups = make_groups(tasks)
     batches = [groups[i:i + config.groups_per_batch] for i in range(0, len(groups), config.groups_per_batch)]
     run.begin(round, STAGE)  # drops a crashed attempt's leftovers

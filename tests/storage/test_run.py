@@ -18,7 +18,7 @@ def _commit_round(run, r, groups=2, shards=2):
         infos += [storage.write_shard(run, r, "steps", steps, f"w{s}"),
                   storage.write_shard(run, r, "episodes", episodes, f"w{s}")]
         frames.append(steps)
-    run.commit(r, "trajectories", infos, config_hash="cfg", policy_version=max(r - 1, 0))
+    run.commit(r, "trajectories", infos, config_hash="cfg", policy_version=r)
     return pl.concat(frames)
 
 
