@@ -95,7 +95,10 @@ def from_dict(cls: type, data: Mapping[str, Any], where: str = "") -> Any:
     except (ValueError, TypeError) as exc:
         if isinstance(exc, ConfigError):
             raise
-        raise ConfigError(f"{where or cls.__name__}: {exc}") from exc
+        text, named = str(exc), f"{cls.__name__}."
+        if text.startswith(named):  # "RolloutConfig.group_size must be ..." -> "rollout.group_size must be ..."
+            raise ConfigError(_join(where, text[len(named):])) from exc
+        raise ConfigError(f"{where or cls.__name__}: {text}") from exc
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:

@@ -65,9 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", help="YAML run config (default: built-in defaults)")
     ap.add_argument("--rounds", type=int, help="total rounds of the run (overrides the config's rounds)")
     ap.add_argument("overrides", nargs="*", metavar="key.path=value", help="config overrides")
-    args = ap.parse_args(argv)
+    args = ap.parse_intermixed_args(argv)  # --rounds may come between overrides
     try:
-        cfg = load(RunConfig, args.config, args.overrides + ([f"rounds={args.rounds}"] if args.rounds else []))
+        cfg = load(RunConfig, args.config,
+                   args.overrides + ([f"rounds={args.rounds}"] if args.rounds is not None else []))
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2

@@ -43,7 +43,7 @@ def test_yaml_and_overrides(tmp_path):
     (["rounds=two"], "rounds: expected int, got 'two'"),
     (["rounds=true"], "rounds: expected int, got True"),
     (["inner.norm=max"], r"inner.norm: expected one of \['std', 'mean'\], got 'max'"),
-    (["inner.gamma=-1"], r"inner: Inner.gamma must be in \[0, 1\], got -1.0"),
+    (["inner.gamma=-1"], r"^inner.gamma must be in \[0, 1\], got -1.0$"),
     (["inner=3"], "inner: expected a mapping of Inner fields, got 3"),
     (["rounds"], "override 'rounds': expected key.path=value"),
     (["inner.columns=url"], "inner.columns: expected a list, got 'url'"),

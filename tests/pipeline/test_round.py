@@ -1,0 +1,113 @@
+"""The round driver end to end, on real processes: two rounds of the embedded default through
+``dask-submit``, reruns, the run lock, and configs refused before any work.
+
+    .venv/bin/python -m pytest tests/pipeline/test_round.py -q
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import storage
+from tests.pipeline.round_helpers import (CONFIG, DRIVER, ROOT, ROUND_STAGES, TINY, Driver, check_round_tables,
+                                          created_at, driver_args, driver_env, run_to_end)
+
+SUBMIT = Path(sys.executable).parent / "dask-submit"
+STAGE_LINES = ["collect ...", "advantage ...", "train ...", "evaluate ..."]
+
+
+def _stage_lines(output: str) -> list[str]:
+    return [line for line in output.splitlines() if line.startswith("round ") and line.endswith("...")]
+
+
+def _metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_two_rounds_through_dask_submit_then_reruns(tmp_path):
+    run_dir = tmp_path / "run"
+    command = [str(SUBMIT), DRIVER, "--config", CONFIG, f"run_dir={run_dir}", *TINY]
+    code, out = run_to_end(command, timeout=400)
+    assert code == 0, out
+    assert "dask-submit: LocalCluster at tcp://" in out
+    assert _stage_lines(out) == [f"round {r}: {s}" for r in (0, 1) for s in STAGE_LINES]
+
+    run = storage.open_run(str(run_dir))
+    assert run.rounds() == [0, 1]
+    for r in (0, 1):
+        assert sorted(run.stages(r)) == sorted(ROUND_STAGES)
+        assert run.manifest(r, "trajectories").policy_version == r
+        check_round_tables(run, r)
+    assert run.verify() > 0  # every committed file matches its manifest's checksum
+
+    from transformers import AutoModelForCausalLM
+    base = AutoModelForCausalLM.from_pretrained(run_dir / "base_model")
+    for r in (0, 1):
+        model = AutoModelForCausalLM.from_pretrained(run.stage_dir(r, "checkpoint"))
+        assert model.num_parameters() == base.num_parameters()
+
+    records = _metrics(run_dir)
+    assert [m["round"] for m in records] == [0, 1] and [m["policy_version"] for m in records] == [0, 1]
+    for m in records:  # no task can be won in 3 steps; every episode is 3 steps long
+        assert (m["success_rate"], m["eval_success_rate"], m["episode_length"]) == (0.0, 0.0, 3.0)
+        assert sorted(m["stage_seconds"]) == ["advantage", "collect", "evaluate", "train"]
+    before = {r: created_at(run, r) for r in (0, 1)}
+
+    code, out = run_to_end(command, timeout=200)
+    assert code == 0, out
+    assert f"{run_dir}: all 2 round(s) are committed; nothing to do" in out
+    assert _stage_lines(out) == []
+    assert {r: created_at(run, r) for r in (0, 1)} == before
+
+    # --rounds may come between overrides; the run's total goes to 3: exactly round 2 is added.
+    more = [str(SUBMIT), DRIVER, "--config", CONFIG, f"run_dir={run_dir}", "--rounds", "3", *TINY]
+    code, out = run_to_end(more, timeout=300)
+    assert code == 0, out
+    assert _stage_lines(out) == [f"round 2: {s}" for s in STAGE_LINES]
+    assert run.rounds() == [0, 1, 2]
+    assert {r: created_at(run, r) for r in (0, 1)} == before
+    check_round_tables(run, 2)
+    assert [m["round"] for m in _metrics(run_dir)] == [0, 1, 2]
+    assert [m["policy_version"] for m in _metrics(run_dir)] == [0, 1, 2]
+
+
+def test_a_second_driver_on_a_locked_run_exits_3(tmp_path):
+    run_dir = tmp_path / "run"
+    first = Driver(driver_args(run_dir))
+    try:
+        lock = run_dir / "_LOCK"
+        deadline = time.monotonic() + 60
+        while f'"pid": {first.proc.pid}' not in (lock.read_text() if lock.exists() else ""):  # taken before setup
+            assert time.monotonic() < deadline and first.proc.poll() is None, first.output
+            time.sleep(0.05)
+        second = subprocess.run(driver_args(run_dir), cwd=ROOT, env=driver_env(), capture_output=True, text=True,
+                                timeout=120)
+        assert second.returncode == 3, second.stderr
+        assert second.stderr.startswith(f"error: {run_dir}/_LOCK: the run is locked by another driver (")
+        assert f'"pid": {first.proc.pid}' in second.stderr
+        assert first.proc.poll() is None  # the first driver goes on
+    finally:
+        left = first.kill()
+        first.cleanup()
+    assert not left
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["trainer.lrr=1"], "config error: trainer.lrr: unknown key; expected one of ['clip_ratio_low', "),
+    (["rollout.group_size=0"], "config error: rollout.group_size must be >= 1, got 0\n"),
+    (["rounds=0"], "config error: rounds and tasks_per_round must be >= 1, got 0, 2\n"),
+    (["--rounds", "0"], "config error: rounds and tasks_per_round must be >= 1, got 0, 2\n"),
+    (["rollout.env.max_steps=many"], "config error: rollout.env.max_steps: expected int, got 'many'\n"),
+], ids=["unknown-key", "group-size-0", "rounds-0", "--rounds-0", "mistyped"])
+def test_bad_config_is_refused_before_any_work(tmp_path, argv, message):
+    run_dir = tmp_path / "run"
+    done = subprocess.run(driver_args(run_dir, *argv), cwd=ROOT, env=driver_env(), capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(message)
+    assert done.stdout == "" and not run_dir.exists()

@@ -1,0 +1,197 @@
+"""Crash and resume on real processes: the driver SIGKILLed (with its whole process group) during each
+stage in turn, then rerun, and a Dask worker killed mid-collect.
+
+    .venv/bin/python -m pytest tests/pipeline/test_round_crash.py -q
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import dask
+import polars as pl
+import psutil
+import pytest
+from distributed import Client, LocalCluster
+from polars.testing import assert_frame_equal
+
+import storage
+from pipeline.envs import AlfworldEnvConfig, PoolConfig, generate_games
+from pipeline.policy import PolicyConfig, SamplingConfig
+from pipeline.rollout import RolloutConfig, collect
+from pipeline.tiny_model import make_tiny_model
+from tests.pipeline.round_helpers import (DRIVER_STAGE, KEY, ROUND_STAGES, Driver, check_round_tables, driver_args,
+                                          group_alive, run_to_end, tables)
+
+# One round on one worker, one group per rollout task: collect writes batch 0's shards, then batch 1's.
+CRASH = ["rounds=1", "cluster.n_workers=1", "rollout.groups_per_batch=1"]
+TRAINER = ["-m", "trainer"]
+
+
+def _stamps(run: storage.Run) -> dict[str, tuple]:
+    """Per committed stage of round 0: its manifest's ``created_at`` and the mtime of each file it names."""
+    out = {}
+    for stage in ROUND_STAGES:
+        manifest = run.manifest(0, stage)
+        if manifest is not None:
+            folder = Path(run.stage_dir(0, stage))
+            files = {f.path: (folder / f.path).stat().st_mtime_ns for f in manifest.files}
+            out[stage] = (manifest.created_at, (folder / "_MANIFEST.json").stat().st_mtime_ns, files)
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """One uninterrupted round: (its tables, its stage seconds)."""
+    run_dir = tmp_path_factory.mktemp("reference") / "run"
+    code, out = run_to_end(driver_args(run_dir, *CRASH))
+    assert code == 0, out
+    run = storage.open_run(str(run_dir))
+    check_round_tables(run, 0)
+    seconds = json.loads((run_dir / "metrics.jsonl").read_text())["stage_seconds"]
+    return tables(run, [0]), seconds
+
+
+def _wait_for(check, driver: Driver, what: str, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline and driver.proc.poll() is None, f"never saw {what}:\n{driver.output}"
+        time.sleep(0.001)
+
+
+def _trainer_running(pgid: int) -> bool:
+    for proc in group_alive(pgid):
+        try:
+            if proc.cmdline()[1:3] == TRAINER:
+                return True
+        except psutil.Error:
+            pass
+    return False
+
+
+# The first file each stage writes, relative to round 0's folder: collect writes batch 0 of 2, then batch 1;
+# the advantage stage writes one shard per steps shard, then anchor_stats, then commits.
+FIRST_FILE = {"collect": "trajectories/steps/batch-000000.parquet",
+              "advantage": "advantages/advantages/a00000.parquet"}
+
+
+def _mid_stage(stage: str, driver: Driver, run_dir: Path, ref_seconds: dict) -> None:
+    """Return once ``stage`` is under way: its first shard is written, or its trainer process runs, ..."""
+    driver.wait_line(f"round 0: {stage} ...")
+    if stage in FIRST_FILE:
+        shard = run_dir / "rounds/000000" / FIRST_FILE[stage]
+        _wait_for(shard.exists, driver, shard.name)
+    elif stage == "train":
+        _wait_for(lambda: _trainer_running(driver.proc.pid), driver, "the trainer process")
+        time.sleep(0.5)
+    else:
+        time.sleep(0.3 * ref_seconds[stage])
+
+
+@pytest.mark.parametrize("stage", ["collect", "advantage", "train", "evaluate"])
+def test_driver_killed_during_a_stage_resumes_to_the_same_rows(reference, tmp_path, stage):
+    ref_tables, ref_seconds = reference
+    run_dir = tmp_path / "run"
+    args = driver_args(run_dir, *CRASH)
+    driver = Driver(args)
+    try:
+        _mid_stage(stage, driver, run_dir, ref_seconds)
+        left = driver.kill()
+    finally:
+        driver.cleanup()
+    assert not left, f"still running after SIGKILL of the group: {[p.pid for p in left]}"
+
+    run = storage.open_run(str(run_dir))
+    order = list(DRIVER_STAGE)
+    earlier = order[:order.index(stage)]
+    before = _stamps(run)
+    assert sorted(before) == sorted(DRIVER_STAGE[s] for s in earlier), f"killed too late: {driver.output}"
+
+    code, out = run_to_end(args)
+    assert code == 0, out
+    printed = [line for line in out.splitlines() if line.startswith("round 0: ") and "stage seconds" not in line]
+    assert printed == [f"round 0: {s} (committed)" for s in earlier] + [f"round 0: {s} ..." for s in
+                                                                        order[order.index(stage):]]
+    after = _stamps(run)
+    assert sorted(after) == sorted(ROUND_STAGES)
+    assert {s: after[s] for s in before} == before  # committed stages were not redone
+
+    check_round_tables(run, 0)
+    got = tables(run, [0])
+    for name in ("steps", "episodes", "advantages", "anchor_stats", "evaluation"):
+        assert_frame_equal(got[name], ref_tables[name], check_exact=True)
+    assert got["steps"].select(pl.struct(KEY).is_unique().all()).item()
+    assert [json.loads(line)["round"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()] == [0]
+
+
+def _executing(dask_worker) -> list[str]:
+    return [str(ts.key) for ts in dask_worker.state.tasks.values() if ts.state == "executing"]
+
+
+def _starts(key: str, dask_scheduler=None) -> int:
+    """How often the scheduler sent task ``key`` to a worker."""
+    return sum(1 for t in dask_scheduler.transition_log if str(t[0]) == key and t[2] == "processing")
+
+
+def test_worker_killed_mid_collect_is_retried_without_duplicates(tmp_path):
+    G, groups = 2, 4
+    tiny = str(make_tiny_model(tmp_path / "tiny", seed=0))
+    games = generate_games(str(tmp_path / "games"), games=2, seed=0, max_receptacles=5)
+    tasks = [games[g % 2] for g in range(groups)]
+    config = RolloutConfig(group_size=G, groups_per_batch=1, sampling=SamplingConfig(max_new_tokens=16, seed=0),
+                           env=AlfworldEnvConfig(max_steps=3), pool=PoolConfig(workers=1),
+                           policy=PolicyConfig(num_threads=1), progress=False)
+    run = storage.open_run(str(tmp_path / "run"))
+    with dask.config.set({"distributed.worker.daemon": False}), \
+            LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        result: dict = {}
+        orphans: list = []
+        collector = threading.Thread(target=lambda: result.update(
+            manifest=_try(collect, client, run, 0, tiny, tasks, config)), daemon=True)
+        collector.start()
+        pids = client.run(os.getpid)
+        deadline = time.monotonic() + 120
+        while True:  # a worker that plays a rollout task now and half a second later, its env pool up: kill it
+            assert time.monotonic() < deadline and collector.is_alive(), result
+            busy = {a: k for a, k in client.run(_executing).items() if any("rollout" in x for x in k)}
+            if busy:
+                victim, keys = sorted(busy.items())[0]
+                time.sleep(0.5)
+                orphans = psutil.Process(pids[victim]).children(recursive=True)  # its env pool, once started
+                if orphans and client.run(_executing, workers=[victim])[victim] == keys:
+                    break
+            time.sleep(0.05)
+        pid = pids[victim]
+        assert collector.is_alive()  # mid-collect
+        os.kill(pid, signal.SIGKILL)
+        collector.join(240)
+        assert not collector.is_alive()
+        client.wait_for_workers(2, timeout=60)  # the nanny restarted the killed worker
+        (key,) = keys
+        assert client.run_on_scheduler(_starts, key) == 2  # started, its worker died, started again
+    _, alive = psutil.wait_procs(orphans, timeout=15)
+    for proc in alive:
+        proc.kill()
+    assert not alive, f"children of the killed worker outlived it: {[p.pid for p in alive]}"
+
+    manifest = result["manifest"]
+    assert not isinstance(manifest, BaseException), manifest
+    assert sorted(f.path for f in manifest.files) == sorted(f"{t}/batch-{b:06d}.parquet" for t in ("steps", "episodes")
+                                                            for b in range(groups))
+    episodes = run.read("episodes", [0]).sort("episode_id")
+    assert episodes["episode_id"].to_list() == list(range(groups * G))
+    assert episodes["group_id"].to_list() == [g for g in range(groups) for _ in range(G)]
+    steps = run.read("steps", [0]).sort(KEY)
+    assert steps.select(KEY).rows() == [(e, s) for e in range(groups * G) for s in range(3)]
+
+
+def _try(fn, *args):
+    try:
+        return fn(*args)
+    except BaseException as exc:  # handed to the test thread
+        return exc
