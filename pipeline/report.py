@@ -27,7 +27,7 @@ def _plot(path: str, title: str, rounds: list[int], series: dict[str, list], yla
         pts = [(r, v) for r, v in zip(rounds, values) if v is not None]
         if pts:
             ax.plot(*zip(*pts), marker="o", label=label)
-    ax.set(title=title, xlabel="round", ylabel=ylabel)
+    ax.set(title=title, xlabel="round", ylabel=ylabel, xticks=rounds)
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -42,7 +42,7 @@ def _stage_times(path: str, records: list[RoundMetrics]) -> None:
         secs = [m.stage_seconds.get(stage, 0.0) for m in records]
         ax.bar(rounds, secs, bottom=bottom, label=stage)
         bottom = [b + s for b, s in zip(bottom, secs)]
-    ax.set(title="stage time per round", xlabel="round", ylabel="seconds")
+    ax.set(title="stage time per round", xlabel="round", ylabel="seconds", xticks=rounds)
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
