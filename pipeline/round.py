@@ -33,15 +33,29 @@ from pipeline.setup import base_model, policy_for, prepare_games, round_tasks  #
 from pipeline.train_task import read_train_steps, train  # noqa: E402
 
 
+# The config section whose hash each stage's manifest records.
+STAGE_SECTIONS = {"trajectories": "rollout", "advantages": "advantage", "checkpoint": "trainer",
+                  "evaluation": "evaluation"}
+
+
+def kept_with_other_config(run: storage.Run, r: int, cfg: RunConfig) -> list[str]:
+    """Committed stages of round ``r`` made with another config section than ``cfg``'s (kept, not redone)."""
+    return [stage for stage, section in STAGE_SECTIONS.items()
+            if (m := run.manifest(r, stage)) is not None and m.config_hash != config_hash(getattr(cfg, section))]
+
+
 def run_round(r: int, cfg: RunConfig, run: storage.Run, client, games, held_out, base: str) -> None:
     """One round, as a recipe; each stage is a no-op when already committed."""
     clock, h = StageClock(run, r), config_hash(cfg)
+    for stage in kept_with_other_config(run, r, cfg):
+        print(f"warning: round {r}: the committed {stage!r} stage was made with another "
+              f"{STAGE_SECTIONS[stage]!r} config; it is kept as it is", file=sys.stderr, flush=True)
     policy = policy_for(run, r, base)
     with clock("collect", done=run.is_committed(r, "trajectories")):
         tasks = round_tasks(games, r, cfg.tasks_per_round, cfg.games.seed)
         collect(client, run, r, policy, tasks, cfg.rollout, policy_version=r)
     with clock("advantage", done=run.is_committed(r, "advantages")):
-        run_advantage_round(run, r, cfg.advantage, client=client, config_hash=h, progress=cfg.rollout.progress)
+        run_advantage_round(run, r, cfg.advantage, client=client, progress=cfg.rollout.progress)
     with clock("train", done=run.is_committed(r, "checkpoint")):
         train(client, run, r, policy, base, cfg.trainer, cfg.cluster)
     with clock("evaluate", done=run.is_committed(r, "evaluation")):

@@ -111,3 +111,20 @@ def test_bad_config_is_refused_before_any_work(tmp_path, argv, message):
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith(message)
     assert done.stdout == "" and not run_dir.exists()
+
+
+def test_committed_stages_made_with_another_config_are_named(tmp_path):
+    import dataclasses
+
+    from pipeline.config import config_hash
+    from pipeline.round import kept_with_other_config
+    from pipeline.run_config import RunConfig
+    from storage.synthetic import synthetic_round
+
+    cfg, run = RunConfig(), storage.open_run(str(tmp_path))
+    steps, _ = synthetic_round(0, groups=1, group_size=2)
+    run.commit(0, "trajectories", [storage.write_shard(run, 0, "steps", steps, "w0")], config_hash(cfg.rollout), 0)
+    assert kept_with_other_config(run, 0, cfg) == []
+    assert kept_with_other_config(run, 0, dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, lr=1.0))) == []
+    changed = dataclasses.replace(cfg, rollout=dataclasses.replace(cfg.rollout, group_size=2))
+    assert kept_with_other_config(run, 0, changed) == ["trajectories"]
