@@ -30,7 +30,7 @@ class ShardInfo:
 
 @dataclass(frozen=True)
 class Manifest:
-    """What a committed stage holds; equality compares content, not ``created_at`` or ``meta``."""
+    """What a committed stage holds; equality compares content, not ``created_at``."""
 
     round: int  # the round the stage belongs to
     stage: str  # "trajectories", "advantages", "checkpoint", "evaluation", ...
@@ -39,7 +39,6 @@ class Manifest:
     files: list[ShardInfo]  # every file of the stage; nothing else exists for readers
     schema_version: int = SCHEMA_VERSION  # storage schema version of the table shards
     created_at: str = field(default="", compare=False)  # ISO time of the commit
-    meta: dict = field(default_factory=dict, compare=False)  # stage figures (seconds, tokens/s, losses, ...)
 
     def rows(self, table: str) -> int:
         """Total rows of ``table`` in this stage."""

@@ -94,20 +94,15 @@ class Run:
             self.fs.delete_dir_contents(folder)
 
     def commit(self, round: int, stage: str, shards_: Iterable[ShardInfo], config_hash: str,
-               policy_version: int, meta: dict | None = None) -> Manifest:
-        """Commit a stage by writing its manifest last; the same commit again is a no-op.
-
-        ``meta`` holds the stage's figures (seconds, tokens/s, losses); it is
-        recorded but not compared when the same commit comes again.
-        """
+               policy_version: int) -> Manifest:
+        """Commit a stage by writing its manifest last; the same commit again is a no-op."""
         files = sorted(shards_, key=lambda s: s.path)
         folder = self.stage_dir(round, stage)
         paths = [f.path for f in files]
         if len(set(paths)) != len(paths):
             raise ValueError(f"{folder}: shard list names a file twice: {sorted({p for p in paths if paths.count(p) > 1})}")
         new = Manifest(round=int(round), stage=stage, policy_version=int(policy_version),
-                       config_hash=config_hash, files=files, created_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                       meta=dict(meta or {}))
+                       config_hash=config_hash, files=files, created_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
         old = self.manifest(round, stage)
         if old is not None:
             if old == new:

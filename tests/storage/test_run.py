@@ -125,11 +125,3 @@ def test_run_pickles_as_its_uri(tmp_path):
     clone = pickle.loads(pickle.dumps(run))
     assert clone.uri == run.uri and clone.rounds() == [0]
 
-
-def test_commit_records_stage_figures(tmp_path):
-    run = storage.open_run(str(tmp_path))
-    steps, _ = synthetic_round(0, groups=1, group_size=2)
-    info = storage.write_shard(run, 0, "steps", steps, "w0")
-    run.commit(0, "trajectories", [info], "cfg", 0, meta={"seconds": 1.5, "tokens_per_s": 300.0})
-    assert run.manifest(0, "trajectories").meta == {"seconds": 1.5, "tokens_per_s": 300.0}
-    assert run.commit(0, "trajectories", [info], "cfg", 0, meta={"seconds": 9.0}).meta == {"seconds": 1.5, "tokens_per_s": 300.0}
