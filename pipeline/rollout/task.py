@@ -8,15 +8,12 @@ so a retried task replaces its files instead of adding rows.
 from __future__ import annotations
 
 import multiprocessing
-import os
-import sys
 import threading
 import time
 from dataclasses import dataclass
 
 import polars as pl
 
-import storage
 from storage import Run, ShardInfo, write_shard
 
 from pipeline.envs.pool import EnvPool
@@ -67,19 +64,6 @@ def is_daemon() -> bool:
     return multiprocessing.current_process().daemon
 
 
-def _expose_project() -> None:
-    """Put the project's root on ``sys.path`` for the env pool's child processes.
-
-    Dask puts its worker directory first on ``sys.path``, and that directory
-    holds Dask's spill folder ``storage/``; a child process that imports
-    ``storage`` through the editable install's finder would get that empty
-    folder as a namespace package. A regular package on any path entry wins.
-    """
-    root = os.path.dirname(os.path.dirname(os.path.abspath(storage.__file__)))
-    if root not in sys.path:
-        sys.path.append(root)
-
-
 def play_groups(policy_path: str, groups: list[Group], config: RolloutConfig, round: int, policy_version: int,
                 batch: int) -> tuple[pl.DataFrame, pl.DataFrame, BatchStats]:
     """Play ``groups`` (batch ``batch`` of a round) with this process's policy and env pool; write nothing.
@@ -89,7 +73,6 @@ def play_groups(policy_path: str, groups: list[Group], config: RolloutConfig, ro
     """
     if is_daemon():
         raise RuntimeError(DAEMON_ERROR)
-    _expose_project()
     with _TASK_LOCK:
         policy = load_policy(policy_path, config.policy, config.sampling)
         seed = mix_seed(config.sampling.seed, round, batch)
