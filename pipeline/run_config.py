@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from pipeline.advantage.config import AdvantageConfig
 from pipeline.envs.data import SPLITS
+from pipeline.envs.tasks import TASK_TYPES, check_task_type
 from pipeline.loggers import LoggingConfig
 from pipeline.rollout.config import RolloutConfig
 from trainer.config import TrainerConfig
@@ -25,6 +26,7 @@ class GamesConfig:
     generate_train: int = 16  # games generated for the train split (data_dir None)
     generate_eval: int = 6  # games generated for the held-out split (data_dir None)
     max_receptacles: int = 25  # largest generated household (3-25)
+    task_types: tuple[str, ...] = TASK_TYPES  # task types of generated games (cycled through)
     seed: int = 0  # generation seed; also picks each round's tasks
 
     def __post_init__(self) -> None:
@@ -33,6 +35,10 @@ class GamesConfig:
                 raise ValueError(f"GamesConfig.{name} must be one of {SPLITS}, got {getattr(self, name)!r}")
         if self.generate_train < 1 or self.generate_eval < 0:
             raise ValueError("GamesConfig.generate_train must be >= 1 and generate_eval >= 0")
+        if not self.task_types:
+            raise ValueError("GamesConfig.task_types must name at least one task type")
+        for name in self.task_types:
+            check_task_type(name, "GamesConfig.task_types")
         if not 3 <= self.max_receptacles <= 25:
             raise ValueError(f"GamesConfig.max_receptacles must be in [3, 25], got {self.max_receptacles}")
 
@@ -67,13 +73,38 @@ class ClusterConfig:
 
 
 @dataclass(frozen=True)
+class TinyModelConfig:
+    """The random-init model built into ``RUN/base_model`` when ``base_model`` is ``tiny``."""
+
+    tokenizer: str = "bpe"  # bpe (byte-level BPE) | word (one token per ALFWorld word: short sequences)
+    hidden_size: int = 64  # model width (num_attention_heads x a head_dim >= 32)
+    intermediate_size: int = 128  # MLP width
+    num_hidden_layers: int = 2  # transformer blocks
+    num_attention_heads: int = 2  # query heads
+    num_key_value_heads: int = 1  # key/value heads (divides num_attention_heads)
+    tie_word_embeddings: bool = False  # share input embedding and output head
+
+    def __post_init__(self) -> None:
+        if self.tokenizer not in ("bpe", "word"):
+            raise ValueError(f"TinyModelConfig.tokenizer must be bpe or word, got {self.tokenizer!r}")
+        if self.num_attention_heads < 1 or self.num_attention_heads % max(self.num_key_value_heads, 1) \
+                or self.hidden_size % self.num_attention_heads or self.hidden_size // self.num_attention_heads < 32:
+            raise ValueError("TinyModelConfig needs hidden_size = num_attention_heads x a head_dim >= 32 and "
+                             f"num_key_value_heads dividing num_attention_heads, got {self.hidden_size}, "
+                             f"{self.num_attention_heads}, {self.num_key_value_heads}")
+        if self.num_hidden_layers < 1 or self.intermediate_size < 1:
+            raise ValueError("TinyModelConfig.num_hidden_layers and intermediate_size must be >= 1")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """A GiGPO run: where it lives, what it plays, and each stage's settings."""
 
     run_dir: str = "runs/local"  # run directory (local path or URI); checkpoints need a shared filesystem
     rounds: int = 2  # total rounds of the run; a rerun finishes the missing ones
     tasks_per_round: int = 16  # episode groups collected per round (paper: 16)
-    base_model: str = "tiny"  # HF checkpoint of round 0; "tiny" builds the tiny test model into RUN/base_model
+    base_model: str = "tiny"  # HF checkpoint of round 0; "tiny" builds the tiny model into RUN/base_model
+    tiny_model: TinyModelConfig = field(default_factory=TinyModelConfig)  # its shape, when base_model is tiny
     games: GamesConfig = field(default_factory=GamesConfig)  # what is played
     rollout: RolloutConfig = field(default_factory=RolloutConfig)  # collect stage
     advantage: AdvantageConfig = field(default_factory=AdvantageConfig)  # advantage stage

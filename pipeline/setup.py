@@ -9,6 +9,7 @@ import os
 import random
 
 import storage
+from pipeline.config import to_dict
 from pipeline.envs.alfworld_gen import generate_games
 from pipeline.envs.data import AlfworldDataConfig, collect_games
 from pipeline.run_config import GamesConfig, RunConfig
@@ -29,7 +30,7 @@ def prepare_games(cfg: GamesConfig, run: storage.Run) -> tuple[list[str], list[s
     root = cfg.data_dir
     if root is None:
         root = local_dir(run, "games")
-        common = dict(max_receptacles=cfg.max_receptacles)
+        common = dict(max_receptacles=cfg.max_receptacles, task_types=tuple(cfg.task_types))
         generate_games(root, cfg.generate_train, cfg.seed, split=cfg.train_split, **common)
         if cfg.generate_eval:
             generate_games(root, cfg.generate_eval, cfg.seed + 1, split=cfg.eval_split, **common)
@@ -47,7 +48,7 @@ def base_model(cfg: RunConfig, run: storage.Run) -> str:
 
     path = local_dir(run, "base_model")
     if not os.path.exists(os.path.join(path, "config.json")):
-        make_tiny_model(path, seed=cfg.games.seed)
+        make_tiny_model(path, seed=cfg.games.seed, **to_dict(cfg.tiny_model))
     return path
 
 

@@ -119,10 +119,15 @@ def build_tokenizer(vocab_size: int = 1024):
     return fast
 
 
-def make_tiny_model(out_dir: str | Path, seed: int = 0, **shape) -> Path:
+TOKENIZERS = ("bpe", "word")
+
+
+def make_tiny_model(out_dir: str | Path, seed: int = 0, tokenizer: str = "bpe", **shape) -> Path:
     """Write a random-init Qwen2 causal LM and its tokenizer to ``out_dir``; return the path.
 
-    ``shape`` overrides ``DEFAULT_SHAPE`` (any ``Qwen2Config`` field).
+    ``tokenizer``: ``bpe`` (byte-level, trained on a built-in corpus) or ``word``
+    (one token per ALFWorld word, ``pipeline.word_vocab``). ``shape`` overrides
+    ``DEFAULT_SHAPE`` (any ``Qwen2Config`` field).
 
     >>> import tempfile
     >>> p = make_tiny_model(tempfile.mkdtemp(), seed=1, num_hidden_layers=1)
@@ -135,6 +140,8 @@ def make_tiny_model(out_dir: str | Path, seed: int = 0, **shape) -> Path:
     unknown = set(shape) - set(Qwen2Config().to_dict()) - set(DEFAULT_SHAPE)
     if unknown:
         raise ValueError(f"make_tiny_model: unknown shape field(s) {sorted(unknown)}; expected Qwen2Config fields")
+    if tokenizer not in TOKENIZERS:
+        raise ValueError(f"make_tiny_model: tokenizer must be one of {TOKENIZERS}, got {tokenizer!r}")
     shape = {**DEFAULT_SHAPE, **shape}
     heads = shape["num_attention_heads"]
     if shape["hidden_size"] % heads or shape["hidden_size"] // heads < 32:
@@ -144,7 +151,12 @@ def make_tiny_model(out_dir: str | Path, seed: int = 0, **shape) -> Path:
         )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tok = build_tokenizer(shape["vocab_size"])
+    if tokenizer == "word":
+        from pipeline.word_vocab import build_word_tokenizer
+
+        tok = build_word_tokenizer()
+    else:
+        tok = build_tokenizer(shape["vocab_size"])
     # Exactly the tokenizer's length: a random model then samples only decodable ids.
     shape["vocab_size"] = len(tok)
     pad_id, eos_id = tok.convert_tokens_to_ids([PAD_TOKEN, IM_END])

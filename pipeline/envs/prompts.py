@@ -52,6 +52,10 @@ def register_template(name: str, first: str, later: str) -> None:
 
 
 register_template("verl_agent", _FIRST, _LATER)
+# For tiny models with a word-level vocabulary: the same fields, a few words of frame (tens of tokens a step).
+register_template("compact", "task: {task_description}\nobs: {current_observation}\nactions: {admissible_actions}",
+                  "task: {task_description}\nlast: {action_history}\nobs: {current_observation}\n"
+                  "actions: {admissible_actions}")
 _CJK = re.compile(r"[\u4e00-\u9fff]")
 
 
@@ -61,6 +65,7 @@ class PromptConfig:
 
     template: str = "verl_agent"  # key of PROMPT_TEMPLATES
     history_length: int = 2  # past (observation, action) pairs shown; 0 uses the first-step template always
+    history_observations: bool = True  # show each past observation with its action (False: past actions only)
     hidden_actions: tuple[str, ...] = ("help",)  # admissible commands left out of the prompt (verl-agent: help)
     require_think: bool = True  # a reply without <think>...</think> is invalid (verl-agent does this)
     reject_cjk: bool = True  # a reply containing CJK characters is invalid (verl-agent does this)
@@ -73,10 +78,14 @@ class PromptConfig:
             raise ValueError(f"PromptConfig.history_length must be >= 0, got {self.history_length}")
 
 
-def format_history(history: Sequence[tuple[str, str]]) -> str:
-    """``[Observation]: ... [Action]: ...`` lines, newlines inside texts flattened."""
-    return "\n".join(f"[Observation]: {obs.replace(chr(10), ' ')} [Action]: {act.replace(chr(10), ' ')}"
-                     for obs, act in history)
+def format_history(history: Sequence[tuple[str, str]], observations: bool = True) -> str:
+    """``[Observation]: ... [Action]: ...`` lines (``[Action]: ...`` alone without ``observations``), one line each.
+
+    >>> format_history([("You arrive at fridge 1.", "open fridge 1")], observations=False)
+    '[Action]: open fridge 1'
+    """
+    return "\n".join((f"[Observation]: {obs.replace(chr(10), ' ')} " if observations else "")
+                     + f"[Action]: {act.replace(chr(10), ' ')}" for obs, act in history)
 
 
 def build_prompt(task: str, observation: str, admissible: Sequence[str],
@@ -89,10 +98,10 @@ def build_prompt(task: str, observation: str, admissible: Sequence[str],
     first, later = PROMPT_TEMPLATES[config.template]
     actions = "\n ".join(f"'{a}'" for a in admissible if a not in config.hidden_actions)
     if not history or config.history_length == 0:
-        return first.format(current_observation=observation, admissible_actions=actions)
+        return first.format(task_description=task, current_observation=observation, admissible_actions=actions)
     recent = list(history)[-config.history_length:]
     return later.format(task_description=task, step_count=len(history), history_length=len(recent),
-                        action_history=format_history(recent),
+                        action_history=format_history(recent, config.history_observations),
                         current_step=len(history) + 1, current_observation=observation,
                         admissible_actions=actions)
 

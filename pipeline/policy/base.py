@@ -64,7 +64,8 @@ class PolicyConfig:
     max_batch_size: int = 64  # hf: prompts per forward batch (bounds activation memory)
     max_model_len: int = 0  # context limit in tokens; 0 takes the checkpoint's max_position_embeddings
     num_threads: int = 0  # hf on CPU: torch intra-op threads per process (0 keeps torch's default)
-    gpu_memory_utilization: float = 0.5  # vllm: share of GPU memory for weights + KV cache
+    gpu_memory_utilization: float = 0.5  # vllm: share of GPU memory for weights + KV cache (on CPU: of host RAM)
+    kv_cache_memory_bytes: int = 0  # vllm: KV cache size in bytes, overriding the share (use it on CPU); 0: by share
     free_between_rounds: str = "sleep"  # after a round: "none" keeps it, "sleep" offloads, "restart" frees it
     vllm_args: dict = field(default_factory=dict)  # extra keyword arguments for vllm.LLM
 
@@ -77,6 +78,9 @@ class PolicyConfig:
             raise ValueError(f"PolicyConfig.num_threads must be >= 0 (0: torch default), got {self.num_threads}")
         if self.max_model_len < 0:
             raise ValueError(f"PolicyConfig.max_model_len must be >= 0, got {self.max_model_len}")
+        if self.kv_cache_memory_bytes < 0:
+            raise ValueError(f"PolicyConfig.kv_cache_memory_bytes must be >= 0 (0: sized by "
+                             f"gpu_memory_utilization), got {self.kv_cache_memory_bytes}")
         if not 0 < self.gpu_memory_utilization <= 1:
             raise ValueError(f"PolicyConfig.gpu_memory_utilization must be in (0, 1], "
                              f"got {self.gpu_memory_utilization}")

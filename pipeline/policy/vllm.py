@@ -69,6 +69,8 @@ class VLLMBackend(PolicyBackend):
                     enable_sleep_mode=self._can_sleep, generation_config="vllm")
         if policy.max_model_len:
             args["max_model_len"] = policy.max_model_len
+        if policy.kv_cache_memory_bytes:  # a fixed size: on CPU the share would depend on the host's free RAM
+            args["kv_cache_memory_bytes"] = policy.kv_cache_memory_bytes
         self.llm = vllm.LLM(**{**args, **policy.vllm_args})
         self.max_model_len = int(self.llm.llm_engine.model_config.max_model_len)
         self.stop_ids = stop_token_ids(self.tokenizer, _generation_config(path), sampling.stop_token_ids)

@@ -9,13 +9,11 @@ import pytest
 
 pytest.importorskip("vllm")
 
-import torch  # noqa: E402
-
 from pipeline.policy import PolicyConfig, SamplingConfig, make_backend  # noqa: E402
 from pipeline.tiny_model import make_tiny_model  # noqa: E402
 
-# On CPU "gpu_memory_utilization" is the share of host RAM vLLM reserves for its KV cache.
-MEMORY = 0.3 if torch.cuda.is_available() else 0.05
+# A KV cache of fixed bytes: on CPU a share ("gpu_memory_utilization") would be of the host's RAM.
+KV_BYTES = 64 << 20
 SAMPLING = SamplingConfig(temperature=0.7, max_new_tokens=12, stop_token_ids=(7,))
 
 
@@ -26,7 +24,7 @@ def tiny(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="module")
 def engines(tiny):
-    vllm = make_backend(tiny, PolicyConfig(backend="vllm", max_model_len=512, gpu_memory_utilization=MEMORY,
+    vllm = make_backend(tiny, PolicyConfig(backend="vllm", max_model_len=512, kv_cache_memory_bytes=KV_BYTES,
                                            vllm_args={"enforce_eager": True}), SAMPLING)
     hf = make_backend(tiny, PolicyConfig(), SAMPLING)
     yield vllm, hf

@@ -1,0 +1,178 @@
+"""Paired learning benchmark: arms that share one warm start, its training games and its held-out set.
+
+    python -m bench.learning --config configs/local.yaml --arms gigpo grpo step_only --seeds 0 1 2 --rounds 6
+
+1. ``OUT/warm`` runs the config with ``--rounds 0``: games, the warm start (expert
+   demonstrations + SFT) and the held-out baseline of the starting policy.
+2. Each arm-seed run ``OUT/<arm>-s<seed>`` starts as a copy of ``OUT/warm`` (its
+   committed round -1, games and base model), so every arm starts from the same
+   policy and is evaluated on the same held-out games; then it runs ``--rounds R``
+   with the arm's overrides and ``rollout.sampling.seed`` / ``trainer.seed`` = seed.
+3. ``OUT/learning.md`` tabulates held-out success per round per arm (mean and 95%
+   CI over seeds, Student t) and the paired final difference of the first two arms
+   with its 95% CI; ``OUT/learning.png`` draws the curves.
+
+Every run directory is resumable: a rerun of the same command skips committed
+rounds, so a stopped benchmark loses at most the round in flight.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# Arm name -> config overrides.
+ARMS: dict[str, list[str]] = {
+    "gigpo": ["advantage.estimator=gigpo"],
+    "grpo": ["advantage.estimator=grpo"],
+    "step_only": ["advantage.estimator=step_only"],
+    "gigpo_state": ["advantage.estimator=gigpo", "advantage.anchor=state"],
+    "gigpo_composite": ["advantage.estimator=gigpo", "advantage.anchor=composite"],
+}
+# Two-sided 95% Student t quantiles by degrees of freedom (beyond 30: the normal 1.96).
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+       15: 2.131, 20: 2.086, 30: 2.042}
+
+
+def t95(dof: int) -> float:
+    """The 95% two-sided t quantile for ``dof`` degrees of freedom (the nearest tabulated one below).
+
+    >>> t95(2), t95(12), t95(100)
+    (4.303, 2.228, 1.96)
+    """
+    if dof > 30:
+        return 1.96
+    return T95[max(k for k in T95 if k <= dof)]
+
+
+def mean_ci(values: list[float]) -> tuple[float, float]:
+    """Mean and 95% CI half-width (Student t; 0 for one value).
+
+    >>> mean_ci([0.2, 0.4, 0.6])
+    (0.4, 0.4969)
+    """
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return round(mean, 4), 0.0
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    return round(mean, 4), round(t95(n - 1) * sd / math.sqrt(n), 4)
+
+
+def driver(config: str, run_dir: Path, rounds: int, overrides: list[str]) -> None:
+    """Run (or resume) ``pipeline/round.py`` on one run directory; raise if it fails."""
+    cmd = [sys.executable, str(ROOT / "pipeline" / "round.py"), "--config", config, "--rounds", str(rounds),
+           f"run_dir={run_dir}", *overrides]
+    print("$", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True, cwd=ROOT)
+
+
+def fork(warm: Path, dest: Path) -> None:
+    """Start ``dest`` as a copy of the warm run: round -1, the games and the base model (not its lock)."""
+    if dest.exists():
+        return
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(warm, tmp, ignore=shutil.ignore_patterns("_LOCK", "tensorboard", "metrics.jsonl"))
+    tmp.rename(dest)
+
+
+def held_out(run_dir: Path) -> dict[int, float]:
+    """Round -> held-out success of a run's committed metrics (round -1: the starting policy)."""
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return {}
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    return {r["round"]: r["eval_success_rate"] for r in records if r.get("eval_success_rate") is not None}
+
+
+def table(curves: dict[str, dict[int, dict[int, float]]], rounds: list[int]) -> list[str]:
+    """Markdown rows: one per round, one 'mean ± CI (n)' cell per arm."""
+    arms = list(curves)
+    lines = ["| round | " + " | ".join(arms) + " |", "|---|" + "---|" * len(arms)]
+    for r in rounds:
+        cells = []
+        for arm in arms:
+            vals = [c[r] for c in curves[arm].values() if r in c]
+            cells.append("" if not vals else "%.3f ± %.3f (n=%d)" % (*mean_ci(vals), len(vals)))
+        lines.append(f"| {'start' if r < 0 else r} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def paired(curves: dict[str, dict[int, dict[int, float]]], a: str, b: str, final: int) -> str:
+    """The paired final-round difference ``a - b`` over the seeds both finished."""
+    seeds = [s for s in curves[a] if final in curves[a][s] and final in curves.get(b, {}).get(s, {})]
+    if not seeds:
+        return f"no seed has finished round {final} in both {a} and {b} yet"
+    diffs = [curves[a][s][final] - curves[b][s][final] for s in seeds]
+    mean, ci = mean_ci(diffs)
+    verdict = "includes 0: no difference shown" if abs(mean) <= ci else "excludes 0"
+    return (f"paired final difference {a} - {b} (round {final}, seeds {seeds}): {mean:+.3f} ± {ci:.3f} "
+            f"(95% CI; {verdict})")
+
+
+def plot(curves: dict[str, dict[int, dict[int, float]]], rounds: list[int], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for arm, seeds in curves.items():
+        xs, ms, cs = [], [], []
+        for r in rounds:
+            vals = [c[r] for c in seeds.values() if r in c]
+            if vals:
+                m, ci = mean_ci(vals)
+                xs.append(r), ms.append(m), cs.append(ci)
+        ax.errorbar(xs, ms, yerr=cs, marker="o", capsize=3, label=arm)
+    ax.set_xlabel("round (-1: warm start, before RL)")
+    ax.set_ylabel("held-out success (mean, 95% CI over seeds)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.learning", description=__doc__.splitlines()[0])
+    ap.add_argument("--config", default="configs/local.yaml")
+    ap.add_argument("--arms", nargs="+", default=["gigpo", "grpo", "step_only"], choices=sorted(ARMS))
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--rounds", type=int, default=6, help="RL rounds of every arm-seed run")
+    ap.add_argument("--out", default="bench/out/learning", help="folder of the run directories and the report")
+    ap.add_argument("--report-only", action="store_true", help="write the report from what has finished")
+    ap.add_argument("overrides", nargs="*", metavar="key.path=value", help="config overrides for every run")
+    args = ap.parse_args(argv)
+    out = Path(args.out).resolve()
+    start = time.perf_counter()
+    if not args.report_only:
+        driver(args.config, out / "warm", 0, args.overrides)
+        for seed in args.seeds:  # seed-major: an early stop still leaves complete pairs
+            for arm in args.arms:
+                run_dir = out / f"{arm}-s{seed}"
+                fork(out / "warm", run_dir)
+                driver(args.config, run_dir, args.rounds,
+                       [*args.overrides, *ARMS[arm], f"rollout.sampling.seed={seed}", f"trainer.seed={seed}"])
+    curves = {arm: {s: held_out(out / f"{arm}-s{s}") for s in args.seeds} for arm in args.arms}
+    rounds = list(range(-1, args.rounds))
+    lines = [f"# Learning benchmark: held-out success by round ({args.config}, {' '.join(args.overrides)})", "",
+             *table(curves, rounds), "",
+             paired(curves, args.arms[0], args.arms[1], args.rounds - 1) if len(args.arms) > 1 else "",
+             "", f"wall time of this invocation: {time.perf_counter() - start:.0f} s"]
+    (out / "learning.md").write_text("\n".join(lines) + "\n")
+    plot(curves, rounds, out / "learning.png")
+    print("\n".join(lines))
+    print(f"wrote {out / 'learning.md'} and {out / 'learning.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
