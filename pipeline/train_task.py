@@ -76,9 +76,8 @@ def train(client, run: storage.Run, round: int, policy: str, ref: str | None, cf
 
 
 def read_train_steps(run: storage.Run, round: int) -> list[dict]:
-    """The per-step trainer metrics committed with round ``round``'s checkpoint ([] if none)."""
-    try:
-        with run.fs.open_input_stream(f"{run.stage_dir(round, STAGE)}/{TRAIN_STEPS}") as src:
-            return [json.loads(line) for line in src.read().decode().splitlines()]
-    except FileNotFoundError:
+    """The per-step trainer metrics committed with round ``round``'s checkpoint ([] if none), checked against its manifest."""
+    manifest = run.manifest(round, STAGE)
+    if manifest is None or TRAIN_STEPS not in {f.path for f in manifest.files}:
         return []
+    return [json.loads(line) for line in run.read_bytes(round, STAGE, TRAIN_STEPS).decode().splitlines()]
