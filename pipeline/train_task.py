@@ -62,9 +62,15 @@ def train_rank(run_uri: str, round: int, policy: str, ref: str | None, trainer: 
 
 def train(client, run: storage.Run, round: int, policy: str, ref: str | None, cfg: TrainerConfig,
           cluster: ClusterConfig) -> None:
-    """Train round ``round`` on the cluster (a no-op when its checkpoint is committed)."""
+    """Train round ``round`` on the cluster (a no-op when its checkpoint is committed).
+
+    A committed checkpoint it starts from is checked against its manifest here
+    first (each rank checks again before loading), so a bad file is named
+    before any rank starts.
+    """
     if run.is_committed(round, STAGE):
         return
+    storage.verify_stage_dir(policy)
     workers = _workers_for(client, cluster.train_ranks, cluster.train_resources)
     master = urlparse(workers[0]).hostname
     port = client.submit(_free_port, workers=[workers[0]], pure=False).result()

@@ -10,7 +10,10 @@ import storage
 from pipeline.policy import PolicyConfig, SamplingConfig, load_policy, make_backend, release_policy
 from pipeline.rollout.collect import collect
 from pipeline.rollout.config import RolloutConfig
+from pipeline.run_config import ClusterConfig
+from pipeline.train_task import train
 from pipeline.tiny_model import make_tiny_model
+from trainer.config import TrainerConfig
 
 
 def committed_checkpoint(root: Path) -> tuple[storage.Run, str]:
@@ -38,7 +41,9 @@ def test_flipped_byte_in_committed_weights_is_named_before_load(tmp_path):
         make_backend(path, policy, sampling)
     with pytest.raises(storage.CorruptShard, match=named):  # the driver, before any rollout task is submitted
         collect(None, run, 1, path, ["game.tw-pddl"], RolloutConfig())
-    assert not run.is_committed(1, "trajectories")
+    with pytest.raises(storage.CorruptShard, match=named):  # the driver, before any trainer rank is started
+        train(None, run, 1, path, None, TrainerConfig(), ClusterConfig())
+    assert not run.is_committed(1, "trajectories") and not run.is_committed(1, "checkpoint")
 
 
 def test_cut_checkpoint_manifest_is_named(tmp_path):
