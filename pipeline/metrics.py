@@ -71,8 +71,7 @@ def read_metrics(run: storage.Run) -> list[RoundMetrics]:
     out = []
     for r in run.rounds():
         if run.is_committed(r, METRICS_STAGE):
-            with run.fs.open_input_stream(f"{run.stage_dir(r, METRICS_STAGE)}/{METRICS_FILE}") as src:
-                out.append(RoundMetrics.from_json(src.read().decode()))
+            out.append(RoundMetrics.from_json(run.read_bytes(r, METRICS_STAGE, METRICS_FILE).decode()))
     return out
 
 

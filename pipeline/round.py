@@ -101,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     except storage.RunLocked as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3
+    except storage.StorageError as exc:  # a bad manifest or file, an unwritable run: named, nothing committed
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -62,9 +62,15 @@ def train_rank(run_uri: str, round: int, policy: str, ref: str | None, trainer: 
 
 def train(client, run: storage.Run, round: int, policy: str, ref: str | None, cfg: TrainerConfig,
           cluster: ClusterConfig) -> None:
-    """Train round ``round`` on the cluster (a no-op when its checkpoint is committed)."""
+    """Train round ``round`` on the cluster (a no-op when its checkpoint is committed).
+
+    A committed checkpoint it starts from is checked against its manifest here
+    first (each rank checks again before loading), so a bad file is named
+    before any rank starts.
+    """
     if run.is_committed(round, STAGE):
         return
+    storage.verify_stage_dir(policy)
     workers = _workers_for(client, cluster.train_ranks, cluster.train_resources)
     master = urlparse(workers[0]).hostname
     port = client.submit(_free_port, workers=[workers[0]], pure=False).result()
@@ -76,9 +82,8 @@ def train(client, run: storage.Run, round: int, policy: str, ref: str | None, cf
 
 
 def read_train_steps(run: storage.Run, round: int) -> list[dict]:
-    """The per-step trainer metrics committed with round ``round``'s checkpoint ([] if none)."""
-    try:
-        with run.fs.open_input_stream(f"{run.stage_dir(round, STAGE)}/{TRAIN_STEPS}") as src:
-            return [json.loads(line) for line in src.read().decode().splitlines()]
-    except FileNotFoundError:
+    """The per-step trainer metrics committed with round ``round``'s checkpoint ([] if none), checked against its manifest."""
+    manifest = run.manifest(round, STAGE)
+    if manifest is None or TRAIN_STEPS not in {f.path for f in manifest.files}:
         return []
+    return [json.loads(line) for line in run.read_bytes(round, STAGE, TRAIN_STEPS).decode().splitlines()]

@@ -5,11 +5,12 @@
 >>> run.scan("anchor_stats").group_by("round").agg(pl.col("anchored_share").mean()).collect().height
 0
 """
-from storage.errors import (CorruptShard, RunLocked, SchemaMismatch, StageCommitted, StageNotCommitted,
-                            StorageError)
+from storage.errors import (CorruptManifest, CorruptShard, RunLocked, RunNotWritable, SchemaMismatch, StageCommitted,
+                            StageNotCommitted, StorageError)
 from storage.manifest import Manifest, ShardInfo
-from storage.run import Run, open_run, write_shard
+from storage.run import Run, open_run, verify_stage_dir, write_shard
 from storage.schemas import SCHEMA_VERSION, TABLES
 
-__all__ = ["CorruptShard", "Manifest", "Run", "RunLocked", "SCHEMA_VERSION", "SchemaMismatch", "ShardInfo",
-           "StageCommitted", "StageNotCommitted", "StorageError", "TABLES", "open_run", "write_shard"]
+__all__ = ["CorruptManifest", "CorruptShard", "Manifest", "Run", "RunLocked", "RunNotWritable", "SCHEMA_VERSION",
+           "SchemaMismatch", "ShardInfo", "StageCommitted", "StageNotCommitted", "StorageError", "TABLES", "open_run",
+           "verify_stage_dir", "write_shard"]

@@ -1,9 +1,12 @@
-"""Command-line view of a run: ``python -m storage show|verify|demo RUN``.
+"""Command-line view of a run: ``python -m storage show|verify|uncommit|demo RUN``.
 
-    python -m storage show runs/demo                        # rounds, stages, rows, sizes
+    python -m storage show runs/demo                        # rounds, stages, rows, sizes; flags missing files
     python -m storage show runs/demo --table steps --round 0 # schema and head of a table
-    python -m storage verify runs/demo                      # checksums of every committed file
+    python -m storage verify runs/demo                      # checksums of every committed file, every bad one listed
+    python -m storage uncommit runs/demo --round 1 --stage advantages --stage metrics  # the next run redoes them
     python -m storage demo runs/demo --groups 64            # write and commit a synthetic round
+
+Exit codes: 0 fine, 1 a bad file or manifest (each named on stderr).
 """
 from __future__ import annotations
 
@@ -18,38 +21,71 @@ import storage
 from storage.synthetic import synthetic_round
 
 
-def overview(run: storage.Run) -> pl.DataFrame:
-    """One row per (round, stage, table) with rows, bytes and file counts."""
+def overview(run: storage.Run, bad: dict[str, str]) -> pl.DataFrame:
+    """One row per (round, stage, table) with rows, bytes, file counts and ``bad`` files (paths in ``bad``)."""
     rows = []
     for r in run.rounds():
-        for stage, m in run.stages(r).items():
-            for table in m.tables() or [None]:
+        for stage in run.stage_names(r):
+            try:
+                m = run.manifest(r, stage)
+            except storage.CorruptManifest:
+                rows.append({"round": r, "stage": stage, "table": "(unreadable manifest)", "bad": 1})
+                continue
+            for table in [] if m is None else m.tables() or [None]:
                 files = [f for f in m.files if f.table == table]
                 rows.append({"round": r, "stage": stage, "policy": m.policy_version, "table": table or "(files)",
                              "rows": m.rows(table) if table else None, "MB": round(sum(f.bytes for f in files) / 1e6, 3),
-                             "files": len(files), "committed": m.created_at})
+                             "files": len(files), "bad": sum(f"{run.stage_dir(r, stage)}/{f.path}" in bad for f in files),
+                             "committed": m.created_at})
     return pl.DataFrame(rows, schema={"round": pl.Int64, "stage": pl.String, "policy": pl.Int64, "table": pl.String,
-                                      "rows": pl.Int64, "MB": pl.Float64, "files": pl.Int64, "committed": pl.String})
+                                      "rows": pl.Int64, "MB": pl.Float64, "files": pl.Int64, "bad": pl.Int64,
+                                      "committed": pl.String})
 
 
-def show(args: argparse.Namespace) -> None:
+def _report(bad: dict[str, str]) -> int:
+    for problem in bad.values():
+        print(f"error: {problem}", file=sys.stderr)
+    return 1 if bad else 0
+
+
+def show(args: argparse.Namespace) -> int:
     run = storage.open_run(args.run)
     with pl.Config(tbl_rows=-1, tbl_cols=-1, fmt_str_lengths=60, tbl_width_chars=160):
         if args.table is None:
-            print(f"run {run.uri}: {len(run.rounds())} committed round(s)")
-            print(overview(run))
-            return
+            _, bad = run.audit()  # cheap: every file present with its size
+            print(f"run {run.uri}: {len(run.rounds())} committed round(s)"
+                  + (f", {len(bad)} bad file(s) or manifest(s) (`bad` column, listed on stderr)" if bad else ""))
+            print(overview(run, bad))
+            return _report(bad)
         frame = run.scan(args.table, rounds=None if args.round is None else [args.round])
         print(f"{args.table}: {frame.collect_schema()}")
         print(frame.head(args.head).collect())
+    return 0
 
 
-def verify(args: argparse.Namespace) -> None:
-    count = storage.open_run(args.run).verify()
+def verify(args: argparse.Namespace) -> int:
+    count, bad = storage.open_run(args.run).audit(full=True)
+    if bad:
+        print(f"{len(bad)} bad file(s) or manifest(s) among {count} committed file(s)")
+        return _report(bad)
     print(f"{count} committed file(s) match their manifests")
+    return 0
 
 
-def demo(args: argparse.Namespace) -> None:
+def uncommit(args: argparse.Namespace) -> int:
+    """Remove stages (manifest first, then files), even with an unreadable manifest; the next run redoes them."""
+    run = storage.open_run(args.run)
+    with run.lock(check=False):
+        for stage in args.stage:
+            if stage not in run.stage_names(args.round):
+                print(f"round {args.round} has no {stage!r} stage: nothing to uncommit")
+                continue
+            run.begin(args.round, stage, overwrite=True)
+            print(f"uncommitted round {args.round} {stage!r}: {run.stage_dir(args.round, stage)} is empty")
+    return 0
+
+
+def demo(args: argparse.Namespace) -> int:
     """Write a synthetic round shard by shard, commit it, and show the run."""
     run = storage.open_run(args.run)
     with run.lock():
@@ -66,9 +102,10 @@ def demo(args: argparse.Namespace) -> None:
             secs = time.perf_counter() - start
             print(f"generated and wrote {sum(i.bytes for i in infos) / 1e6:.1f} MB, {sum(i.rows for i in infos if i.table == 'steps'):,} "
                   f"steps in {secs:.2f} s ({sum(i.bytes for i in infos) / 1e6 / secs:.1f} MB/s)")
-    show(argparse.Namespace(run=args.run, table=None))
+    code = show(argparse.Namespace(run=args.run, table=None))
     stats = run.scan("episodes").group_by("round").agg(pl.len().alias("episodes"), pl.col("won").mean().alias("success"))
     print(stats.collect())
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,9 +118,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--round", type=int)
     p.add_argument("--head", type=int, default=5)
     p.set_defaults(func=show)
-    p = sub.add_parser("verify", help="check every committed file against its manifest (checksums)")
+    p = sub.add_parser("verify", help="check every committed file against its manifest (checksums), list every bad one")
     p.add_argument("run")
     p.set_defaults(func=verify)
+    p = sub.add_parser("uncommit", help="remove committed stages of a round (a bad file or manifest): reruns redo them")
+    p.add_argument("run")
+    p.add_argument("--round", type=int, required=True)
+    p.add_argument("--stage", action="append", required=True, help="stage to remove (repeat for several)")
+    p.set_defaults(func=uncommit)
     p = sub.add_parser("demo", help="write and commit a synthetic round")
     p.add_argument("run")
     p.add_argument("--round", type=int, default=0)
@@ -92,8 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=demo)
     args = parser.parse_args(argv)
     try:
-        args.func(args)
+        return args.func(args)
     except storage.StorageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    return 0

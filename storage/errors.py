@@ -11,7 +11,15 @@ class SchemaMismatch(StorageError):
 
 
 class CorruptShard(StorageError):
-    """A shard file is missing, truncated, unreadable or fails its checksum."""
+    """A committed file (a shard, a checkpoint file) is missing, truncated, unreadable or fails its checksum."""
+
+
+class CorruptManifest(StorageError):
+    """A stage manifest that cannot be read or parsed (names it; ``python -m storage uncommit`` removes the stage)."""
+
+
+class RunNotWritable(StorageError):
+    """A write to the run directory failed: read-only, full or not permitted (names the path)."""
 
 
 class StageCommitted(StorageError):

@@ -26,6 +26,7 @@ class ShardInfo:
     sha256: str  # hex digest of the file's bytes
     table: str | None = None  # table the shard belongs to; None for other files (checkpoints)
     rows: int = 0  # row count of a table shard
+    footer_sha256: str = ""  # SHA-256 of a table shard's Parquet footer; such a shard's pages carry CRC-32s too
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,9 @@ Layout (any pyarrow/fsspec filesystem)::
     RUN/rounds/000003/advantages/...
     RUN/rounds/000003/checkpoint/...                   <- HF checkpoint files
 
-Files that no committed manifest names do not exist for readers.
+Files that no committed manifest names do not exist for readers. Every read
+checks what it reads (see ``storage.shards``): a flipped byte, a missing or
+truncated file, an unreadable manifest raise a ``StorageError`` naming it.
 
 >>> import tempfile, storage
 >>> run = storage.open_run(tempfile.mkdtemp())
@@ -18,20 +20,26 @@ Files that no committed manifest names do not exist for readers.
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import os
 import re
 import time
-from typing import Any, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Iterable, Iterator
 
 import polars as pl
-import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
 from storage import shards
-from storage.errors import SchemaMismatch, StageCommitted, StageNotCommitted
+from storage.errors import (CorruptManifest, CorruptShard, RunNotWritable, SchemaMismatch, StageCommitted,
+                            StageNotCommitted, StorageError)
 from storage.lock import LOCK_NAME, RunLock
 from storage.manifest import MANIFEST_NAME, Manifest, ShardInfo
 from storage.schemas import TABLE_STAGE, TABLES
-from storage.uri import is_local, resolve
+from storage.uri import resolve
+
+_THREADS = 8  # parallel manifest reads and checksum checks (hashlib and pyarrow I/O release the GIL)
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=-]*$")
 
@@ -60,19 +68,27 @@ class Run:
         """Directory of one stage of one round (stage files live under it)."""
         return f"{self.root}/rounds/{int(round):06d}/{_check_name('stage', stage)}"
 
-    def lock(self) -> RunLock:
-        """``with run.lock():`` makes this process the run's only writer."""
-        return RunLock(self.fs, self.root)
+    @contextlib.contextmanager
+    def lock(self, check: bool = True) -> Iterator[RunLock]:
+        """``with run.lock():`` makes this process the run's only writer.
+
+        With ``check``, every committed manifest must be readable first
+        (``CorruptManifest`` names one that is not), so no writer builds on a
+        garbage commit record; ``check=False`` is for repairing one (``uncommit``).
+        """
+        with RunLock(self.fs, self.root) as held:
+            if check:
+                self.manifests()
+            yield held
 
     # -- commits ------------------------------------------------------------
     def manifest(self, round: int, stage: str) -> Manifest | None:
-        """The stage's manifest, or None when the stage is not committed."""
-        path = f"{self.stage_dir(round, stage)}/{MANIFEST_NAME}"
+        """The stage's manifest, or None when the stage is not committed; ``CorruptManifest`` if unreadable."""
         try:
-            with self.fs.open_input_stream(path) as src:
-                return Manifest.from_json(src.read().decode(), where=path)
-        except FileNotFoundError:
-            return None
+            return read_manifest(self.fs, f"{self.stage_dir(round, stage)}/{MANIFEST_NAME}")
+        except CorruptManifest as exc:
+            raise CorruptManifest(f"{exc}; to redo the stage: python -m storage uncommit {self.uri} "
+                                  f"--round {round} --stage {stage}") from exc
 
     def is_committed(self, round: int, stage: str) -> bool:
         return self.fs.get_file_info(f"{self.stage_dir(round, stage)}/{MANIFEST_NAME}").type == pafs.FileType.File
@@ -85,13 +101,16 @@ class Run:
         half-old, half-new stage.
         """
         folder = self.stage_dir(round, stage)
-        if self.is_committed(round, stage):
-            if not overwrite:
-                raise StageCommitted(f"{folder}: stage {stage!r} of round {round} is committed; "
-                                     "pass overwrite=True to redo it")
-            self.fs.delete_file(f"{folder}/{MANIFEST_NAME}")
-        if self.fs.get_file_info(folder).type == pafs.FileType.Directory:
-            self.fs.delete_dir_contents(folder)
+        if self.is_committed(round, stage) and not overwrite:
+            raise StageCommitted(f"{folder}: stage {stage!r} of round {round} is committed; "
+                                 "pass overwrite=True to redo it")
+        try:
+            if self.is_committed(round, stage):
+                self.fs.delete_file(f"{folder}/{MANIFEST_NAME}")
+            if self.fs.get_file_info(folder).type == pafs.FileType.Directory:
+                self.fs.delete_dir_contents(folder)
+        except OSError as exc:
+            raise RunNotWritable(f"{folder}: cannot clear the stage directory ({exc})") from exc
 
     def commit(self, round: int, stage: str, shards_: Iterable[ShardInfo], config_hash: str,
                policy_version: int) -> Manifest:
@@ -139,13 +158,40 @@ class Run:
 
     def stages(self, round: int) -> dict[str, Manifest]:
         """Committed stages of a round, by name."""
+        return {n: m for n in self.stage_names(round) if (m := self.manifest(round, n)) is not None}
+
+    def stage_names(self, round: int) -> list[str]:
+        """Stage directories of a round, committed or not, sorted."""
         base = f"{self.root}/rounds/{int(round):06d}"
         listing = self.fs.get_file_info(pafs.FileSelector(base, allow_not_found=True))
-        names = sorted(i.base_name for i in listing if i.type == pafs.FileType.Directory)
-        return {n: m for n in names if (m := self.manifest(round, n)) is not None}
+        return sorted(i.base_name for i in listing if i.type == pafs.FileType.Directory)
+
+    def manifests(self) -> dict[tuple[int, str], Manifest]:
+        """Every committed stage's manifest by (round, stage); ``CorruptManifest`` names the first unreadable one."""
+        found = self._read_manifests()
+        for m in found.values():
+            if isinstance(m, CorruptManifest):
+                raise m
+        return found
+
+    def _read_manifests(self) -> dict[tuple[int, str], Manifest | CorruptManifest]:
+        keys = [(r, s) for r in self.rounds() for s in self.stage_names(r)]
+
+        def read(key):
+            try:
+                return self.manifest(*key)
+            except CorruptManifest as exc:
+                return exc
+
+        with ThreadPoolExecutor(_THREADS) as pool:
+            return {k: m for k, m in zip(keys, pool.map(read, keys)) if m is not None}
 
     def shard_paths(self, table: str, round: int, full_check: bool = False) -> list[str]:
-        """Committed shard files of ``table`` in ``round``, each verified (size, footer, schema)."""
+        """Committed shard files of ``table`` in ``round``, each verified (size, footer, schema).
+
+        Reads verify page checksums as they go; ``full_check`` hashes every file
+        now (as does a shard written before page checksums, always).
+        """
         stage = _stage_of(table)
         manifest = self.manifest(round, stage)
         if manifest is None:
@@ -158,29 +204,121 @@ class Run:
         return [f"{folder}/{f.path}" for f in files]
 
     def scan(self, table: str, rounds: Iterable[int] | None = None, full_check: bool = False) -> pl.LazyFrame:
-        """A LazyFrame over the committed shards of ``table`` in ``rounds`` (default: every round)."""
+        """A LazyFrame over the committed shards of ``table`` in ``rounds`` (default: every round).
+
+        Verified: sizes, footers and schemas now, page checksums as pages are
+        read (``CorruptShard`` naming the file at ``collect``); ``full_check``
+        also hashes every file now.
+        """
         stage = _stage_of(table)
         chosen = list(rounds) if rounds is not None else [r for r in self.rounds() if self.is_committed(r, stage)]
         paths = [p for r in chosen for p in self.shard_paths(table, r, full_check)]
         if not paths:
             return pl.from_arrow(TABLES[table].empty_table()).lazy()
-        if is_local(self.fs):
-            return pl.scan_parquet(paths)
-        return pl.scan_pyarrow_dataset(pads.dataset(paths, filesystem=self.fs, format="parquet"))
+        return shards.scan_files(self.fs, paths, TABLES[table])
 
     def read(self, table: str, rounds: Iterable[int] | None = None) -> pl.DataFrame:
         """Eager ``scan``."""
         return self.scan(table, rounds).collect()
 
+    def read_bytes(self, round: int, stage: str, rel: str) -> bytes:
+        """A committed stage file's bytes, checked against the manifest's size and SHA-256."""
+        manifest = self.manifest(round, stage)
+        folder = self.stage_dir(round, stage)
+        if manifest is None:
+            raise StageNotCommitted(f"{folder}: round {round} has no committed {stage!r} stage")
+        info = next((f for f in manifest.files if f.path == rel), None)
+        if info is None:
+            raise CorruptShard(f"{folder}/{rel}: not named in the stage manifest")
+        try:
+            with self.fs.open_input_stream(f"{folder}/{rel}") as src:
+                data = src.read()
+        except OSError as exc:
+            raise CorruptShard(f"{folder}/{rel}: cannot read ({exc})") from exc
+        if len(data) != info.bytes or hashlib.sha256(data).hexdigest() != info.sha256:
+            raise CorruptShard(f"{folder}/{rel}: differs from the manifest's size or SHA-256 (corrupted)")
+        return data
+
+    def audit(self, full: bool = False) -> tuple[int, dict[str, str]]:
+        """Check every committed file: (files checked, {path: problem} for each bad file or unreadable manifest).
+
+        Cheap by default: each file is present with its manifest's size (one
+        listing per stage). ``full`` also reads every footer and SHA-256.
+        """
+        checked, bad = 0, {}
+        for (r, stage), m in self._read_manifests().items():
+            folder = self.stage_dir(r, stage)
+            if isinstance(m, CorruptManifest):
+                bad[f"{folder}/{MANIFEST_NAME}"] = str(m)
+                continue
+            checked += len(m.files)
+            bad |= _full_problems(self.fs, folder, m.files) if full else _size_problems(self.fs, folder, m.files)
+        return checked, bad
+
     def verify(self) -> int:
-        """Check every committed file of the run against its manifest, checksums included; return the count."""
-        count = 0
-        for r in self.rounds():
-            for stage, manifest in self.stages(r).items():
-                for f in manifest.files:
-                    shards.verify(self.fs, self.stage_dir(r, stage), f, full=True)
-                    count += 1
-        return count
+        """Check every committed file of the run against its manifest, checksums included; return the count.
+
+        Raises ``CorruptShard`` listing every bad file (one line each) when any is.
+        """
+        checked, bad = self.audit(full=True)
+        if bad:
+            raise CorruptShard(f"{len(bad)} of the run's committed file(s) or manifest(s) are bad:\n"
+                               + "\n".join(bad.values()))
+        return checked
+
+
+def _size_problems(fs: pafs.FileSystem, folder: str, files: list[ShardInfo]) -> dict[str, str]:
+    listing = fs.get_file_info(pafs.FileSelector(folder, recursive=True, allow_not_found=True))
+    sizes = {i.path[len(folder) + 1:]: i.size for i in listing if i.type == pafs.FileType.File}
+    bad = {}
+    for f in files:
+        path = f"{folder}/{f.path}"
+        if f.path not in sizes:
+            bad[path] = f"{path}: named in the stage manifest but missing"
+        elif sizes[f.path] != f.bytes:
+            bad[path] = f"{path}: {sizes[f.path]} bytes, the manifest says {f.bytes} (truncated or replaced)"
+    return bad
+
+
+def _full_problems(fs: pafs.FileSystem, folder: str, files: list[ShardInfo]) -> dict[str, str]:
+    def problem(f: ShardInfo) -> str | None:
+        try:
+            shards.verify(fs, folder, f, full=True)
+        except StorageError as exc:
+            return str(exc)
+        return None
+
+    with ThreadPoolExecutor(min(_THREADS, os.cpu_count() or 1)) as pool:
+        found = pool.map(problem, files)
+        return {f"{folder}/{f.path}": p for f, p in zip(files, found) if p is not None}
+
+
+def read_manifest(fs: pafs.FileSystem, path: str) -> Manifest | None:
+    """The manifest at ``path``, None when there is none; ``CorruptManifest`` naming it when unreadable."""
+    try:
+        with fs.open_input_stream(path) as src:
+            return Manifest.from_json(src.read().decode(), where=path)
+    except FileNotFoundError:
+        return None
+    except ValueError as exc:
+        raise CorruptManifest(str(exc)) from exc
+    except OSError as exc:
+        raise CorruptManifest(f"{path}: cannot read ({exc})") from exc
+
+
+def verify_stage_dir(path: str) -> Manifest | None:
+    """Check every file of a committed stage directory on this machine (size, SHA-256) before a process loads it.
+
+    For checkpoints, which processes load by path. A directory without a
+    manifest is not a stage of a run (a base model): None, nothing checked.
+    ``CorruptShard`` lists every bad file.
+    """
+    path = os.path.abspath(os.fspath(path))
+    fs = pafs.LocalFileSystem()
+    manifest = read_manifest(fs, f"{path}/{MANIFEST_NAME}")
+    if manifest is not None and (bad := _full_problems(fs, path, manifest.files)):
+        raise CorruptShard("\n".join(bad.values()))
+    return manifest
 
 
 def _stage_of(table: str) -> str:
@@ -216,4 +354,4 @@ def write_shard(run: Run | str, round: int, table: str, data, shard: str) -> Sha
     return shards.write_file(run.fs, run.stage_dir(round, stage), f"{table}/{shard}.parquet", tbl, table)
 
 
-__all__ = ["Run", "open_run", "write_shard", "LOCK_NAME"]
+__all__ = ["Run", "open_run", "verify_stage_dir", "write_shard", "LOCK_NAME"]

@@ -2,7 +2,15 @@
 
 A shard is one Parquet file of one table. It is written whole to a temporary
 name and renamed, so a crash leaves either nothing or a complete file; its
-SHA-256 and size go into the stage manifest at commit.
+SHA-256, size and footer digest go into the stage manifest at commit.
+
+Integrity at read: every data page carries a CRC-32 (Parquet page checksums),
+checked by every read of this module, and the footer (schema, offsets,
+statistics) is checked against the manifest's digest before a shard is read;
+a flipped byte raises ``CorruptShard`` naming the file. A shard written before
+page checksums (no footer digest in its manifest) is checked by its whole
+SHA-256 instead. Polars' own Parquet reader skips page checksums, so
+``scan`` reads through pyarrow.
 
 >>> import polars as pl
 >>> from storage.schemas import EVALUATION
@@ -20,7 +28,9 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from storage.errors import CorruptShard, SchemaMismatch
+from polars.io.plugins import register_io_source
+
+from storage.errors import CorruptShard, RunNotWritable, SchemaMismatch
 from storage.manifest import ShardInfo
 from storage.schemas import SCHEMA_VERSION, TABLE_KEY, TABLES, VERSION_KEY
 
@@ -60,22 +70,42 @@ def conform(data: pa.Table | pl.DataFrame, table: str, where: str) -> pa.Table:
 
 
 def encode(tbl: pa.Table, table: str) -> pa.Buffer:
-    """Serialise a conformed table to Parquet bytes, tagged with table and schema version."""
+    """Serialise a conformed table to Parquet bytes with page checksums, tagged with table and schema version."""
     tbl = tbl.replace_schema_metadata({VERSION_KEY: str(SCHEMA_VERSION).encode(), TABLE_KEY: table.encode()})
     row_bytes = max(1, tbl.nbytes // max(1, tbl.num_rows))
     sink = pa.BufferOutputStream()
-    pq.write_table(tbl, sink, compression=COMPRESSION, row_group_size=max(1024, ROW_GROUP_BYTES // row_bytes))
+    pq.write_table(tbl, sink, compression=COMPRESSION, row_group_size=max(1024, ROW_GROUP_BYTES // row_bytes),
+                   write_page_checksum=True)
     return sink.getvalue()
 
 
 def put_atomic(fs: pafs.FileSystem, path: str, payload: bytes | pa.Buffer) -> None:
-    """Write ``payload`` to a temporary name beside ``path``, then rename it into place."""
+    """Write ``payload`` to a temporary name beside ``path``, then rename it into place.
+
+    A failed write (disk full, read-only) removes the temporary file and raises
+    ``RunNotWritable`` naming ``path``.
+    """
     folder, name = path.rsplit("/", 1)
-    fs.create_dir(folder, recursive=True)
     tmp = f"{folder}/.tmp-{uuid.uuid4().hex}-{name}"
-    with fs.open_output_stream(tmp) as out:
-        out.write(payload)
-    fs.move(tmp, path)
+    try:
+        fs.create_dir(folder, recursive=True)
+        with fs.open_output_stream(tmp) as out:
+            out.write(payload)
+        fs.move(tmp, path)
+    except OSError as exc:
+        try:
+            fs.delete_file(tmp)
+        except OSError:
+            pass  # never created, or the filesystem refuses even that
+        raise RunNotWritable(f"{path}: cannot write ({exc})") from exc
+
+
+def footer_sha256(tail: bytes | pa.Buffer) -> str:
+    """SHA-256 of a Parquet file's footer (metadata, its length and the magic), from the file's last bytes."""
+    tail = memoryview(tail)
+    size = len(tail)
+    n = min(int.from_bytes(tail[size - 8:size - 4], "little") + 8, size) if size >= 8 else size
+    return hashlib.sha256(tail[size - n:]).hexdigest()
 
 
 def write_file(fs: pafs.FileSystem, stage_dir: str, rel: str, tbl: pa.Table, table: str) -> ShardInfo:
@@ -84,20 +114,28 @@ def write_file(fs: pafs.FileSystem, stage_dir: str, rel: str, tbl: pa.Table, tab
     with ThreadPoolExecutor(1) as pool:  # hashlib releases the GIL: hash while the file is written
         digest = pool.submit(lambda: hashlib.sha256(payload).hexdigest())
         put_atomic(fs, f"{stage_dir}/{rel}", payload)
-        return ShardInfo(path=rel, bytes=payload.size, sha256=digest.result(), table=table, rows=tbl.num_rows)
+        return ShardInfo(path=rel, bytes=payload.size, sha256=digest.result(), table=table, rows=tbl.num_rows,
+                         footer_sha256=footer_sha256(payload))
 
 
 def sha256_of(fs: pafs.FileSystem, path: str) -> str:
     """Stream a file through SHA-256."""
     digest = hashlib.sha256()
-    with fs.open_input_stream(path) as src:
-        while chunk := src.read(8 << 20):
-            digest.update(chunk)
+    try:
+        with fs.open_input_stream(path) as src:
+            while chunk := src.read(8 << 20):
+                digest.update(chunk)
+    except OSError as exc:
+        raise CorruptShard(f"{path}: cannot read ({exc})") from exc
     return digest.hexdigest()
 
 
 def verify(fs: pafs.FileSystem, stage_dir: str, shard: ShardInfo, full: bool = False) -> None:
-    """Check that a manifest's file exists with its size, footer and schema (and checksum if ``full``)."""
+    """Check that a manifest's file exists with its size, footer and schema (and SHA-256 if ``full``).
+
+    A table shard without a footer digest (written before page checksums) is
+    always checked in full: a read could not tell its flipped bytes.
+    """
     path = f"{stage_dir}/{shard.path}"
     info = fs.get_file_info(path)
     if info.type != pafs.FileType.File:
@@ -105,15 +143,23 @@ def verify(fs: pafs.FileSystem, stage_dir: str, shard: ShardInfo, full: bool = F
     if info.size != shard.bytes:
         raise CorruptShard(f"{path}: {info.size} bytes, the manifest says {shard.bytes} (truncated or replaced)")
     if shard.table is not None:
-        check_schema(fs, path, shard.table)
-    if full and sha256_of(fs, path) != shard.sha256:
+        check_footer(fs, path, shard.table, shard.footer_sha256)
+    if (full or (shard.table is not None and not shard.footer_sha256)) and sha256_of(fs, path) != shard.sha256:
         raise CorruptShard(f"{path}: SHA-256 differs from the manifest (corrupted)")
 
 
-def check_schema(fs: pafs.FileSystem, path: str, table: str) -> None:
-    """Read a shard's footer and check its schema version and columns against ``table``."""
+def _footer_digest(src: pa.NativeFile) -> str:
+    size = src.size()
+    n = min(int.from_bytes(src.read_at(4, size - 8), "little") + 8, size) if size >= 8 else size
+    return footer_sha256(src.read_at(n, size - n))
+
+
+def check_footer(fs: pafs.FileSystem, path: str, table: str, digest: str = "") -> None:
+    """Read a shard's footer: check it against ``digest`` (when given), its schema version and columns against ``table``."""
     try:
         with fs.open_input_file(path) as src:
+            if digest and _footer_digest(src) != digest:
+                raise CorruptShard(f"{path}: Parquet footer differs from the manifest's digest (corrupted)")
             found = pq.read_schema(src)
     except (OSError, pa.ArrowException) as exc:
         raise CorruptShard(f"{path}: not a readable Parquet file ({exc})") from exc
@@ -130,11 +176,70 @@ def check_schema(fs: pafs.FileSystem, path: str, table: str) -> None:
                 f"{path}: column {field.name!r} has type {found.field(idx).type}, expected {field.type}")
 
 
-def read_file(fs: pafs.FileSystem, path: str, table: str, columns: list[str] | None = None) -> pa.Table:
-    """Read one shard (optionally projected), checking its schema first."""
-    check_schema(fs, path, table)
+def _open(fs: pafs.FileSystem | None, path: str) -> pq.ParquetFile:
+    return pq.ParquetFile(path, filesystem=fs or pafs.LocalFileSystem(), page_checksum_verification=True)
+
+
+def read_table(fs: pafs.FileSystem | None, path: str, columns: list[str] | None = None) -> pa.Table:
+    """Read one Parquet file (optionally projected), verifying its page checksums; errors name the file."""
     try:
-        with fs.open_input_file(path) as src:
-            return pq.read_table(src, columns=columns)
+        with _open(fs, path) as f:
+            return f.read(columns=columns)
     except (OSError, pa.ArrowException) as exc:
         raise CorruptShard(f"{path}: cannot read Parquet data ({exc})") from exc
+
+
+def read_schema(fs: pafs.FileSystem | None, path: str) -> pa.Schema:
+    """The Arrow schema of one Parquet file; errors name the file."""
+    try:
+        with _open(fs, path) as f:
+            return f.schema_arrow
+    except (OSError, pa.ArrowException) as exc:
+        raise CorruptShard(f"{path}: not a readable Parquet file ({exc})") from exc
+
+
+def read_file(fs: pafs.FileSystem, path: str, table: str, columns: list[str] | None = None) -> pa.Table:
+    """Read one shard (optionally projected), checking its schema first."""
+    check_footer(fs, path, table)
+    return read_table(fs, path, columns)
+
+
+def _row_groups(fs: pafs.FileSystem, path: str, columns: list[str] | None):
+    """Yield a file's row groups as DataFrames (bounded memory), pages verified; errors name the file."""
+    try:
+        f = _open(fs, path)
+    except (OSError, pa.ArrowException) as exc:
+        raise CorruptShard(f"{path}: not a readable Parquet file ({exc})") from exc
+    with f:
+        for i in range(f.num_row_groups):
+            try:
+                group = f.read_row_group(i, columns=columns)
+            except (OSError, pa.ArrowException) as exc:
+                raise CorruptShard(f"{path}: cannot read row group {i} ({exc})") from exc
+            yield pl.from_arrow(group)
+
+
+def scan_files(fs: pafs.FileSystem, paths: list[str], schema: pa.Schema) -> pl.LazyFrame:
+    """A LazyFrame over Parquet ``paths`` of ``schema``, read through pyarrow with page checksums verified.
+
+    Projections, predicates and row limits are pushed into the read (a Polars
+    IO plugin); a corrupt page raises ``CorruptShard`` naming its file when the
+    frame is collected.
+    """
+    empty = pl.from_arrow(schema.empty_table())
+
+    def source(with_columns, predicate, n_rows, _batch_size):
+        left, read = n_rows, with_columns
+        if read is not None and predicate is not None:
+            read = list(dict.fromkeys(read + predicate.meta.root_names()))
+        for path in paths:
+            for frame in _row_groups(fs, path, read):
+                frame = frame.filter(predicate) if predicate is not None else frame
+                frame = frame.select(with_columns) if with_columns is not None else frame
+                if left is not None:
+                    frame, left = frame.head(left), left - min(left, frame.height)
+                yield frame
+                if left == 0:
+                    return
+
+    return register_io_source(source, schema=empty.schema)

@@ -18,6 +18,7 @@ import polars as pl
 import torch
 from tqdm.auto import tqdm
 
+from storage import verify_stage_dir
 from trainer import checkpoint as ckpt
 from trainer.batches import PAD_ROW, BadRoundError, MicroBatch, RoundData, collate, load_rows, make_plan
 from trainer.config import TrainerConfig
@@ -61,6 +62,9 @@ def train_round(cfg: TrainerConfig, policy_path: str | Path, rows: pl.DataFrame 
 
     if cfg.kl_coef > 0 and ref_path is None:
         raise ValueError("train_round: TrainerConfig.kl_coef > 0 needs ref_path (the frozen reference policy)")
+    for path in (policy_path, ref_path):  # a round's committed checkpoint: every file against its manifest
+        if path is not None:
+            verify_stage_dir(path)
     rank, world = init_distributed()
     model_cfg = AutoConfig.from_pretrained(policy_path, local_files_only=True)
     max_len = cfg.max_seq_len or model_cfg.max_position_embeddings

@@ -26,8 +26,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import polars as pl
 import pyarrow as pa
-import pyarrow.parquet as pq
 from tqdm.auto import tqdm
+
+from storage.shards import read_schema, read_table
 
 from pipeline.advantage.config import AdvantageConfig
 from pipeline.advantage.engine import ADVANTAGE_COLUMNS, scalar_columns, compute_advantages
@@ -159,15 +160,15 @@ def _split_groups(ex, paths: list[str], fs) -> int:
 
 
 def _group_ids(path: str, fs) -> np.ndarray:
-    return np.unique(pq.read_table(path, columns=["group_id"], filesystem=fs)["group_id"].to_numpy())
+    return np.unique(read_table(fs, path, ["group_id"])["group_id"].to_numpy())
 
 
 def read_scalars(path: str, cfg: AdvantageConfig, table: pa.Table | None = None, fs=None) -> pl.DataFrame:
     """The shard's scalar columns the engine and the statistics read (missing ones are reported by the engine)."""
-    names = table.column_names if table is not None else pq.read_schema(path, filesystem=fs).names
+    names = table.column_names if table is not None else read_schema(fs, path).names
     wanted = scalar_columns(names, cfg) + list(_STATS_EXTRA)
     cols = [c for c in dict.fromkeys(wanted) if c in names]
-    return pl.from_arrow(table.select(cols) if table is not None else pq.read_table(path, columns=cols, filesystem=fs))
+    return pl.from_arrow(table.select(cols) if table is not None else read_table(fs, path, cols))
 
 
 def attach(table: pa.Table, result: pl.DataFrame) -> pa.Table:
@@ -180,7 +181,7 @@ def attach(table: pa.Table, result: pl.DataFrame) -> pa.Table:
 
 
 def _shard_task(path: str, index: int, cfg: AdvantageConfig, sink: Sink, fs):
-    table = pq.read_table(path, filesystem=fs)
+    table = read_table(fs, path)
     result = compute_advantages(read_scalars(path, cfg, table), cfg)
     return sink(attach(table, result), index, path), anchor_stats(result)
 
@@ -204,7 +205,7 @@ def _bucket_task(pieces: list[pl.DataFrame], cfg: AdvantageConfig, n_shards: int
 
 
 def _write_task(path: str, index: int, pieces: list[pl.DataFrame], sink: Sink, fs):
-    table = pq.read_table(path, filesystem=fs)
+    table = read_table(fs, path)
     result = pl.concat(pieces).sort("_row")
     if not np.array_equal(result["_row"].to_numpy(), np.arange(table.num_rows)):
         raise RuntimeError(f"{path}: got advantages for {len(result)} of {table.num_rows} rows after the shuffle")

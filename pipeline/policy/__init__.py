@@ -8,8 +8,8 @@ share one interface; see ``pipeline.policy.base``.
 """
 from pipeline.policy.base import (BACKENDS, FREE_MODES, CheckpointError, Generation, PolicyBackend, PolicyConfig,
                                   SamplingConfig, check_checkpoint, load_policy, load_tokenizer, make_backend,
-                                  register_backend, release_policy, stop_token_ids)
+                                  register_backend, release_policy, stop_token_ids, verify_checkpoint)
 
 __all__ = ["BACKENDS", "FREE_MODES", "CheckpointError", "Generation", "PolicyBackend", "PolicyConfig",
            "SamplingConfig", "check_checkpoint", "load_policy", "load_tokenizer", "make_backend",
-           "register_backend", "release_policy", "stop_token_ids"]
+           "register_backend", "release_policy", "stop_token_ids", "verify_checkpoint"]

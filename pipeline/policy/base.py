@@ -23,6 +23,8 @@ from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
+import storage
+
 FREE_MODES = ("none", "sleep", "restart")
 
 
@@ -142,14 +144,25 @@ def check_checkpoint(path: str) -> str:
     return path
 
 
+def verify_checkpoint(path: str) -> str:
+    """``check_checkpoint``; for a round's committed checkpoint stage, also every file against its manifest.
+
+    Run before a process loads a checkpoint (rollout and evaluation workers, the
+    driver before collect): a changed byte raises ``storage.CorruptShard``
+    naming the file. A directory without a stage manifest (a base model) is not hashed.
+    """
+    storage.verify_stage_dir(check_checkpoint(path))
+    return path
+
+
 def make_backend(path: str, policy: PolicyConfig, sampling: SamplingConfig) -> PolicyBackend:
-    """Load a fresh backend for the checkpoint at ``path``."""
+    """Load a fresh backend for the checkpoint at ``path`` (verified first: ``verify_checkpoint``)."""
     if policy.backend not in BACKENDS:
         _import_builtin(policy.backend)
     if policy.backend not in BACKENDS:
         raise ValueError(f"PolicyConfig.backend {policy.backend!r} is not registered; "
                          f"expected one of {sorted(BACKENDS)}")
-    return BACKENDS[policy.backend](check_checkpoint(path), policy, sampling)
+    return BACKENDS[policy.backend](verify_checkpoint(path), policy, sampling)
 
 
 def _import_builtin(name: str) -> None:

@@ -24,7 +24,7 @@ from storage import Manifest, Run
 
 from pipeline.config import config_hash
 from pipeline.envs.data import task_id
-from pipeline.policy.base import check_checkpoint
+from pipeline.policy.base import verify_checkpoint
 from pipeline.rollout.config import RolloutConfig
 from pipeline.rollout.task import DAEMON_ERROR, BatchResult, is_daemon, release_resources, rollout_batch
 from pipeline.rollout.worker import Group
@@ -66,7 +66,7 @@ def collect(client, run: Run | str, round: int, policy_path: str, tasks: list[st
         return run.manifest(round, STAGE)
     if not tasks:
         raise ValueError(f"collect round {round}: no tasks given")
-    check_checkpoint(policy_path)
+    verify_checkpoint(policy_path)
     _check_workers(client, config.resources)
     version = round if policy_version is None else int(policy_version)
     groups = make_groups(tasks)

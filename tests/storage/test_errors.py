@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 
 import polars as pl
@@ -10,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import storage
+from storage.shards import footer_sha256
 from storage.synthetic import synthetic_round
 
 
@@ -66,9 +68,11 @@ def test_other_schema_version_names_the_file(run):
 
 
 def _patch_size(run, r):
-    """Rewrite the manifest's sizes for a replaced shard, as a writer of another version would have."""
+    """Rewrite the manifest's sizes and digests for a replaced shard, as a writer of another version would have."""
     m = run.manifest(r, "trajectories")
-    files = [dataclasses.replace(f, bytes=os.path.getsize(f"{run.stage_dir(r, 'trajectories')}/{f.path}"))
+    folder = run.stage_dir(r, "trajectories")
+    files = [dataclasses.replace(f, bytes=len(data := open(f"{folder}/{f.path}", "rb").read()),
+                                 sha256=hashlib.sha256(data).hexdigest(), footer_sha256=footer_sha256(data))
              for f in m.files]
     path = f"{run.stage_dir(r, 'trajectories')}/_MANIFEST.json"
     open(path, "w").write(dataclasses.replace(m, files=files).to_json())
@@ -99,7 +103,7 @@ def test_garbage_footer_names_the_file(run):
     data = bytearray(open(path, "rb").read())
     data[-8:] = b"XXXXXXXX"
     open(path, "wb").write(bytes(data))
-    with pytest.raises(storage.CorruptShard, match=rf"{path}: not a readable Parquet file"):
+    with pytest.raises(storage.CorruptShard, match=rf"{path}: Parquet footer differs from the manifest's digest"):
         run.scan("steps", rounds=[0])
 
 
