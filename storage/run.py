@@ -162,11 +162,14 @@ class Run:
         stage = _stage_of(table)
         chosen = list(rounds) if rounds is not None else [r for r in self.rounds() if self.is_committed(r, stage)]
         paths = [p for r in chosen for p in self.shard_paths(table, r, full_check)]
+        empty = pl.from_arrow(TABLES[table].empty_table())
         if not paths:
-            return pl.from_arrow(TABLES[table].empty_table()).lazy()
+            return empty.lazy()
+        # by the current schema: columns an older schema version lacks read as nulls
         if is_local(self.fs):
-            return pl.scan_parquet(paths)
-        return pl.scan_pyarrow_dataset(pads.dataset(paths, filesystem=self.fs, format="parquet"))
+            return pl.scan_parquet(paths, schema=empty.schema, missing_columns="insert")
+        dataset = pads.dataset(paths, schema=TABLES[table], filesystem=self.fs, format="parquet")
+        return pl.scan_pyarrow_dataset(dataset)
 
     def read(self, table: str, rounds: Iterable[int] | None = None) -> pl.DataFrame:
         """Eager ``scan``."""

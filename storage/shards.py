@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from storage.errors import CorruptShard, SchemaMismatch
 from storage.manifest import ShardInfo
-from storage.schemas import SCHEMA_VERSION, TABLE_KEY, TABLES, VERSION_KEY
+from storage.schemas import READABLE_VERSIONS, SCHEMA_VERSION, TABLE_KEY, TABLES, VERSION_KEY, absent_in
 
 ROW_GROUP_BYTES = 256 << 20  # target uncompressed bytes per row group: bounded memory when streaming, few enough groups for fast list decoding
 COMPRESSION = "zstd"
@@ -119,10 +119,14 @@ def check_schema(fs: pafs.FileSystem, path: str, table: str) -> None:
         raise CorruptShard(f"{path}: not a readable Parquet file ({exc})") from exc
     meta = found.metadata or {}
     version = meta.get(VERSION_KEY, b"none").decode()
-    if version != str(SCHEMA_VERSION):
-        raise SchemaMismatch(f"{path}: schema version {version}, expected {SCHEMA_VERSION}")
+    if version not in [str(v) for v in READABLE_VERSIONS]:
+        raise SchemaMismatch(f"{path}: schema version {version}, expected {SCHEMA_VERSION} "
+                             f"(readable: {list(READABLE_VERSIONS)})")
+    absent = absent_in(table, int(version))  # added after the shard's version: read as nulls
     for field in TABLES[table]:
         idx = found.get_field_index(field.name)
+        if idx < 0 and field.name in absent:
+            continue
         if idx < 0:
             raise SchemaMismatch(f"{path}: missing column {field.name!r} ({field.type}) of table {table!r}")
         if _kind(found.field(idx).type) != _kind(field.type):
