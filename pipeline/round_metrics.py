@@ -59,6 +59,7 @@ def gather(run: storage.Run, round: int, seconds: dict[str, float], train_steps:
         pl.col("anchor_groups").mean().alias("groups"), pl.col("largest_anchor_group").max().alias("largest"),
         ((pl.col("mean_abs_adv_episode") * w).sum() / w.sum()).alias("ae"),
         ((pl.col("mean_abs_adv_step") * w).sum() / w.sum()).alias("as")).collect().row(0, named=True)
+    purity = _purity(run, round)
     held_out = None
     if run.is_committed(round, "evaluation"):
         held_out = run.scan("evaluation", rounds=[round]).select(pl.col("won").mean()).collect().item()
@@ -75,4 +76,20 @@ def gather(run: storage.Run, round: int, seconds: dict[str, float], train_steps:
         env_steps_per_s=steps["n"] / collect_s if collect_s else None,
         advantage_steps_per_s_per_core=steps["n"] / adv_s / cores if adv_s else None,
         train_tokens_per_s=_mean(train_steps, "tokens_per_s"), mfu=_mean(train_steps, "mfu"),
-        stage_seconds=dict(seconds))
+        stage_seconds=dict(seconds), **purity)
+
+
+def _purity(run: storage.Run, round: int) -> dict[str, float | None]:
+    """The round's anchor purity, pooled exactly from its anchor groups and per-group statistics."""
+    shared = pl.col("size") > 1
+    groups = run.scan("anchor_groups", rounds=[round]).select(
+        pl.col("pure").filter(shared).cast(pl.Float64).mean().alias("anchor_pure_share"),
+        pl.col("states").cast(pl.Float64).mean().alias("states_per_anchor_group")).collect().row(0, named=True)
+    w, revisits = pl.col("steps"), pl.col("revisit_steps")
+    stats = run.scan("anchor_stats", rounds=[round]).select(
+        (pl.col("impure_step_share") * w).sum().alias("impure"),
+        w.filter(pl.col("impure_step_share").is_not_null()).sum().alias("steps"),
+        (pl.col("missed_revisit_share") * revisits).sum().alias("missed"),
+        revisits.sum().alias("revisits")).collect().row(0, named=True)
+    return {**groups, "impure_step_share": stats["impure"] / stats["steps"] if stats["steps"] else None,
+            "missed_revisit_share": stats["missed"] / stats["revisits"] if stats["revisits"] else None}
