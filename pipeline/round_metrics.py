@@ -13,6 +13,7 @@ import time
 import polars as pl
 
 import storage
+from pipeline.advantage.purity import pooled_purity
 from pipeline.metrics import RoundMetrics
 from storage.shards import put_atomic
 
@@ -80,16 +81,4 @@ def gather(run: storage.Run, round: int, seconds: dict[str, float], train_steps:
 
 
 def _purity(run: storage.Run, round: int) -> dict[str, float | None]:
-    """The round's anchor purity, pooled exactly from its anchor groups and per-group statistics."""
-    shared = pl.col("size") > 1
-    groups = run.scan("anchor_groups", rounds=[round]).select(
-        pl.col("pure").filter(shared).cast(pl.Float64).mean().alias("anchor_pure_share"),
-        pl.col("states").cast(pl.Float64).mean().alias("states_per_anchor_group")).collect().row(0, named=True)
-    w, revisits = pl.col("steps"), pl.col("revisit_steps")
-    stats = run.scan("anchor_stats", rounds=[round]).select(
-        (pl.col("impure_step_share") * w).sum().alias("impure"),
-        w.filter(pl.col("impure_step_share").is_not_null()).sum().alias("steps"),
-        (pl.col("missed_revisit_share") * revisits).sum().alias("missed"),
-        revisits.sum().alias("revisits")).collect().row(0, named=True)
-    return {**groups, "impure_step_share": stats["impure"] / stats["steps"] if stats["steps"] else None,
-            "missed_revisit_share": stats["missed"] / stats["revisits"] if stats["revisits"] else None}
+    return pooled_purity(run.scan("anchor_groups", rounds=[round]), run.scan("anchor_stats", rounds=[round]))

@@ -164,3 +164,25 @@ def purity_by_group(rows: pl.DataFrame, group_code: np.ndarray, k: int) -> pl.Da
     return pl.DataFrame(
         {name: pl.Series(np.where(unknown, np.nan, v), nan_to_null=True) for name, v in columns.items()}
     ).cast(PURITY_COLUMNS)
+
+
+def pooled_purity(groups: Frame, stats: Frame) -> dict[str, float | None]:
+    """Purity of a whole round (or any set of groups), pooled exactly from ``anchor_groups`` and ``anchor_stats``.
+
+    Keys are ``RoundMetrics`` fields: ``anchor_pure_share`` (over non-singleton
+    anchor groups), ``states_per_anchor_group`` (over anchor groups),
+    ``impure_step_share`` (over steps), ``missed_revisit_share`` (over revisit
+    steps); None where no step has a true state.
+    """
+    shared = pl.col("size") > 1
+    pooled = groups.lazy().select(
+        pl.col("pure").filter(shared).cast(pl.Float64).mean().alias("anchor_pure_share"),
+        pl.col("states").cast(pl.Float64).mean().alias("states_per_anchor_group")).collect().row(0, named=True)
+    w, revisits = pl.col("steps"), pl.col("revisit_steps")
+    sums = stats.lazy().select(
+        (pl.col("impure_step_share") * w).sum().alias("impure"),
+        w.filter(pl.col("impure_step_share").is_not_null()).sum().alias("steps"),
+        (pl.col("missed_revisit_share") * revisits).sum().alias("missed"),
+        revisits.sum().alias("revisits")).collect().row(0, named=True)
+    return {**pooled, "impure_step_share": sums["impure"] / sums["steps"] if sums["steps"] else None,
+            "missed_revisit_share": sums["missed"] / sums["revisits"] if sums["revisits"] else None}
