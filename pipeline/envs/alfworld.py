@@ -3,10 +3,16 @@
 One ``AlfworldEnv`` plays one game at a time; ``reset(game_file)`` loads a
 ``game.tw-pddl`` (real ALFWorld data or ``alfworld_gen`` output, same code).
 Every result carries ``state_key``, a stable 64-bit hash of the engine's true
-state: its true PDDL facts (``checked`` and the like included), without
-fast-downward's negated atoms (``not_atlocation``: an encoding artefact whose
-presence depends on the path taken, not on the state). Equal keys mean equal
-states, whatever the text says.
+state: its PDDL facts, without two kinds that never tell states apart:
+
+- fast-downward's negated atoms (``not_atlocation``): an encoding artefact
+  whose presence depends on the path taken, not on the state;
+- ``INERT`` predicates, which no action's precondition, conditional effect
+  or goal reads (``checked``: a record of having looked or opened;
+  ``wasinreceptacle``: where an object has ever been; ...); two states that
+  differ only there have the same future, rewards included.
+
+Equal keys mean equal states, whatever the text says.
 
 >>> from pipeline.envs.alfworld_gen import generate_games
 >>> import tempfile
@@ -19,7 +25,7 @@ states, whatever the text says.
 (True, 10.0, True)
 >>> env.reset(game).state_key == first.state_key != last.state_key
 True
->>> env.step("look").state_key == env.step("look").state_key  # the first look marks the room checked
+>>> env.step("look").state_key == first.state_key  # looking only sets the inert ``checked``
 True
 """
 from __future__ import annotations
@@ -36,6 +42,9 @@ EXPERTS = (None, "planner", "handcoded")
 _GAME_KEYS = ("pddl_domain", "grammar", "pddl_problem")
 TASK_MARKER = "Your task is to: "
 NEGATED = "not_"  # textworld's name prefix of fast-downward's negated atoms (no ALFWorld predicate starts so)
+# ALFWorld predicates no precondition, conditional effect or goal reads (a test checks the domain and goals)
+INERT = frozenset({"checked", "examined", "wasinreceptacle", "isreceptacleobjectfull", "holdsanyreceptacleobject",
+                   "full", "moveable"})
 
 
 class GameFileError(ValueError):
@@ -215,7 +224,7 @@ def _file_key(path: str) -> tuple:
 
 
 def _state_key(state) -> int:
-    return state_key(str(f) for f in state["_facts"] if not f.name.startswith(NEGATED))
+    return state_key(str(f) for f in state["_facts"] if not (f.name.startswith(NEGATED) or f.name in INERT))
 
 
 def _plan(state) -> list[str] | None:

@@ -5,12 +5,13 @@ import hashlib
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 
 import pytest
 
-from pipeline.envs.alfworld import AlfworldEnv, AlfworldEnvConfig, GameFileError, read_game_file, state_key
+from pipeline.envs.alfworld import INERT, AlfworldEnv, AlfworldEnvConfig, GameFileError, read_game_file, state_key
 from pipeline.envs.alfworld_gen import generate_games
 from pipeline.envs.pddl import goal_pddl
 from pipeline.envs.tasks import TASK_TYPES
@@ -128,15 +129,47 @@ def test_state_key_ignores_fact_order(tmp_path):
     env = AlfworldEnv()
     env.reset(write_hand_game(tmp_path / "hand"))
     env.step("go to cabinet 1")
-    facts = [str(f) for f in env._engine.state["_facts"] if not f.name.startswith("not_")]
+    facts = [str(f) for f in env._engine.state["_facts"] if not (f.name.startswith("not_") or f.name in INERT)]
     shuffled = facts[:]
     random.Random(1).shuffle(shuffled)
     assert shuffled != facts
     assert state_key(shuffled) == state_key(facts) == state_key(sorted(facts, reverse=True))
     assert state_key(facts[1:]) != state_key(facts)
-    assert env.step("look").state_key == state_key(facts + ["checked(loc_bar_1: location)"])
     expected = hashlib.blake2b("\n".join(sorted(facts)).encode(), digest_size=8).digest()
     assert state_key(facts) == int.from_bytes(expected, "little")
+    looked = env.step("look")
+    assert "checked(loc_bar_1: location)" in [str(f) for f in env._engine.state["_facts"]]
+    assert looked.state_key == state_key(facts)  # inert: no precondition or goal reads it
+
+
+def _when_conditions(effect: str) -> list[str]:
+    """The condition of each ``(when COND EFFECT)`` in a PDDL effect (balanced parentheses)."""
+    out = []
+    for start in [m.end() for m in re.finditer(r"\(when\s*", effect)]:
+        depth, i = 0, start
+        while True:
+            depth += {"(": 1, ")": -1}.get(effect[i], 0)
+            i += 1
+            if depth == 0:
+                break
+        out.append(effect[start:i])
+    return out
+
+
+def test_inert_predicates_are_read_by_no_precondition_or_goal():
+    import alfworld.gen.goal_library as glib
+    from alfworld.info import ALFRED_PDDL_PATH
+
+    domain = re.sub(r";[^\n]*", "", open(ALFRED_PDDL_PATH).read()).lower()
+    actions = domain.split("(:action")[1:]
+    preconditions = [a.split(":precondition", 1)[1].split(":effect", 1)[0] for a in actions]
+    conditions = [c for a in actions for c in _when_conditions(a.split(":effect", 1)[1])]
+    assert len(actions) == 15 and all(p.strip() for p in preconditions) and conditions == ["(ison ?o)", "(not (ison ?o))"]
+    goals = [task["pddl"].lower() for task in glib.gdict.values()]
+    declared = domain.split("(:predicates", 1)[1].split("(:functions", 1)[0]
+    for name in INERT:
+        assert f"({name} ?" in declared  # an ALFWorld predicate ...
+        assert not any(f"({name} " in text for text in preconditions + conditions + goals)  # ... nothing reads
 
 
 def test_win_reward_is_configurable(tmp_path):
