@@ -34,6 +34,11 @@ class RoundMetrics:
     largest_anchor_group: int = 0  # largest anchor group of the round
     mean_abs_adv_episode: float = 0.0  # mean |A_E| over steps
     mean_abs_adv_step: float = 0.0  # mean |A_S| over steps
+    # anchor purity against the env's true state (None when the steps carry no state_key)
+    anchor_pure_share: float | None = None  # non-singleton anchor groups holding one true state
+    impure_step_share: float | None = None  # steps in anchor groups of several true states
+    states_per_anchor_group: float | None = None  # mean distinct true states per anchor group
+    missed_revisit_share: float | None = None  # steps whose true state recurs in the group, left in singletons
     loss: float | None = None  # mean policy loss over the round's optimizer steps
     kl: float | None = None  # mean KL to the reference policy
     clip_fraction: float | None = None  # mean share of clipped tokens

@@ -2,6 +2,7 @@
 
 Writes ``RUN/report/success.png`` (train and held-out success per round),
 ``anchors.png`` (anchor coverage and mean |A_E|, |A_S| per round),
+``purity.png`` (anchored share and anchor purity against the true state per round),
 ``stage_times.png`` (stage-time breakdown per round) and ``summary.md``.
 """
 from __future__ import annotations
@@ -56,7 +57,7 @@ def _fmt(v) -> str:
 def summary(records: list[RoundMetrics]) -> str:
     """Markdown table of the run's headline numbers, one row per round."""
     cols = ["round", "success_rate", "eval_success_rate", "episode_length", "invalid_action_share",
-            "anchored_share", "loss", "kl", "clip_fraction", "rollout_tokens_per_s", "train_tokens_per_s"]
+            "anchored_share", "anchor_pure_share", "loss", "kl", "clip_fraction", "rollout_tokens_per_s", "train_tokens_per_s"]
     lines = ["| " + " | ".join(cols + ["advantage share of round"]) + " |", "|" + "---|" * (len(cols) + 1)]
     for m in records:
         total = sum(m.stage_seconds.values())
@@ -72,14 +73,20 @@ def write_report(run: storage.Run, out_dir: str) -> list[str]:
         raise ValueError(f"{run.uri}: no committed round has metrics yet")
     os.makedirs(out_dir, exist_ok=True)
     rounds = [m.round for m in records]
-    files = [os.path.join(out_dir, n) for n in ("success.png", "anchors.png", "stage_times.png", "summary.md")]
+    names = ("success.png", "anchors.png", "purity.png", "stage_times.png", "summary.md")
+    files = [os.path.join(out_dir, n) for n in names]
     _plot(files[0], "success rate", rounds, {"collect (train tasks)": [m.success_rate for m in records],
                                              "held-out": [m.eval_success_rate for m in records]}, "share won")
     _plot(files[1], "anchor coverage", rounds, {"steps in shared anchor groups": [m.anchored_share for m in records],
                                                 "mean |A_E|": [m.mean_abs_adv_episode for m in records],
                                                 "mean |A_S|": [m.mean_abs_adv_step for m in records]}, "value")
-    _stage_times(files[2], records)
-    with open(files[3], "w") as fh:
+    _plot(files[2], "anchor purity (true state)", rounds, {
+        "steps in shared anchor groups": [m.anchored_share for m in records],
+        "shared anchor groups of one state": [m.anchor_pure_share for m in records],
+        "steps in impure anchor groups": [m.impure_step_share for m in records],
+        "revisits left in singletons": [m.missed_revisit_share for m in records]}, "share")
+    _stage_times(files[3], records)
+    with open(files[4], "w") as fh:
         fh.write(f"# Run {run.uri}\n\n{len(records)} round(s) committed.\n\n{summary(records)}")
     return files
 

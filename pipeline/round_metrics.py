@@ -13,6 +13,7 @@ import time
 import polars as pl
 
 import storage
+from pipeline.advantage.purity import pooled_purity
 from pipeline.metrics import RoundMetrics
 from storage.shards import put_atomic
 
@@ -59,6 +60,7 @@ def gather(run: storage.Run, round: int, seconds: dict[str, float], train_steps:
         pl.col("anchor_groups").mean().alias("groups"), pl.col("largest_anchor_group").max().alias("largest"),
         ((pl.col("mean_abs_adv_episode") * w).sum() / w.sum()).alias("ae"),
         ((pl.col("mean_abs_adv_step") * w).sum() / w.sum()).alias("as")).collect().row(0, named=True)
+    purity = _purity(run, round)
     held_out = None
     if run.is_committed(round, "evaluation"):
         held_out = run.scan("evaluation", rounds=[round]).select(pl.col("won").mean()).collect().item()
@@ -75,4 +77,8 @@ def gather(run: storage.Run, round: int, seconds: dict[str, float], train_steps:
         env_steps_per_s=steps["n"] / collect_s if collect_s else None,
         advantage_steps_per_s_per_core=steps["n"] / adv_s / cores if adv_s else None,
         train_tokens_per_s=_mean(train_steps, "tokens_per_s"), mfu=_mean(train_steps, "mfu"),
-        stage_seconds=dict(seconds))
+        stage_seconds=dict(seconds), **purity)
+
+
+def _purity(run: storage.Run, round: int) -> dict[str, float | None]:
+    return pooled_purity(run.scan("anchor_groups", rounds=[round]), run.scan("anchor_stats", rounds=[round]))

@@ -213,9 +213,10 @@ class Run:
         stage = _stage_of(table)
         chosen = list(rounds) if rounds is not None else [r for r in self.rounds() if self.is_committed(r, stage)]
         paths = [p for r in chosen for p in self.shard_paths(table, r, full_check)]
+        empty = pl.from_arrow(TABLES[table].empty_table())
         if not paths:
-            return pl.from_arrow(TABLES[table].empty_table()).lazy()
-        return shards.scan_files(self.fs, paths, TABLES[table])
+            return empty.lazy()
+        return shards.scan_files(self.fs, paths, TABLES[table])  # older schema versions: absent columns null
 
     def read(self, table: str, rounds: Iterable[int] | None = None) -> pl.DataFrame:
         """Eager ``scan``."""

@@ -1,17 +1,26 @@
 """Arrow schemas of the run directory's tables: the contracts between stages.
 
 Every shard carries ``SCHEMA_VERSION`` in its Parquet metadata; readers refuse
-shards of another version or with missing/mistyped columns.
+shards of an unknown version or with missing/mistyped columns. Shards of an
+older version in ``READABLE_VERSIONS`` stay readable: the columns added since
+(``ADDED_IN``) read as nulls.
+
+Version 2 added the steps' ``state_key`` and ``admissible_key``, the
+advantages' ``anchor_id``, the purity columns of ``anchor_stats`` and the
+``anchor_groups`` table.
 
 >>> from storage.schemas import TABLES
 >>> TABLES["steps"].field("anchor_key").type
 DataType(uint64)
+>>> sorted(absent_in("steps", 1))
+['admissible_key', 'state_key']
 """
 from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # shard versions readers accept
 VERSION_KEY = b"gigpo.schema_version"
 TABLE_KEY = b"gigpo.table"
 
@@ -27,6 +36,8 @@ STEPS = pa.schema(
         pa.field("step", pa.int32(), nullable=False),  # 0, 1, 2, ... inside the episode
         pa.field("observation", pa.string(), nullable=False),  # raw env text acted on (anchor text)
         pa.field("anchor_key", pa.uint64(), nullable=False),  # stable hash of the anchor state
+        pa.field("state_key", pa.uint64(), nullable=True),  # stable hash of the env's true state acted on (null: none reported)
+        pa.field("admissible_key", pa.uint64(), nullable=True),  # stable hash of that state's sorted admissible commands
         pa.field("prompt_ids", _TOKENS, nullable=False),
         pa.field("response_ids", _TOKENS, nullable=False),
         pa.field("response_logprobs", pa.list_(pa.float32()), nullable=False),
@@ -60,6 +71,7 @@ ADVANTAGE_COLUMNS = [
     pa.field("adv_step", pa.float64(), nullable=False),  # A_S (0 for singleton anchor groups)
     pa.field("anchor_group_size", pa.int32(), nullable=False),  # steps sharing this anchor state
     pa.field("advantage", pa.float64(), nullable=False),  # what the trainer uses
+    pa.field("anchor_id", pa.int32(), nullable=False),  # the anchor group's number in its group_id (first appearance)
 ]
 ADVANTAGES = pa.schema(list(STEPS) + ADVANTAGE_COLUMNS)
 
@@ -76,6 +88,28 @@ ANCHOR_STATS = pa.schema(
         pa.field("mean_abs_adv_episode", pa.float64(), nullable=False),
         pa.field("mean_abs_adv_step", pa.float64(), nullable=False),
         pa.field("success_rate", pa.float64(), nullable=False),  # share of episodes won
+        # purity against the true state (state_key); null when the group's steps have none
+        pa.field("pure_share", pa.float64(), nullable=True),  # non-singleton anchor groups holding one true state
+        pa.field("impure_step_share", pa.float64(), nullable=True),  # steps in anchor groups of several true states
+        pa.field("states_per_anchor_group", pa.float64(), nullable=True),  # mean distinct true states per anchor group
+        pa.field("revisit_steps", pa.int64(), nullable=True),  # steps whose true state recurs in the group
+        pa.field("missed_revisit_share", pa.float64(), nullable=True),  # of those, steps left in singleton anchor groups
+    ]
+)
+
+ANCHOR_GROUPS = pa.schema(
+    [
+        pa.field("round", pa.int32(), nullable=False),
+        pa.field("group_id", pa.int64(), nullable=False),
+        pa.field("anchor_id", pa.int32(), nullable=False),  # = the advantages' anchor_id
+        pa.field("size", pa.int64(), nullable=False),  # steps in the anchor group
+        pa.field("anchor_text", pa.string(), nullable=False),  # observation of its first step (a sample for fuzzy anchors)
+        pa.field("distinct_returns", pa.int64(), nullable=False),  # distinct step returns (1: A_S carries no signal)
+        pa.field("return_mean", pa.float64(), nullable=False),
+        pa.field("return_std", pa.float64(), nullable=False),  # unbiased (n-1); 0 for a singleton
+        pa.field("mean_abs_adv_step", pa.float64(), nullable=False),
+        pa.field("states", pa.int64(), nullable=True),  # distinct true states (null: a step has no state_key)
+        pa.field("pure", pa.bool_(), nullable=True),  # states == 1
     ]
 )
 
@@ -96,6 +130,7 @@ TABLES: dict[str, pa.Schema] = {
     "episodes": EPISODES,
     "advantages": ADVANTAGES,
     "anchor_stats": ANCHOR_STATS,
+    "anchor_groups": ANCHOR_GROUPS,
     "evaluation": EVALUATION,
 }
 
@@ -105,5 +140,35 @@ TABLE_STAGE: dict[str, str] = {
     "episodes": "trajectories",
     "advantages": "advantages",
     "anchor_stats": "advantages",
+    "anchor_groups": "advantages",
     "evaluation": "evaluation",
 }
+
+_STEPS_V2 = ("state_key", "admissible_key")
+# Columns each version added, by table: a shard of an older version lacks them.
+ADDED_IN: dict[int, dict[str, tuple[str, ...]]] = {
+    2: {
+        "steps": _STEPS_V2,
+        "advantages": (*_STEPS_V2, "anchor_id"),
+        "anchor_stats": tuple(ANCHOR_STATS.names[ANCHOR_STATS.get_field_index("pure_share"):]),
+    },
+}
+
+
+def absent_in(table: str, version: int) -> set[str]:
+    """Columns of ``table`` that a shard written with schema ``version`` lacks."""
+    return {c for v, added in ADDED_IN.items() if v > version for c in added.get(table, ())}
+
+
+def with_absent_columns(tbl: pa.Table, table: str) -> pa.Table:
+    """``tbl`` with the columns added to ``table`` since an older version appended as nulls where missing.
+
+    >>> old = STEPS.empty_table().drop_columns(["state_key", "admissible_key"])
+    >>> with_absent_columns(old, "steps").schema.field("state_key").type
+    DataType(uint64)
+    """
+    for name in sorted(absent_in(table, 1) - set(tbl.column_names)):
+        field = TABLES[table].field(name)
+        tbl = tbl.append_column(field.with_nullable(True), pa.nulls(tbl.num_rows, field.type))
+    return tbl
+

@@ -32,7 +32,7 @@ from polars.io.plugins import register_io_source
 
 from storage.errors import CorruptShard, RunNotWritable, SchemaMismatch
 from storage.manifest import ShardInfo
-from storage.schemas import SCHEMA_VERSION, TABLE_KEY, TABLES, VERSION_KEY
+from storage.schemas import READABLE_VERSIONS, SCHEMA_VERSION, TABLE_KEY, TABLES, VERSION_KEY, absent_in
 
 ROW_GROUP_BYTES = 256 << 20  # target uncompressed bytes per row group: bounded memory when streaming, few enough groups for fast list decoding
 COMPRESSION = "zstd"
@@ -165,10 +165,14 @@ def check_footer(fs: pafs.FileSystem, path: str, table: str, digest: str = "") -
         raise CorruptShard(f"{path}: not a readable Parquet file ({exc})") from exc
     meta = found.metadata or {}
     version = meta.get(VERSION_KEY, b"none").decode()
-    if version != str(SCHEMA_VERSION):
-        raise SchemaMismatch(f"{path}: schema version {version}, expected {SCHEMA_VERSION}")
+    if version not in [str(v) for v in READABLE_VERSIONS]:
+        raise SchemaMismatch(f"{path}: schema version {version}, expected {SCHEMA_VERSION} "
+                             f"(readable: {list(READABLE_VERSIONS)})")
+    absent = absent_in(table, int(version))  # added after the shard's version: read as nulls
     for field in TABLES[table]:
         idx = found.get_field_index(field.name)
+        if idx < 0 and field.name in absent:
+            continue
         if idx < 0:
             raise SchemaMismatch(f"{path}: missing column {field.name!r} ({field.type}) of table {table!r}")
         if _kind(found.field(idx).type) != _kind(field.type):
@@ -204,19 +208,26 @@ def read_file(fs: pafs.FileSystem, path: str, table: str, columns: list[str] | N
     return read_table(fs, path, columns)
 
 
-def _row_groups(fs: pafs.FileSystem, path: str, columns: list[str] | None):
-    """Yield a file's row groups as DataFrames (bounded memory), pages verified; errors name the file."""
+def _row_groups(fs: pafs.FileSystem, path: str, columns: list[str] | None, schema: pl.Schema):
+    """Yield a file's row groups as DataFrames of ``schema`` (bounded memory), pages verified; errors name the file.
+
+    Columns an older schema version lacks read as nulls.
+    """
     try:
         f = _open(fs, path)
     except (OSError, pa.ArrowException) as exc:
         raise CorruptShard(f"{path}: not a readable Parquet file ({exc})") from exc
     with f:
+        want = list(schema) if columns is None else columns
+        present = set(f.schema_arrow.names)
+        missing = [pl.lit(None, dtype=schema[c]).alias(c) for c in want if c not in present]
         for i in range(f.num_row_groups):
             try:
-                group = f.read_row_group(i, columns=columns)
+                group = f.read_row_group(i, columns=[c for c in want if c in present])
             except (OSError, pa.ArrowException) as exc:
                 raise CorruptShard(f"{path}: cannot read row group {i} ({exc})") from exc
-            yield pl.from_arrow(group)
+            frame = pl.from_arrow(group)
+            yield frame.with_columns(missing).select(want) if missing else frame
 
 
 def scan_files(fs: pafs.FileSystem, paths: list[str], schema: pa.Schema) -> pl.LazyFrame:
@@ -233,7 +244,7 @@ def scan_files(fs: pafs.FileSystem, paths: list[str], schema: pa.Schema) -> pl.L
         if read is not None and predicate is not None:
             read = list(dict.fromkeys(read + predicate.meta.root_names()))
         for path in paths:
-            for frame in _row_groups(fs, path, read):
+            for frame in _row_groups(fs, path, read, empty.schema):
                 frame = frame.filter(predicate) if predicate is not None else frame
                 frame = frame.select(with_columns) if with_columns is not None else frame
                 if left is not None:

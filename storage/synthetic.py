@@ -53,6 +53,9 @@ def synthetic_round(round: int, groups: int, group_size: int = 8, min_len: int =
         "step": step,
         "observation": state,
         "anchor_key": anchor,
+        # true state: the location, whatever the step counter in the text says (anchors miss those revisits)
+        "state_key": (group.astype(np.uint64) << np.uint64(32)) | state.astype(np.uint64),
+        "admissible_key": state.astype(np.uint64),
         "prompt_ids": _lists(prompt := _offsets(rng, n, prompt_tokens), rng.integers(0, 32000, prompt[-1], np.int32)),
         "response_ids": _lists(resp := _offsets(rng, n, response_tokens), rng.integers(0, 32000, resp[-1], np.int32)),
         "response_logprobs": _lists(resp, -rng.random(resp[-1], dtype=np.float32)),

@@ -16,7 +16,8 @@ Conventions (verl-agent's ``gigpo/core_gigpo.py``; each is a field of AdvantageC
 
 Entry points: ``compute_advantages`` (a frame), ``run_advantage_job`` (Parquet
 shards, in process or on Dask), ``run_advantage_round`` (a run directory's
-round, committed), ``anchor_stats`` (per-group table), ``anchor_key`` (the
+round, committed), ``anchor_stats`` (per-group table), ``anchor_groups``
+(per-anchor-group table, purity against the true state), ``anchor_key`` (the
 stable key rollout workers store).
 
 >>> import polars as pl
@@ -33,6 +34,7 @@ from pipeline.advantage.dask_job import JobResult, run_advantage_job
 from pipeline.advantage.engine import ADVANTAGE_COLUMNS, compute_advantages
 from pipeline.advantage.estimators import ESTIMATORS, register_estimator
 from pipeline.advantage.round_job import run_advantage_round
+from pipeline.advantage.purity import anchor_groups
 from pipeline.advantage.stats import anchor_stats
 from pipeline.advantage.validate import AdvantageInputError
 
@@ -44,6 +46,7 @@ __all__ = [
     "AdvantageConfig",
     "AdvantageInputError",
     "JobResult",
+    "anchor_groups",
     "anchor_key",
     "anchor_stats",
     "compute_advantages",

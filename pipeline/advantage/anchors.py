@@ -120,6 +120,15 @@ def text_key(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")
 
 
+def commands_key(commands: Iterable[str]) -> int:
+    """Stable uint64 key of a set of commands (the steps' ``admissible_key``): ``text_key`` of them sorted, one a line.
+
+    >>> commands_key(["look", "go to desk 1"]) == commands_key(["go to desk 1", "look"]) != commands_key(["look"])
+    True
+    """
+    return text_key("\n".join(sorted(commands)))
+
+
 def anchor_key(texts: Iterable[str] | pl.Series, normalizers: Iterable[str] = ()) -> pl.Series:
     """Stable uint64 anchor keys of ``texts`` (after ``normalizers``), hashing each distinct text once."""
     s = texts if isinstance(texts, pl.Series) else pl.Series("anchor_key", list(texts), dtype=pl.String)
@@ -143,6 +152,27 @@ def exact_anchor(rows: pl.DataFrame, cfg: "AdvantageConfig") -> pl.Series:
 def normalized_anchor(rows: pl.DataFrame, cfg: "AdvantageConfig") -> pl.Series:
     """The observation after ``cfg.normalizers``; equal normalised texts share an anchor."""
     return normalize_texts(rows["observation"], cfg.normalizers)
+
+
+@register_anchor("state", columns=lambda cfg: ("state_key",))
+def state_anchor(rows: pl.DataFrame, cfg: "AdvantageConfig") -> pl.Series:
+    """The env's true state (``state_key``): the oracle, an upper bound for ablations.
+
+    Only for envs that report their state (ALFWorld); a null ``state_key`` is
+    refused by the engine's input checks.
+    """
+    return rows["state_key"]
+
+
+@register_anchor("composite", columns=lambda cfg: ("anchor_key", "admissible_key"))
+def composite_anchor(rows: pl.DataFrame, cfg: "AdvantageConfig") -> pl.DataFrame:
+    """The exact observation (``anchor_key``) plus what the env reports beside it (``admissible_key``).
+
+    ALFWorld's admissible commands depend on where the agent is, what it holds
+    and what is open there, so they split the many states that answer
+    "Nothing happens." while using nothing a real agent could not see.
+    """
+    return rows.select("anchor_key", "admissible_key")
 
 
 @register_anchor("columns", columns=lambda cfg: tuple(cfg.anchor_columns))

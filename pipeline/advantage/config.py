@@ -39,7 +39,8 @@ class AdvantageConfig:
     episode_stats: str = "steps"
     # subtracted from an invalid step's return (after discounting) and from that row's episode score
     invalid_penalty: float = 0.1
-    # anchor-state strategy: "exact", "normalized", "similarity", "embedding", "columns"; see anchors.py
+    # anchor-state strategy: "exact", "normalized", "similarity", "embedding", "columns", "state" (true state,
+    # the oracle), "composite" (observation + admissible commands); see anchors.py
     anchor: str = "exact"
     # similarity/embedding: a text joins a cluster when ratio/cosine to its first member >= this
     anchor_threshold: float = 0.95

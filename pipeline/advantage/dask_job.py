@@ -1,7 +1,7 @@
 """The round's advantage job over committed steps shards, on one machine or a Dask cluster.
 
-Each output partition is one input shard plus the five advantage columns, in
-the shard's row order, handed to ``sink(table, index, source_path)`` where the
+Each output partition is one input shard plus the advantage columns, in
+the shard's row order (steps of an older schema version gain its newer columns as nulls), handed to ``sink(table, index, source_path)`` where the
 task runs (a Dask worker): the round driver passes storage's shard writer.
 Only the scalar columns are read into the computation; the token columns stay
 in the Arrow table read for the output and are never copied or shuffled.
@@ -32,20 +32,23 @@ from storage.shards import read_schema, read_table
 
 from pipeline.advantage.config import AdvantageConfig
 from pipeline.advantage.engine import ADVANTAGE_COLUMNS, scalar_columns, compute_advantages
+from pipeline.advantage.purity import GROUPS_COLUMNS, anchor_groups
 from pipeline.advantage.stats import STATS_COLUMNS, anchor_stats
 from pipeline.advantage.validate import AdvantageInputError
+from storage.schemas import with_absent_columns
 
 Sink = Callable[[pa.Table, int, str], Any]
-_ARROW_TYPES = {"anchor_group_size": pa.int32()}
-_STATS_EXTRA = ("round", "task_id", "won")
+_ARROW_TYPES = {"anchor_group_size": pa.int32(), "anchor_id": pa.int32()}
+_STATS_EXTRA = ("round", "task_id", "won", "observation", "state_key")
 
 
 @dataclass(frozen=True)
 class JobResult:
-    """What the job produced: sink results per input shard, per-group anchor statistics, and timing."""
+    """What the job produced: sink results per input shard, per-group and per-anchor-group tables, and timing."""
 
     outputs: list  # sink's return value for each input shard, in input order
     anchor_stats: pl.DataFrame  # one row per (round, group_id), storage.schemas.ANCHOR_STATS columns
+    anchor_groups: pl.DataFrame  # one row per (round, group_id, anchor_id), storage.schemas.ANCHOR_GROUPS columns
     shuffled: bool  # True when groups spanned shards and rows were bucketed by group_id
     rows: int  # steps processed
     seconds: float  # wall time of the job
@@ -113,13 +116,14 @@ def run_advantage_job(
     start = time.perf_counter()
     paths = [str(p) for p in paths]
     if not paths:
-        return JobResult([], pl.DataFrame(schema=STATS_COLUMNS), False, 0, 0.0, ex.cores)
+        empty = pl.DataFrame(schema=STATS_COLUMNS), pl.DataFrame(schema=GROUPS_COLUMNS)
+        return JobResult([], *empty, False, 0, 0.0, ex.cores)
     if groups_whole is None:
         groups_whole = not _split_groups(ex, paths, filesystem)
     job = _per_shard if groups_whole else _shuffled
-    outputs, stats = job(ex, paths, cfg, sink, progress, filesystem)
+    outputs, stats, groups = job(ex, paths, cfg, sink, progress, filesystem)
     rows = int(stats["steps"].sum())
-    result = JobResult(outputs, stats, not groups_whole, rows, time.perf_counter() - start, ex.cores)
+    result = JobResult(outputs, stats, groups, not groups_whole, rows, time.perf_counter() - start, ex.cores)
     if progress:
         print(result.summary())
     return result
@@ -139,7 +143,11 @@ def _per_shard(ex, paths: list[str], cfg: AdvantageConfig, sink: Sink, progress:
             f"groups_whole=True but group_id(s) {dup.to_list()[:10]} span several shards; "
             "the written partitions are wrong: rerun with groups_whole=None"
         )
-    return [r[0] for r in results], stats
+    return [r[0] for r in results], stats, _concat_groups([r[2] for r in results])
+
+
+def _concat_groups(frames: list[pl.DataFrame]) -> pl.DataFrame:
+    return pl.concat(frames).sort("round", "group_id", "anchor_id")
 
 
 def _stage(ex, fn, arg_lists: list[tuple], desc: str, progress: bool) -> list:
@@ -174,6 +182,7 @@ def read_scalars(path: str, cfg: AdvantageConfig, table: pa.Table | None = None,
 def attach(table: pa.Table, result: pl.DataFrame) -> pa.Table:
     """The input table with the advantage columns (non-null, storage types) appended."""
     table = table.drop_columns([c for c in ADVANTAGE_COLUMNS if c in table.column_names])
+    table = with_absent_columns(table, "steps")
     for name in ADVANTAGE_COLUMNS:
         kind = _ARROW_TYPES.get(name, pa.float64())
         table = table.append_column(pa.field(name, kind, nullable=False), pa.array(result[name].to_numpy(), kind))
@@ -183,7 +192,7 @@ def attach(table: pa.Table, result: pl.DataFrame) -> pa.Table:
 def _shard_task(path: str, index: int, cfg: AdvantageConfig, sink: Sink, fs):
     table = read_table(fs, path)
     result = compute_advantages(read_scalars(path, cfg, table), cfg)
-    return sink(attach(table, result), index, path), anchor_stats(result)
+    return sink(attach(table, result), index, path), anchor_stats(result), anchor_groups(result)
 
 
 def _split_task(path: str, index: int, cfg: AdvantageConfig, parts: int, fs) -> list[pl.DataFrame]:
@@ -201,7 +210,7 @@ def _bucket_task(pieces: list[pl.DataFrame], cfg: AdvantageConfig, n_shards: int
     per_shard = result.select("_shard", "_row", *ADVANTAGE_COLUMNS).partition_by("_shard", as_dict=True)
     empty = result.clear().select("_row", *ADVANTAGE_COLUMNS)
     shards = [per_shard[(i,)].drop("_shard") if (i,) in per_shard else empty for i in range(n_shards)]
-    return shards, anchor_stats(result)
+    return shards, anchor_stats(result), anchor_groups(result)
 
 
 def _write_task(path: str, index: int, pieces: list[pl.DataFrame], sink: Sink, fs):
@@ -222,4 +231,5 @@ def _shuffled(ex, paths: list[str], cfg: AdvantageConfig, sink: Sink, progress: 
     ]
     outputs = ex.gather(_stage(ex, _write_task, args, "advantages", progress))
     stats = ex.gather([ex.submit(operator.getitem, b, 1) for b in buckets])
-    return outputs, pl.concat(stats).sort("round", "group_id")
+    groups = ex.gather([ex.submit(operator.getitem, b, 2) for b in buckets])
+    return outputs, pl.concat(stats).sort("round", "group_id"), _concat_groups(groups)

@@ -23,19 +23,24 @@ from pipeline.advantage.groupnorm import (
     combine_codes,
     episode_advantage,
     factorize,
+    first_index,
     pair_codes,
 )
 from pipeline.advantage.returns import Segments, canonical_order, step_returns
 from pipeline.advantage.validate import KEY_COLUMNS, check_keys, check_schema, check_values, required_columns
 
 Frame = Union[pl.DataFrame, pl.LazyFrame]
-ADVANTAGE_COLUMNS = ("step_return", "adv_episode", "adv_step", "anchor_group_size", "advantage")
-_DTYPES = {"anchor_group_size": pl.Int32}
+ADVANTAGE_COLUMNS = ("step_return", "adv_episode", "adv_step", "anchor_group_size", "advantage", "anchor_id")
+_DTYPES = {"anchor_group_size": pl.Int32, "anchor_id": pl.Int32}
 CHUNK_ROWS = 1 << 17  # rows per kernel call (whole groups): hash tables and temporaries stay in cache
 
 
 def compute_advantages(steps: Frame, cfg: AdvantageConfig | None = None) -> Frame:
-    """Add ``step_return, adv_episode, adv_step, anchor_group_size, advantage`` to one round's steps.
+    """Add ``step_return, adv_episode, adv_step, anchor_group_size, advantage, anchor_id`` to one round's steps.
+
+    ``anchor_id`` numbers a row's anchor group inside its group_id (0, 1, ...
+    in order of first appearance in (episode_id, step) order), so
+    ``(group_id, anchor_id)`` names an anchor group whatever the strategy.
 
     DataFrame in, DataFrame out (input row order kept). LazyFrame in: the scalar
     columns are collected and checked now, and a LazyFrame joining the results
@@ -70,7 +75,7 @@ def scalar_columns(names, cfg: AdvantageConfig) -> list[str]:
 
 
 def _compute(frame: pl.DataFrame, cfg: AdvantageConfig) -> dict[str, np.ndarray]:
-    """The five advantage columns, as numpy arrays in ``frame``'s row order."""
+    """The advantage columns, as numpy arrays in ``frame``'s row order."""
     check_values(frame, cfg)
     group, episode, step = (frame[c].to_numpy() for c in KEY_COLUMNS)
     order = canonical_order(group, episode, step)
@@ -115,12 +120,14 @@ def _kernel(frame: pl.DataFrame, group, episode, step, cfg: AdvantageConfig) -> 
 
     codes, n_codes = _anchor_codes(frame, seg, cfg)
     adv_step, size = anchor_advantage(returns, codes, n_codes, cfg.norm, cfg.epsilon)
+    first_code = codes[first_index(seg.group_index, seg.n_groups)]  # a group's anchor codes are consecutive
     return {
         "step_return": returns,
         "adv_episode": adv_episode,
         "adv_step": adv_step,
         "anchor_group_size": size.astype(np.int32),
         "advantage": ESTIMATORS[cfg.estimator](adv_episode, adv_step, cfg),
+        "anchor_id": (codes - first_code[seg.group_index]).astype(np.int32),
     }
 
 

@@ -2,7 +2,7 @@
 
 It is the oracle of the property tests and the baseline ``bench/advantage.py``
 measures the engine against; it is not used on any data path. Supports the
-``exact``, ``columns`` and ``similarity`` anchors.
+``exact``, ``columns``, ``state``, ``composite`` and ``similarity`` anchors.
 
 >>> import polars as pl
 >>> steps = pl.DataFrame({"group_id": [0, 0], "episode_id": [0, 1], "step": [0, 0],
@@ -36,6 +36,10 @@ def _identity(row: dict, cfg: AdvantageConfig):
         return row["anchor_key"]
     if cfg.anchor == "columns":
         return tuple(row[c] for c in cfg.anchor_columns)
+    if cfg.anchor == "state":
+        return row["state_key"]
+    if cfg.anchor == "composite":
+        return row["anchor_key"], row["admissible_key"]
     raise NotImplementedError(f"naive_advantages does not implement anchor={cfg.anchor!r}")
 
 
@@ -56,7 +60,7 @@ def _similarity_ids(rows: list[dict], order: list[int], cfg: AdvantageConfig) ->
 
 
 def naive_advantages(steps: pl.DataFrame, cfg: AdvantageConfig) -> dict[str, list]:
-    """Per-row loops: returns the five advantage columns as lists in input row order."""
+    """Per-row loops: returns the advantage columns as lists in input row order."""
     rows = steps.to_dicts()
     n = len(rows)
     order = sorted(range(n), key=lambda i: (rows[i]["group_id"], rows[i]["episode_id"], rows[i]["step"]))
@@ -97,6 +101,10 @@ def naive_advantages(steps: pl.DataFrame, cfg: AdvantageConfig) -> dict[str, lis
     adv_step = [
         _normalise(returns[i], *anchor_stats[anchor[i]], cfg) if size[i] > 1 else 0.0 for i in range(n)
     ]
+    numbers, anchor_id = defaultdict(dict), [0] * n  # group -> {anchor: number in first-appearance order}
+    for i in sorted(range(n), key=lambda i: (rows[i]["group_id"], rows[i]["episode_id"], rows[i]["step"])):
+        seen = numbers[rows[i]["group_id"]]
+        anchor_id[i] = seen.setdefault(anchor[i], len(seen))
     weights = {"gigpo": (1.0, cfg.step_weight), "grpo": (1.0, 0.0), "step_only": (0.0, 1.0)}[cfg.estimator]
     advantage = [weights[0] * e + weights[1] * s for e, s in zip(adv_episode, adv_step)]
     return {
@@ -105,4 +113,5 @@ def naive_advantages(steps: pl.DataFrame, cfg: AdvantageConfig) -> dict[str, lis
         "adv_step": adv_step,
         "anchor_group_size": size,
         "advantage": advantage,
+        "anchor_id": anchor_id,
     }

@@ -1,8 +1,8 @@
 """The advantage stage of a round in a run directory.
 
 Reads the round's committed ``steps`` shards, writes one ``advantages`` shard
-per steps shard (from the workers, through ``storage.write_shard``) and the
-``anchor_stats`` table, then commits the ``advantages`` stage with the
+per steps shard (from the workers, through ``storage.write_shard``), the
+``anchor_stats`` and ``anchor_groups`` tables, then commits the ``advantages`` stage with the
 trajectories' policy version. A committed stage is left alone (a rerun is a
 no-op); a crashed attempt's leftovers are cleared first.
 """
@@ -36,7 +36,7 @@ def run_advantage_round(
     config_hash: str | None = None,
     progress: bool = True,
 ) -> JobResult | None:
-    """Compute and commit round ``round``'s advantages and anchor statistics; None if already committed.
+    """Compute and commit round ``round``'s advantages, anchor statistics and anchor groups; None if committed.
 
     ``config_hash`` is recorded in the manifest (default: the hash of ``cfg``).
 
@@ -52,6 +52,7 @@ def run_advantage_round(
     result = run_advantage_job(
         paths, sink, cfg, client=client, groups_whole=groups_whole, progress=progress, filesystem=run.fs
     )
-    stats = storage.write_shard(run, round, "anchor_stats", result.anchor_stats, "anchor_stats")
-    run.commit(round, STAGE, [*result.outputs, stats], config_hash or pipeline_config_hash(cfg), policy_version)
+    tables = [storage.write_shard(run, round, name, getattr(result, name), name)
+              for name in ("anchor_stats", "anchor_groups")]
+    run.commit(round, STAGE, [*result.outputs, *tables], config_hash or pipeline_config_hash(cfg), policy_version)
     return result

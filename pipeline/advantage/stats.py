@@ -6,6 +6,8 @@ The number of anchor groups is recovered from ``anchor_group_size`` alone (a
 group of k steps contributes k rows of 1/k), so it holds for every anchor
 strategy, fuzzy ones included. ``round`` and ``group_id`` identify a group
 (group ids are unique within a round), so a table of several rounds works.
+The purity columns (``purity.py``) compare the anchor groups (``anchor_id``)
+with the true state (``state_key``); they are null without one.
 """
 from __future__ import annotations
 
@@ -14,12 +16,13 @@ from typing import Union
 import numpy as np
 import polars as pl
 
-from pipeline.advantage.returns import canonical_order
+from pipeline.advantage.purity import PURITY_COLUMNS, purity_by_group, sort_rows
 from pipeline.advantage.validate import AdvantageInputError
 
 Frame = Union[pl.DataFrame, pl.LazyFrame]
 STATS_INPUT = (
-    "round", "group_id", "task_id", "episode_id", "step", "reward", "anchor_group_size", "adv_episode", "adv_step"
+    "round", "group_id", "task_id", "episode_id", "step", "reward", "anchor_group_size", "adv_episode", "adv_step",
+    "anchor_id",
 )
 STATS_COLUMNS = {
     "round": pl.Int32,
@@ -33,11 +36,12 @@ STATS_COLUMNS = {
     "mean_abs_adv_episode": pl.Float64,
     "mean_abs_adv_step": pl.Float64,
     "success_rate": pl.Float64,
+    **PURITY_COLUMNS,
 }
 
 
 def anchor_stats(advantages: Frame) -> Frame:
-    """One row per (round, group_id): steps, episodes, anchor groups, anchored share, sizes, |A|, success.
+    """One row per (round, group_id): steps, episodes, anchor groups, anchored share, sizes, |A|, success, purity.
 
     Vectorised segment reductions over rows in canonical order (round, group,
     episode, step), summed with ``np.bincount``: a round and any split of it
@@ -45,35 +49,30 @@ def anchor_stats(advantages: Frame) -> Frame:
 
     >>> adv = pl.DataFrame({"round": [0, 0, 0], "group_id": [4, 4, 4], "task_id": ["t"] * 3,
     ...     "episode_id": [0, 0, 1], "step": [0, 1, 0], "reward": [0.0, 1.0, 0.0], "anchor_group_size": [2, 1, 2],
-    ...     "adv_episode": [0.5, 0.5, -1.0], "adv_step": [0.7, 0.0, -0.7]})
-    >>> anchor_stats(adv).select("anchor_groups", "anchored_share", "success_rate").row(0)
-    (2, 0.6666666666666666, 0.5)
+    ...     "adv_episode": [0.5, 0.5, -1.0], "adv_step": [0.7, 0.0, -0.7], "anchor_id": [0, 1, 0],
+    ...     "state_key": [5, 5, 5]})
+    >>> anchor_stats(adv).select("anchor_groups", "anchored_share", "success_rate", "missed_revisit_share").row(0)
+    (2, 0.6666666666666666, 0.5, 0.3333333333333333)
     """
     lazy = isinstance(advantages, pl.LazyFrame)
     schema = advantages.collect_schema() if lazy else advantages.schema
     missing = [c for c in STATS_INPUT if c not in schema]
     if missing:
         raise AdvantageInputError(f"anchor_stats: advantages lack column(s) {missing}; present: {list(schema)}")
-    columns = [*STATS_INPUT, *(["won"] if "won" in schema else [])]
+    columns = [*STATS_INPUT, *(c for c in ("won", "state_key") if c in schema)]
     rows = advantages.lazy().select(columns).collect() if lazy else advantages.select(columns)
     out = _per_group(rows) if rows.height else pl.DataFrame(schema=STATS_COLUMNS)
     return out.lazy() if lazy else out
 
 
 def _per_group(rows: pl.DataFrame) -> pl.DataFrame:
-    keys = [rows[c].to_numpy() for c in ("round", "group_id", "episode_id", "step")]
-    order = canonical_order(*keys)
-    if order is not None:
-        rows = rows[order]
-        keys = [k[order] for k in keys]
-    rnd, group, episode, _ = keys
+    rows, codes, starts = sort_rows(rows)
+    rnd, group, episode = (rows[c].to_numpy() for c in ("round", "group_id", "episode_id"))
     n = len(rnd)
-    new_group = np.ones(n, dtype=bool)
-    new_group[1:] = (rnd[1:] != rnd[:-1]) | (group[1:] != group[:-1])
-    new_episode = new_group.copy()
+    new_episode = np.zeros(n, dtype=bool)
+    new_episode[starts] = True
     new_episode[1:] |= episode[1:] != episode[:-1]
-    starts, ep_starts = np.flatnonzero(new_group), np.flatnonzero(new_episode)
-    codes = np.cumsum(new_group) - 1
+    ep_starts = np.flatnonzero(new_episode)
     ep_codes, k = codes[ep_starts], len(starts)
     count = np.diff(np.append(starts, n))
     episodes = np.bincount(ep_codes, minlength=k)
@@ -105,4 +104,4 @@ def _per_group(rows: pl.DataFrame) -> pl.DataFrame:
             "mean_abs_adv_step": mean_abs("adv_step"),
             "success_rate": np.bincount(ep_codes, success, k) / episodes,
         }
-    ).cast(STATS_COLUMNS)
+    ).hstack(purity_by_group(rows, codes, k)).cast(STATS_COLUMNS)

@@ -13,6 +13,12 @@ if TYPE_CHECKING:
 
 KEY_COLUMNS = ("group_id", "episode_id", "step")
 SHOWN = 10  # offending ids quoted in a message
+# Why a column written only by some envs or schema versions may be missing or null.
+_ENV_REPORTED = {
+    "state_key": "only envs that report their true state (ALFWorld) write it; runs of schema version 1 lack it",
+    "admissible_key": "only envs that report admissible commands (ALFWorld) write it; "
+                      "runs of schema version 1 lack it",
+}
 
 
 class AdvantageInputError(ValueError):
@@ -36,6 +42,12 @@ def _pairs(episode: np.ndarray, step: np.ndarray, rows: np.ndarray) -> str:
     return _listed(((int(episode[i]), int(step[i])) for i in rows[:SHOWN]), len(rows))
 
 
+def _why(columns: Iterable[str], anchor: str | None = None) -> str:
+    notes = [f"{c!r}: {_ENV_REPORTED[c]}" for c in columns if c in _ENV_REPORTED]
+    use = f"; anchor={anchor!r} cannot be used on these steps" if anchor and notes else ""
+    return (" (" + "; ".join(notes) + ")" if notes else "") + use
+
+
 def check_schema(schema: pl.Schema, cfg: "AdvantageConfig") -> None:
     """Required columns present, keys integer, reward numeric, action_valid boolean."""
     needed = required_columns(cfg)
@@ -43,6 +55,7 @@ def check_schema(schema: pl.Schema, cfg: "AdvantageConfig") -> None:
     if missing:
         raise AdvantageInputError(
             f"steps lack column(s) {missing} (anchor={cfg.anchor!r} reads {list(needed)}); present: {list(schema)}"
+            + _why(missing)
         )
     for col in KEY_COLUMNS:
         if not schema[col].is_integer():
@@ -51,8 +64,9 @@ def check_schema(schema: pl.Schema, cfg: "AdvantageConfig") -> None:
         raise AdvantageInputError(f"column 'reward' must be numeric, got {schema['reward']}")
     if "action_valid" in schema and schema["action_valid"] != pl.Boolean:
         raise AdvantageInputError(f"column 'action_valid' must be Boolean, got {schema['action_valid']}")
-    if cfg.anchor == "exact" and not schema["anchor_key"].is_integer():
-        raise AdvantageInputError(f"column 'anchor_key' must be an integer type (uint64), got {schema['anchor_key']}")
+    for col in ("anchor_key", "state_key", "admissible_key"):
+        if col in needed and not schema[col].is_integer():
+            raise AdvantageInputError(f"column {col!r} must be an integer type (uint64), got {schema[col]}")
     if cfg.anchor in ("normalized", "similarity", "embedding") and schema["observation"] != pl.String:
         raise AdvantageInputError(f"column 'observation' must be String, got {schema['observation']}")
 
@@ -63,7 +77,8 @@ def check_values(frame: pl.DataFrame, cfg: "AdvantageConfig") -> None:
     for col in required_columns(cfg) + (("action_valid",) if "action_valid" in frame.columns else ()):
         if col not in nullable_ok and frame[col].null_count():
             bad = frame.filter(pl.col(col).is_null())["episode_id"].unique(maintain_order=True)
-            raise AdvantageInputError(f"column {col!r} has null values in episode_id(s) {_listed(bad)}")
+            raise AdvantageInputError(
+                f"column {col!r} has null values in episode_id(s) {_listed(bad)}" + _why([col], cfg.anchor))
     if "round" in frame.columns and frame.height and frame["round"].min() != frame["round"].max():
         rounds = frame["round"].unique().sort().to_list()
         raise AdvantageInputError(f"column 'round' holds several rounds {rounds}; compute one round at a time")

@@ -2,6 +2,17 @@
 
 One ``AlfworldEnv`` plays one game at a time; ``reset(game_file)`` loads a
 ``game.tw-pddl`` (real ALFWorld data or ``alfworld_gen`` output, same code).
+Every result carries ``state_key``, a stable 64-bit hash of the engine's true
+state: its PDDL facts, without two kinds that never tell states apart:
+
+- fast-downward's negated atoms (``not_atlocation``): an encoding artefact
+  whose presence depends on the path taken, not on the state;
+- ``INERT`` predicates, which no action's precondition, conditional effect
+  or goal reads (``checked``: a record of having looked or opened;
+  ``wasinreceptacle``: where an object has ever been; ...); two states that
+  differ only there have the same future, rewards included.
+
+Equal keys mean equal states, whatever the text says.
 
 >>> from pipeline.envs.alfworld_gen import generate_games
 >>> import tempfile
@@ -12,11 +23,16 @@ One ``AlfworldEnv`` plays one game at a time; ``reset(game_file)`` loads a
 >>> last = [env.step(a) for a in first.expert_plan][-1]
 >>> last.won, last.reward, last.terminated
 (True, 10.0, True)
+>>> env.reset(game).state_key == first.state_key != last.state_key
+True
+>>> env.step("look").state_key == first.state_key  # looking only sets the inert ``checked``
+True
 """
 from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import json
 import os
 import sys
@@ -25,6 +41,10 @@ from dataclasses import dataclass, field
 EXPERTS = (None, "planner", "handcoded")
 _GAME_KEYS = ("pddl_domain", "grammar", "pddl_problem")
 TASK_MARKER = "Your task is to: "
+NEGATED = "not_"  # textworld's name prefix of fast-downward's negated atoms (no ALFWorld predicate starts so)
+# ALFWorld predicates no precondition, conditional effect or goal reads (a test checks the domain and goals)
+INERT = frozenset({"checked", "examined", "wasinreceptacle", "isreceptacleobjectfull", "holdsanyreceptacleobject",
+                   "full", "moveable"})
 
 
 class GameFileError(ValueError):
@@ -55,6 +75,7 @@ class ResetResult:
     task: str  # task sentence, e.g. "put some apple on countertop."
     admissible_commands: list[str]  # commands the game accepts now
     expert_plan: list[str] | None = None  # expert's next commands (None without an expert)
+    state_key: int | None = None  # stable hash of the engine's true state now (see ``state_key``)
 
 
 @dataclass(frozen=True)
@@ -71,6 +92,7 @@ class StepResult:
     truncation_reason: str | None = None  # "max_steps", "env_crash", "env_error" or None
     expert_plan: list[str] | None = None  # expert's next commands (None without an expert)
     error: str | None = field(default=None, compare=False)  # the failure behind env_crash/env_error
+    state_key: int | None = None  # stable hash of the engine's true state now (None when the step failed)
 
     @property
     def done(self) -> bool:
@@ -84,6 +106,18 @@ def task_sentence(observation: str, where: str) -> str:
     if start < 0:
         raise GameFileError(f"{where}: initial observation has no {TASK_MARKER!r}: {observation[:200]!r}")
     return observation[start + len(TASK_MARKER):].strip()
+
+
+def state_key(facts) -> int:
+    """Stable uint64 key of a true state: BLAKE2b-64 (little endian) of its sorted fact strings.
+
+    Independent of the facts' order, the process and the Python version (never ``hash()``).
+
+    >>> state_key(["b(x)", "a(y)"]) == state_key(["a(y)", "b(x)"]) != state_key(["a(y)"])
+    True
+    """
+    text = "\n".join(sorted(str(f) for f in facts))
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")
 
 
 def read_game_file(path: str) -> dict:
@@ -165,7 +199,7 @@ class AlfworldEnv:
             state = self._engine.reset()
         self._steps, self._done = 0, False
         return ResetResult(game_file, state.feedback, task_sentence(state.feedback, game_file),
-                           list(state["admissible_commands"]), _plan(state))
+                           list(state["admissible_commands"]), _plan(state), _state_key(state))
 
     def step(self, action: str) -> StepResult:
         """Play ``action``; an unknown command gets the game's own reply ("Nothing happens.")."""
@@ -178,7 +212,7 @@ class AlfworldEnv:
         self._done = won or truncated
         return StepResult(state.feedback, self.config.win_reward if won else 0.0, won, truncated, won,
                           list(state["admissible_commands"]), self._steps,
-                          "max_steps" if truncated else None, _plan(state))
+                          "max_steps" if truncated else None, _plan(state), state_key=_state_key(state))
 
 
 def _file_key(path: str) -> tuple:
@@ -187,6 +221,10 @@ def _file_key(path: str) -> tuple:
     except OSError as exc:
         raise GameFileError(f"{path}: game file not found") from exc
     return path, st.st_mtime_ns, st.st_size
+
+
+def _state_key(state) -> int:
+    return state_key(str(f) for f in state["_facts"] if not (f.name.startswith(NEGATED) or f.name in INERT))
 
 
 def _plan(state) -> list[str] | None:
@@ -205,4 +243,4 @@ def _naming(path: str, what: str):
 
 
 __all__ = ["AlfworldEnv", "AlfworldEnvConfig", "GameFileError", "ResetResult", "StepResult", "make_engine",
-           "read_game_file", "task_sentence"]
+           "read_game_file", "state_key", "task_sentence"]

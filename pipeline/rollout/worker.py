@@ -10,6 +10,12 @@ Ids: group ``g`` of the round (its task's index in the round's task list) has
 ``group_id = g`` and episodes ``episode_id = g * group_size + member``, so a
 retried batch writes identical ids.
 
+Each row also carries what the env reported about the state acted on:
+``state_key`` (the engine's true state, ``AlfworldEnv``) and ``admissible_key``
+(``commands_key`` of its admissible commands), for anchor purity and the
+``state``/``composite`` anchors. Hashing the commands here costs one BLAKE2b
+per step; storing them would add ~30 strings per step to every row.
+
 Failures stay inside their episode, the batch is still written:
 
 - an env that raises (or whose worker process dies) ends that episode
@@ -31,7 +37,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from pipeline.advantage.anchors import anchor_key
+from pipeline.advantage.anchors import anchor_key, commands_key
 from pipeline.envs.pool import EnvPool
 from pipeline.envs.prompts import build_prompt, chat_prompt, parse_action
 from pipeline.policy.base import PolicyBackend
@@ -39,8 +45,9 @@ from pipeline.rollout.config import RolloutConfig
 
 log = logging.getLogger(__name__)
 
-STEP_COLUMNS = ("group_id", "episode_id", "task_id", "step", "observation", "prompt_ids", "response_ids",
-                "response_logprobs", "action", "action_valid", "reward", "terminated", "truncated")
+STEP_COLUMNS = ("group_id", "episode_id", "task_id", "step", "observation", "state_key", "admissible_key",
+                "prompt_ids", "response_ids", "response_logprobs", "action", "action_valid", "reward", "terminated",
+                "truncated")
 
 
 @dataclass(frozen=True)
@@ -83,19 +90,21 @@ class _Episodes:
         self.task_id = [g.task_id for g in groups for _ in range(group_size)]
         n = len(self.eid)
         self.obs, self.task, self.admissible = [""] * n, [""] * n, [[] for _ in range(n)]
+        self.state: list[int | None] = [None] * n  # state_key of the state each episode is in
         self.history: list[list[tuple[str, str]]] = [[] for _ in range(n)]
         self.score, self.length, self.last_row = [0.0] * n, [0] * n, [-1] * n
         self.end: list[tuple | None] = [None] * n  # (won, terminated, truncated, reason)
         self.rows: dict[str, list] = {c: [] for c in STEP_COLUMNS}
 
     def add_row(self, k: int, prompt: list[int], gen, action: str, valid: bool, res) -> None:
-        values = (self.gid[k], self.eid[k], self.task_id[k], self.length[k], self.obs[k], prompt, gen.token_ids,
-                  gen.logprobs, action, valid, res.reward, res.terminated, res.truncated)
+        values = (self.gid[k], self.eid[k], self.task_id[k], self.length[k], self.obs[k], self.state[k],
+                  commands_key(self.admissible[k]), prompt, gen.token_ids, gen.logprobs, action, valid, res.reward,
+                  res.terminated, res.truncated)
         for col, v in zip(STEP_COLUMNS, values):
             self.rows[col].append(v)
         self.last_row[k] = len(self.rows["step"]) - 1
         self.history[k].append((self.obs[k], action))
-        self.obs[k], self.admissible[k] = res.observation, list(res.admissible_commands)
+        self.obs[k], self.admissible[k], self.state[k] = res.observation, list(res.admissible_commands), res.state_key
         self.score[k] += res.reward
         self.length[k] += 1
         if res.done:
@@ -116,6 +125,8 @@ class _Episodes:
             "task_id": pl.Series(r["task_id"], dtype=pl.String),
             "step": pl.Series(r["step"], dtype=pl.Int32),
             "observation": pl.Series(r["observation"], dtype=pl.String),
+            "state_key": pl.Series(r["state_key"], dtype=pl.UInt64),
+            "admissible_key": pl.Series(r["admissible_key"], dtype=pl.UInt64),
             "prompt_ids": pl.Series(r["prompt_ids"], dtype=pl.List(pl.Int32)),
             "response_ids": pl.Series(r["response_ids"], dtype=pl.List(pl.Int32)),
             "response_logprobs": pl.Series(r["response_logprobs"], dtype=pl.List(pl.Float32)),
@@ -205,6 +216,7 @@ def play_batch(policy: PolicyBackend, pool: EnvPool, groups: list[Group], config
     eps = _Episodes(good, G)
     for k, s in enumerate(starts):
         eps.obs[k], eps.task[k], eps.admissible[k] = s.observation, s.task, list(s.admissible_commands)
+        eps.state[k] = s.state_key
     running, turn = list(range(len(starts))), 0
     while running:
         slots, prompts = _prompts(eps, running, policy, config, stats)

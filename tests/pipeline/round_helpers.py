@@ -155,6 +155,7 @@ def tables(run: storage.Run, rounds: list[int]) -> dict[str, pl.DataFrame]:
         "episodes": run.read("episodes", rounds).sort("round", "episode_id"),
         "advantages": run.read("advantages", rounds).sort("round", *KEY),
         "anchor_stats": run.read("anchor_stats", rounds).sort("round", "group_id"),
+        "anchor_groups": run.read("anchor_groups", rounds).sort("round", "group_id", "anchor_id"),
         "evaluation": run.read("evaluation", rounds).sort("round", "episode_id"),
     }
 
@@ -183,3 +184,6 @@ def check_round_tables(run: storage.Run, round: int) -> None:
     assert stats["group_id"].to_list() == list(range(TASKS))
     assert stats["steps"].to_list() == [G * MAX_STEPS] * TASKS and stats["episodes"].to_list() == [G] * TASKS
     assert evaluation.select("episode_id", "policy_version", "length").rows() == [(0, round + 1, MAX_STEPS)]
+    groups = t["anchor_groups"].group_by("group_id", maintain_order=True).agg(pl.col("size").sum(), pl.len())
+    assert groups.rows() == [(g, G * MAX_STEPS, n) for g, n in zip(range(TASKS), stats["anchor_groups"])]
+    assert steps["state_key"].null_count() == 0 and t["anchor_groups"]["pure"].null_count() == 0  # ALFWorld's states

@@ -10,7 +10,8 @@ from pipeline.report import main, summary
 
 def _metrics(r):
     return RoundMetrics(round=r, policy_version=r, success_rate=0.25 * r, eval_success_rate=0.5,
-                        anchored_share=0.4, stage_seconds={"collect": 6.0, "advantage": 1.0, "train": 3.0})
+                        anchored_share=0.4, anchor_pure_share=0.75 if r else None,
+                        stage_seconds={"collect": 6.0, "advantage": 1.0, "train": 3.0})
 
 
 def test_metrics_are_committed_once_per_round(tmp_path):
@@ -29,11 +30,11 @@ def test_report_files_and_summary(tmp_path, capsys):
         commit_metrics(run, _metrics(r), "cfg")
     assert main([str(tmp_path)]) == 0
     names = [p.rsplit("/", 1)[1] for p in capsys.readouterr().out.split()]
-    assert names == ["success.png", "anchors.png", "stage_times.png", "summary.md"]
-    for name in names[:3]:
+    assert names == ["success.png", "anchors.png", "purity.png", "stage_times.png", "summary.md"]
+    for name in names[:4]:
         assert (tmp_path / "report" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = summary([_metrics(1)]).splitlines()
-    assert table[2] == "| 1 | 0.25 | 0.5 | 0 | 0 | 0.4 | - | - | - | - | - | 0.1 |"
+    assert table[2] == "| 1 | 0.25 | 0.5 | 0 | 0 | 0.4 | 0.75 | - | - | - | - | - | 0.1 |"
 
 
 def test_report_of_empty_run_is_a_clear_error(tmp_path, capsys):

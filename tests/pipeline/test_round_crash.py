@@ -74,7 +74,7 @@ def _trainer_running(pgid: int) -> bool:
 
 
 # The first file each stage writes, relative to round 0's folder: collect writes batch 0 of 2, then batch 1;
-# the advantage stage writes one shard per steps shard, then anchor_stats, then commits.
+# the advantage stage writes one shard per steps shard, then anchor_stats and anchor_groups, then commits.
 FIRST_FILE = {"collect": "trajectories/steps/batch-000000.parquet",
               "advantage": "advantages/advantages/a00000.parquet"}
 
@@ -122,7 +122,7 @@ def test_driver_killed_during_a_stage_resumes_to_the_same_rows(reference, tmp_pa
 
     check_round_tables(run, 0)
     got = tables(run, [0])
-    for name in ("steps", "episodes", "advantages", "anchor_stats", "evaluation"):
+    for name in ("steps", "episodes", "advantages", "anchor_stats", "anchor_groups", "evaluation"):
         assert_frame_equal(got[name], ref_tables[name], check_exact=True)
     assert got["steps"].select(pl.struct(KEY).is_unique().all()).item()
     assert [json.loads(line)["round"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()] == [0]

@@ -17,7 +17,7 @@ def test_demo_show_verify(tmp_path, capsys):
     assert main(["show", run, "--table", "steps", "--round", "0", "--head", "2"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("steps: Schema([('round', Int32), ('policy_version', Int32), ('group_id', Int64)")
-    assert "shape: (2, 16)" in out
+    assert "shape: (2, 18)" in out
     assert main(["verify", run]) == 0
     assert capsys.readouterr().out == "4 committed file(s) match their manifests\n"
 

@@ -27,7 +27,7 @@ def _advantages(round: int) -> pl.DataFrame:
         response_logprobs=pl.col("response_ids").list.eval(pl.element().cast(pl.Float32) * 0 - 1.5),
         step_return=pl.lit(1.0), adv_episode=pl.lit(0.5), adv_step=pl.lit(0.25),
         anchor_group_size=pl.lit(1, dtype=pl.Int32),
-        advantage=(pl.col("step") % 3 - 1).cast(pl.Float64))
+        advantage=(pl.col("step") % 3 - 1).cast(pl.Float64), anchor_id=pl.col("step"))
 
 
 def test_bad_shard_rows_are_named_by_episode_and_step(tiny_model, tmp_path):

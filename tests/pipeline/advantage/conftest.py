@@ -38,8 +38,13 @@ def build_frame(rows: list[tuple], **extra: list) -> pl.DataFrame:
 
 
 def build_steps_table(df: pl.DataFrame) -> pa.Table:
-    """A full ``storage.schemas.STEPS`` table around the scalar columns of ``df`` (token columns filled in)."""
+    """A full ``storage.schemas.STEPS`` table around the scalar columns of ``df`` (token columns filled in).
+
+    ``state_key`` and ``admissible_key`` are taken from ``df`` when it has them, else null.
+    """
+    absent = [pl.lit(None, pl.UInt64).alias(c) for c in ("state_key", "admissible_key") if c not in df.columns]
     full = df.with_columns(
+        *absent,
         pl.lit(0, pl.Int32).alias("round"),
         pl.lit(0, pl.Int32).alias("policy_version"),
         pl.format("task-{}", pl.col("group_id")).alias("task_id"),

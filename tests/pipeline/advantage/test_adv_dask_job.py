@@ -14,7 +14,7 @@ from distributed import Client, LocalCluster
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.advantage import AdvantageConfig, AdvantageInputError, anchor_stats, compute_advantages
+from pipeline.advantage import AdvantageConfig, AdvantageInputError, anchor_groups, anchor_stats, compute_advantages
 from pipeline.advantage.dask_job import run_advantage_job
 from pipeline.advantage.round_job import run_advantage_round
 from pipeline.config import config_hash
@@ -59,14 +59,16 @@ def read_outputs(result) -> pl.DataFrame:
 
 
 def round_frame(frame) -> pl.DataFrame:
-    """Four groups of three episodes, sharing start states inside each group."""
+    """Four groups of three episodes, sharing start states inside each group; true states sometimes differ."""
     rows = []
     for g in range(4):
         for e in range(3):
             length = 2 + (g + e) % 3
             for s in range(length):
                 rows.append((g, 10 * g + e, s, float(s == length - 1 and e != 1), (g + s * (e % 2)) % 5))
-    return frame(rows, action_valid=[i % 7 != 3 for i in range(len(rows))])
+    state = pl.Series([(r[4] + r[1] * (r[2] == 2)) % 7 for r in rows], dtype=pl.UInt64)
+    return frame(rows, action_valid=[i % 7 != 3 for i in range(len(rows))], state_key=state,
+                 admissible_key=pl.Series([r[2] % 2 for r in rows], dtype=pl.UInt64))
 
 
 def test_one_task_per_shard_when_groups_are_whole(client, tmp_path, frame, steps_table):
@@ -85,6 +87,9 @@ def test_one_task_per_shard_when_groups_are_whole(client, tmp_path, frame, steps
         assert written.select(table.column_names).equals(pq.read_table(paths[i]))  # rows, order, tokens kept
     assert read_outputs(result).sort(KEYS).equals(expected.sort(KEYS))
     assert result.anchor_stats.equals(anchor_stats(expected))
+    assert result.anchor_groups.equals(anchor_groups(expected))
+    # each group's start anchor also holds a step 2 whose true state differs: one impure anchor group per group
+    assert result.anchor_groups["pure"].to_list().count(False) == 4
 
 
 def test_groups_split_across_shards_are_shuffled(client, tmp_path, frame, steps_table):
@@ -98,6 +103,7 @@ def test_groups_split_across_shards_are_shuffled(client, tmp_path, frame, steps_
     for i, out in enumerate(result.outputs):
         assert pq.read_table(out["path"]).select(table.column_names).equals(pq.read_table(paths[i]))
     assert result.anchor_stats.equals(anchor_stats(expected))
+    assert result.anchor_groups.equals(anchor_groups(expected))
 
 
 def test_trusted_whole_groups_are_verified(client, tmp_path, frame, steps_table):
@@ -126,6 +132,7 @@ def test_forced_shuffle_and_in_process_runs_agree(client, tmp_path, frame, steps
 def test_no_shards(client):
     result = run_advantage_job([], ParquetSink("."), CFG, client=client, progress=False)
     assert result.outputs == [] and result.rows == 0 and result.anchor_stats.columns[:2] == ["round", "group_id"]
+    assert result.anchor_groups.columns[:3] == ["round", "group_id", "anchor_id"]
 
 
 @st.composite
@@ -136,18 +143,21 @@ def sharded_rounds(draw):
         for _ in range(draw(st.integers(1, 3))):
             for s in range(draw(st.integers(1, 5))):
                 reward = draw(st.sampled_from([0.0, 1.0, 0.5, -1.0]))
-                rows.append((g, episode, s, reward, draw(st.integers(0, 3)), draw(st.booleans())))
+                rows.append((g, episode, s, reward, draw(st.integers(0, 3)), draw(st.booleans()), draw(st.integers(0, 2))))
             episode += 1
     n_shards = draw(st.integers(1, 4))
     return rows, draw(st.lists(st.integers(0, n_shards - 1), min_size=len(rows), max_size=len(rows))), n_shards
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(data=sharded_rounds(), episode_stats=st.sampled_from(["steps", "episodes"]))
-def test_dask_equals_polars(client, frame, steps_table, data, episode_stats):
+@given(data=sharded_rounds(), episode_stats=st.sampled_from(["steps", "episodes"]),
+       anchor=st.sampled_from(["exact", "state", "composite"]))
+def test_dask_equals_polars(client, frame, steps_table, data, episode_stats, anchor):
     rows, shard_of_row, n_shards = data
-    cfg = AdvantageConfig(episode_stats=episode_stats)
-    table = steps_table(frame(rows))
+    cfg = AdvantageConfig(episode_stats=episode_stats, anchor=anchor)
+    extra = {"state_key": pl.Series([r[6] for r in rows], dtype=pl.UInt64),
+             "admissible_key": pl.Series([r[6] * r[2] % 2 for r in rows], dtype=pl.UInt64)}
+    table = steps_table(frame([r[:6] for r in rows], **extra))
     with tempfile.TemporaryDirectory() as tmp:
         paths = write_shards(Path(tmp), table, shard_of_row, n_shards)
         result = run_advantage_job(paths, ParquetSink(Path(tmp)), cfg, client=client, progress=False)
@@ -155,6 +165,7 @@ def test_dask_equals_polars(client, frame, steps_table, data, episode_stats):
     expected = compute_advantages(pl.from_arrow(table), cfg).sort(KEYS)
     assert got.equals(expected)
     assert result.anchor_stats.equals(anchor_stats(expected))
+    assert result.anchor_groups.equals(anchor_groups(expected))
 
 
 def test_round_stage_through_storage(client, tmp_path, frame, steps_table):
@@ -170,8 +181,9 @@ def test_round_stage_through_storage(client, tmp_path, frame, steps_table):
     assert [o.rows for o in result.outputs] == [i.rows for i in infos]
     manifest = run.manifest(0, "advantages")
     assert manifest.policy_version == 3 and manifest.config_hash == config_hash(CFG)
-    assert manifest.tables() == ["advantages", "anchor_stats"]
+    assert manifest.tables() == ["advantages", "anchor_groups", "anchor_stats"]
     expected = compute_advantages(run.read("steps", rounds=[0]), CFG)
     assert run.read("advantages", rounds=[0]).sort(KEYS).equals(expected.sort(KEYS))
     assert run.read("anchor_stats", rounds=[0]).equals(anchor_stats(expected))
+    assert run.scan("anchor_groups", rounds=[0]).collect().equals(anchor_groups(expected))
     assert run_advantage_round(run, 0, CFG, client=client, progress=False) is None  # committed: a rerun is a no-op

@@ -146,6 +146,8 @@ def test_keeps_input_row_order_and_other_columns(shared_start):
     assert out.columns == steps.columns + list(ADVANTAGE_COLUMNS)
     assert out.select(steps.columns).equals(steps)
     assert out["step_return"].to_list() == [0.0, 0.0, 1.0, 0.5, 0.25, 1.0, 0.5]
+    # anchors 1, 2, 3 first appear in that (episode, step) order
+    assert out["anchor_id"].to_list() == [2, 0, 1, 2, 0, 1, 0]
     assert out.schema["anchor_group_size"] == pl.Int32 and out.schema["advantage"] == pl.Float64
 
 
@@ -166,7 +168,7 @@ def test_lazy_in_lazy_out(shared_start):
 def test_empty_in_empty_out(frame):
     out = compute_advantages(frame([]), AdvantageConfig())
     assert out.height == 0
-    assert [out.schema[c] for c in ADVANTAGE_COLUMNS] == [pl.Float64] * 3 + [pl.Int32, pl.Float64]
+    assert [out.schema[c] for c in ADVANTAGE_COLUMNS] == [pl.Float64] * 3 + [pl.Int32, pl.Float64, pl.Int32]
 
 
 def test_gamma_one_and_zero(frame):

@@ -16,7 +16,9 @@ SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[Healt
 def step_frames(draw, texts: bool = False) -> pl.DataFrame:
     """A round: 1-4 groups of 1-4 episodes of 1-6 steps, few anchor states so they collide."""
     group_ids = draw(st.lists(st.integers(-50, 50), min_size=1, max_size=4, unique=True))
-    columns = {k: [] for k in ("group_id", "episode_id", "step", "reward", "anchor_key", "action_valid", "observation")}
+    names = ("group_id", "episode_id", "step", "reward", "anchor_key", "action_valid", "observation", "state_key",
+             "admissible_key")
+    columns = {k: [] for k in names}
     episode = draw(st.integers(-1000, 1000))
     words = ["open fridge 1", "open fridge 2", "go to desk 1", "go to desk 11", "look around", "look around."]
     for g in group_ids:
@@ -30,8 +32,11 @@ def step_frames(draw, texts: bool = False) -> pl.DataFrame:
                 columns["anchor_key"].append(draw(st.integers(0, 3)))
                 columns["action_valid"].append(draw(st.booleans()))
                 columns["observation"].append(draw(st.sampled_from(words)) if texts else "")
+                columns["state_key"].append(draw(st.integers(0, 2)))
+                columns["admissible_key"].append(draw(st.integers(0, 1)))
     dtypes = {
-        "group_id": pl.Int64, "episode_id": pl.Int64, "step": pl.Int32, "reward": pl.Float32, "anchor_key": pl.UInt64
+        "group_id": pl.Int64, "episode_id": pl.Int64, "step": pl.Int32, "reward": pl.Float32, "anchor_key": pl.UInt64,
+        "state_key": pl.UInt64, "admissible_key": pl.UInt64,
     }
     return pl.DataFrame(columns).with_columns(pl.col(c).cast(t) for c, t in dtypes.items())
 
@@ -44,6 +49,7 @@ configs = st.builds(
     norm=st.sampled_from(["std", "mean"]),
     episode_stats=st.sampled_from(["steps", "episodes"]),
     invalid_penalty=st.sampled_from([0.0, 0.1]),
+    anchor=st.sampled_from(["exact", "exact", "state", "composite"]),
 )
 
 
@@ -73,6 +79,7 @@ def test_similarity_matches_per_row_verl_agent_clustering(steps, order, threshol
     out = compute_advantages(steps, cfg)
     expected = naive_advantages(steps, cfg)
     assert out["anchor_group_size"].to_list() == expected["anchor_group_size"]
+    assert out["anchor_id"].to_list() == expected["anchor_id"]
     assert out["adv_step"].to_list() == pytest.approx(expected["adv_step"], rel=1e-9, abs=1e-8)
 
 

@@ -36,7 +36,8 @@ def test_anchor_stats_values(advantages):
     assert second == {
         "round": 2, "group_id": 1, "task_id": "task-1", "steps": 1, "episodes": 1, "anchor_groups": 1,
         "anchored_share": 0.0, "largest_anchor_group": 1, "mean_abs_adv_episode": 0.0, "mean_abs_adv_step": 0.0,
-        "success_rate": 0.0,
+        "success_rate": 0.0, "pure_share": None, "impure_step_share": None, "states_per_anchor_group": None,
+        "revisit_steps": None, "missed_revisit_share": None,  # these steps have no state_key
     }
 
 

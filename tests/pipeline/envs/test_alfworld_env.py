@@ -1,14 +1,17 @@
 """AlfworldEnv on the real textworld/ALFWorld engine: wins, losses, exact texts, bad input."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
+import re
+import subprocess
 import sys
 
 import pytest
 
-from pipeline.envs.alfworld import AlfworldEnv, AlfworldEnvConfig, GameFileError, read_game_file
+from pipeline.envs.alfworld import INERT, AlfworldEnv, AlfworldEnvConfig, GameFileError, read_game_file, state_key
 from pipeline.envs.alfworld_gen import generate_games
 from pipeline.envs.pddl import goal_pddl
 from pipeline.envs.tasks import TASK_TYPES
@@ -91,6 +94,82 @@ def test_hand_written_game_gives_alfworlds_exact_texts(tmp_path):
     assert results[-1].truncation_reason is None
     with pytest.raises(RuntimeError, match="finished episode"):
         env.step("look")
+
+
+STATE_SCRIPT = ["go to cabinet 1", "take apple 1 from cabinet 1", "go to countertop 1", "take apple 1 from cabinet 1",
+                "go to cabinet 1", "open cabinet 1"]
+KEYS_CODE = """
+import json, sys
+from pipeline.envs.alfworld import AlfworldEnv
+env = AlfworldEnv()
+keys = [env.reset(sys.argv[1]).state_key] + [env.step(a).state_key for a in json.loads(sys.argv[2])]
+print(json.dumps(keys))
+"""
+
+
+def test_state_key_is_the_true_state_whatever_the_text(tmp_path):
+    game = write_hand_game(tmp_path / "hand")
+    env = AlfworldEnv()
+    start = env.reset(game)
+    results = [env.step(a) for a in STATE_SCRIPT]
+    keys = [start.state_key] + [r.state_key for r in results]
+    at_cabinet, nothing_1, at_counter, nothing_2, back, opened = keys[1:]
+    assert [results[1].observation, results[3].observation] == ["Nothing happens."] * 2
+    assert nothing_1 == at_cabinet != nothing_2 == at_counter  # one text, two true states
+    assert back == at_cabinet and len({start.state_key, at_cabinet, at_counter, opened}) == 4
+    assert all(isinstance(k, int) and 0 <= k < 2**64 for k in keys)
+    # a fresh process (another hash seed) plays the same script to the same keys
+    env_vars = {**os.environ, "PYTHONHASHSEED": "12345", "PYTHONPATH": os.pathsep.join(sys.path)}
+    out = subprocess.run([sys.executable, "-c", KEYS_CODE, game, json.dumps(STATE_SCRIPT)], env=env_vars,
+                         capture_output=True, text=True, timeout=300, check=True)
+    assert json.loads(out.stdout.splitlines()[-1]) == keys
+
+
+def test_state_key_ignores_fact_order(tmp_path):
+    env = AlfworldEnv()
+    env.reset(write_hand_game(tmp_path / "hand"))
+    env.step("go to cabinet 1")
+    facts = [str(f) for f in env._engine.state["_facts"] if not (f.name.startswith("not_") or f.name in INERT)]
+    shuffled = facts[:]
+    random.Random(1).shuffle(shuffled)
+    assert shuffled != facts
+    assert state_key(shuffled) == state_key(facts) == state_key(sorted(facts, reverse=True))
+    assert state_key(facts[1:]) != state_key(facts)
+    expected = hashlib.blake2b("\n".join(sorted(facts)).encode(), digest_size=8).digest()
+    assert state_key(facts) == int.from_bytes(expected, "little")
+    looked = env.step("look")
+    assert "checked(loc_bar_1: location)" in [str(f) for f in env._engine.state["_facts"]]
+    assert looked.state_key == state_key(facts)  # inert: no precondition or goal reads it
+
+
+def _when_conditions(effect: str) -> list[str]:
+    """The condition of each ``(when COND EFFECT)`` in a PDDL effect (balanced parentheses)."""
+    out = []
+    for start in [m.end() for m in re.finditer(r"\(when\s*", effect)]:
+        depth, i = 0, start
+        while True:
+            depth += {"(": 1, ")": -1}.get(effect[i], 0)
+            i += 1
+            if depth == 0:
+                break
+        out.append(effect[start:i])
+    return out
+
+
+def test_inert_predicates_are_read_by_no_precondition_or_goal():
+    import alfworld.gen.goal_library as glib
+    from alfworld.info import ALFRED_PDDL_PATH
+
+    domain = re.sub(r";[^\n]*", "", open(ALFRED_PDDL_PATH).read()).lower()
+    actions = domain.split("(:action")[1:]
+    preconditions = [a.split(":precondition", 1)[1].split(":effect", 1)[0] for a in actions]
+    conditions = [c for a in actions for c in _when_conditions(a.split(":effect", 1)[1])]
+    assert len(actions) == 15 and all(p.strip() for p in preconditions) and conditions == ["(ison ?o)", "(not (ison ?o))"]
+    goals = [task["pddl"].lower() for task in glib.gdict.values()]
+    declared = domain.split("(:predicates", 1)[1].split("(:functions", 1)[0]
+    for name in INERT:
+        assert f"({name} ?" in declared  # an ALFWorld predicate ...
+        assert not any(f"({name} " in text for text in preconditions + conditions + goals)  # ... nothing reads
 
 
 def test_win_reward_is_configurable(tmp_path):

@@ -13,6 +13,7 @@ from polars.testing import assert_frame_equal
 
 import storage
 
+from pipeline.advantage.anchors import commands_key
 from pipeline.envs import AlfworldEnv, AlfworldEnvConfig, EnvPool, PoolConfig, build_prompt, chat_prompt
 from pipeline.policy import PolicyConfig, SamplingConfig
 from pipeline.policy.hf import HFBackend
@@ -41,6 +42,22 @@ def test_same_seed_replays_the_same_batch(tiny, games, pool):
     assert (stats.episodes, stats.steps, stats.errors) == (4, 12, [])
     assert stats.generated_tokens == steps["response_ids"].list.len().sum()
     assert steps["round"].unique().to_list() == [2] and steps["policy_version"].unique().to_list() == [1]
+
+
+def test_rows_carry_the_state_they_acted_on(tiny, games, pool):
+    policy = HFBackend(tiny, PolicyConfig(), SAMPLING)
+    groups = make_groups(games)
+    steps, _, _ = play_batch(policy, pool, groups, CONFIG, round=0, policy_version=0, seed=mix_seed(5))
+    assert steps["state_key"].null_count() == steps["admissible_key"].null_count() == 0
+    env, game_of = AlfworldEnv(CONFIG.env), {g.group_id: g.game_file for g in groups}
+    for episode in steps.partition_by("episode_id", maintain_order=True):
+        now = env.reset(game_of[episode["group_id"][0]])
+        for row in episode.iter_rows(named=True):  # replay: each row's keys are those of the state before its action
+            assert row["observation"] == now.observation and row["state_key"] == now.state_key
+            assert row["admissible_key"] == commands_key(now.admissible_commands)
+            now = env.step(row["action"])
+    starts = steps.filter(pl.col("step") == 0).group_by("group_id").agg(pl.col("state_key").n_unique())
+    assert starts["state_key"].to_list() == [1] * len(groups)  # a group starts from one true state
 
 
 class _KillsEnvWorker:

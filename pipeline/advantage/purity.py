@@ -1,0 +1,188 @@
+"""Anchor groups one by one (``storage.schemas.ANCHOR_GROUPS``) and their purity against the true state.
+
+An anchor group is ``(round, group_id, anchor_id)`` of an advantages table.
+When the env reports its true state (``state_key``), an anchor group is *pure*
+if all its steps acted on one true state; a step whose true state recurs in
+its episode group but whose anchor group is a singleton is a *missed revisit*
+(the anchors could have compared it and did not). Anything about states is
+null where a step has no ``state_key`` (envs that report none, schema v1).
+
+Like ``stats.py``: numpy segment reductions over rows in canonical order
+(round, group, episode, step), so a round and any split of it into whole
+groups give bit-identical numbers.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Union
+
+import numpy as np
+import polars as pl
+
+from pipeline.advantage.groupnorm import CodeStats, first_index, pair_codes
+from pipeline.advantage.returns import canonical_order
+from pipeline.advantage.validate import AdvantageInputError
+
+Frame = Union[pl.DataFrame, pl.LazyFrame]
+GROUPS_INPUT = ("round", "group_id", "episode_id", "step", "anchor_id", "observation", "step_return", "adv_step")
+GROUPS_COLUMNS = {
+    "round": pl.Int32,
+    "group_id": pl.Int64,
+    "anchor_id": pl.Int32,
+    "size": pl.Int64,
+    "anchor_text": pl.String,
+    "distinct_returns": pl.Int64,
+    "return_mean": pl.Float64,
+    "return_std": pl.Float64,
+    "mean_abs_adv_step": pl.Float64,
+    "states": pl.Int64,
+    "pure": pl.Boolean,
+}
+PURITY_COLUMNS = {
+    "pure_share": pl.Float64,
+    "impure_step_share": pl.Float64,
+    "states_per_anchor_group": pl.Float64,
+    "revisit_steps": pl.Int64,
+    "missed_revisit_share": pl.Float64,
+}
+
+
+def sort_rows(rows: pl.DataFrame) -> tuple[pl.DataFrame, np.ndarray, np.ndarray]:
+    """Rows in canonical order, each row's episode-group code and each group's first row."""
+    keys = [rows[c].to_numpy() for c in ("round", "group_id", "episode_id", "step")]
+    order = canonical_order(*keys)
+    if order is not None:
+        rows = rows[order]
+        keys = [k[order] for k in keys]
+    rnd, group = keys[0], keys[1]
+    new_group = np.ones(len(rnd), dtype=bool)
+    new_group[1:] = (rnd[1:] != rnd[:-1]) | (group[1:] != group[:-1])
+    return rows, np.cumsum(new_group) - 1, np.flatnonzero(new_group)
+
+
+def _distinct(codes: np.ndarray, n: int, values: np.ndarray) -> np.ndarray:
+    """Distinct ``values`` (an integer or bit-pattern column) per code."""
+    pairs, m = pair_codes(codes, values)
+    return np.bincount(codes[first_index(pairs, m)], minlength=n)
+
+
+@dataclass(frozen=True)
+class Anchors:
+    """The anchor groups of canonically sorted rows, with the true states they hold."""
+
+    code: np.ndarray  # anchor group of each row, numbered in order of first appearance
+    n: int  # anchor groups
+    first: np.ndarray  # first row of each anchor group
+    size: np.ndarray  # steps per anchor group
+    states: np.ndarray  # distinct true states per anchor group (float; nan where a step has no state_key)
+
+    @classmethod
+    def of(cls, rows: pl.DataFrame, group_code: np.ndarray) -> "Anchors":
+        anchor_id = rows["anchor_id"]
+        if anchor_id.null_count():
+            raise AdvantageInputError(
+                "column 'anchor_id' has nulls: advantages written with schema version 1 carry no anchor groups; "
+                "recompute them with compute_advantages")
+        code, n = pair_codes(group_code, anchor_id.to_numpy())
+        state, known = state_columns(rows)
+        states = _distinct(code, n, state).astype(np.float64)
+        states[np.bincount(code, ~known, n) > 0] = np.nan
+        return cls(code, n, first_index(code, n), np.bincount(code, minlength=n), states)
+
+
+def state_columns(rows: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's ``state_key`` (0 where null) and whether it has one (none when the column is absent)."""
+    if "state_key" not in rows.columns:
+        return np.zeros(rows.height, np.uint64), np.zeros(rows.height, dtype=bool)
+    col = rows["state_key"].cast(pl.UInt64)
+    return col.fill_null(0).to_numpy(), col.is_not_null().to_numpy()
+
+
+def anchor_groups(advantages: Frame) -> Frame:
+    """One row per anchor group: size, a text, distinct returns, return mean/std, mean |A_S|, true states.
+
+    >>> adv = pl.DataFrame({"round": [0] * 4, "group_id": [3] * 4, "episode_id": [0, 0, 1, 1], "step": [0, 1, 0, 1],
+    ...     "anchor_id": [0, 1, 0, 1], "observation": ["start", "Nothing happens.", "start", "Nothing happens."],
+    ...     "step_return": [0.5, 1.0, 0.0, 0.0], "adv_step": [0.7, 0.7, -0.7, -0.7], "state_key": [1, 2, 1, 3]})
+    >>> anchor_groups(adv).select("anchor_id", "size", "anchor_text", "return_mean", "states", "pure").rows()
+    [(0, 2, 'start', 0.25, 1, True), (1, 2, 'Nothing happens.', 0.5, 2, False)]
+    """
+    lazy = isinstance(advantages, pl.LazyFrame)
+    schema = advantages.collect_schema() if lazy else advantages.schema
+    missing = [c for c in GROUPS_INPUT if c not in schema]
+    if missing:
+        raise AdvantageInputError(f"anchor_groups: advantages lack column(s) {missing}; present: {list(schema)}")
+    columns = [*GROUPS_INPUT, *(["state_key"] if "state_key" in schema else [])]
+    rows = advantages.lazy().select(columns).collect() if lazy else advantages.select(columns)
+    out = _per_anchor(rows) if rows.height else pl.DataFrame(schema=GROUPS_COLUMNS)
+    return out.lazy() if lazy else out
+
+
+def _per_anchor(rows: pl.DataFrame) -> pl.DataFrame:
+    rows, group_code, _ = sort_rows(rows)
+    a = Anchors.of(rows, group_code)
+    returns = rows["step_return"].to_numpy() + 0.0  # + 0.0 turns -0.0 into 0.0: one value, one bit pattern
+    ret = CodeStats.of(returns, a.code, a.n)
+    return pl.DataFrame(
+        {
+            "round": rows["round"].gather(a.first),
+            "group_id": rows["group_id"].gather(a.first),
+            "anchor_id": rows["anchor_id"].gather(a.first),
+            "size": a.size,
+            "anchor_text": rows["observation"].gather(a.first),
+            "distinct_returns": _distinct(a.code, a.n, returns.view(np.uint64)),
+            "return_mean": ret.shift + ret.mean,
+            "return_std": ret.std,
+            "mean_abs_adv_step": np.bincount(a.code, np.abs(rows["adv_step"].to_numpy()), a.n) / a.size,
+            "states": pl.Series(a.states, nan_to_null=True),
+        }
+    ).with_columns(pure=pl.col("states") == 1).cast(GROUPS_COLUMNS)
+
+
+def purity_by_group(rows: pl.DataFrame, group_code: np.ndarray, k: int) -> pl.DataFrame:
+    """``PURITY_COLUMNS`` of each of the ``k`` episode groups of canonically sorted ``rows`` (null: no state)."""
+    a = Anchors.of(rows, group_code)
+    state, known = state_columns(rows)
+    unknown = np.bincount(group_code, ~known, k) > 0
+    anchor_group = group_code[a.first]
+    shared = a.size > 1
+    shared_count = np.bincount(anchor_group, shared, k)
+    count = np.bincount(group_code, minlength=k)
+    states = np.nan_to_num(a.states)
+    state_code, m = pair_codes(group_code, state)
+    revisit = np.bincount(state_code, minlength=m)[state_code] > 1
+    revisits = np.bincount(group_code, revisit, k)
+    missed = np.bincount(group_code, revisit & ~shared[a.code], k)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        columns = {
+            "pure_share": np.bincount(anchor_group, shared & (states == 1), k) / shared_count,
+            "impure_step_share": np.bincount(group_code, (states > 1)[a.code], k) / count,
+            "states_per_anchor_group": np.bincount(anchor_group, states, k) / np.bincount(anchor_group, minlength=k),
+            "revisit_steps": revisits.astype(np.float64),
+            "missed_revisit_share": missed / revisits,
+        }
+    return pl.DataFrame(
+        {name: pl.Series(np.where(unknown, np.nan, v), nan_to_null=True) for name, v in columns.items()}
+    ).cast(PURITY_COLUMNS)
+
+
+def pooled_purity(groups: Frame, stats: Frame) -> dict[str, float | None]:
+    """Purity of a whole round (or any set of groups), pooled exactly from ``anchor_groups`` and ``anchor_stats``.
+
+    Keys are ``RoundMetrics`` fields: ``anchor_pure_share`` (over non-singleton
+    anchor groups), ``states_per_anchor_group`` (over anchor groups),
+    ``impure_step_share`` (over steps), ``missed_revisit_share`` (over revisit
+    steps); None where no step has a true state.
+    """
+    shared = pl.col("size") > 1
+    pooled = groups.lazy().select(
+        pl.col("pure").filter(shared).cast(pl.Float64).mean().alias("anchor_pure_share"),
+        pl.col("states").cast(pl.Float64).mean().alias("states_per_anchor_group")).collect().row(0, named=True)
+    w, revisits = pl.col("steps"), pl.col("revisit_steps")
+    sums = stats.lazy().select(
+        (pl.col("impure_step_share") * w).sum().alias("impure"),
+        w.filter(pl.col("impure_step_share").is_not_null()).sum().alias("steps"),
+        (pl.col("missed_revisit_share") * revisits).sum().alias("missed"),
+        revisits.sum().alias("revisits")).collect().row(0, named=True)
+    return {**pooled, "impure_step_share": sums["impure"] / sums["steps"] if sums["steps"] else None,
+            "missed_revisit_share": sums["missed"] / sums["revisits"] if sums["revisits"] else None}
