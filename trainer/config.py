@@ -28,7 +28,6 @@ class TrainerConfig:
     """Hyper-parameters of one round of PPO updates over advantage-annotated steps (or of SFT on steps)."""
 
     # --- policy loss ---
-    loss: str = "ppo"  # ppo: clipped policy gradient on advantages | sft: NLL of response tokens, no advantages
     clip_ratio_low: float = 0.2  # ratio lower clip: 1 - clip_ratio_low
     clip_ratio_high: float = 0.2  # ratio upper clip: 1 + clip_ratio_high (0.28 = DAPO clip-higher)
     clip_ratio_c: float = 3.0  # dual-clip bound on -A*ratio for negative advantages (must be > 1)
@@ -38,6 +37,7 @@ class TrainerConfig:
     entropy_coeff: float = 0.0  # entropy bonus: loss -= entropy_coeff * aggregated entropy
     temperature: float = 1.0  # rollout sampling temperature; logits are divided by it (as verl does)
     old_logprobs: str = "recompute"  # rollout: use the shards' log-probs | recompute: policy forward before updating
+    loss: str = "ppo"  # ppo: clipped policy gradient on advantages | sft: NLL of response tokens, no advantages
     # --- optimizer ---
     lr: float = 1e-6  # AdamW learning rate after warmup
     warmup_steps: int = 0  # linear warmup: lr * min(1, (k + 1) / warmup_steps) at optimizer step k
