@@ -2,6 +2,7 @@
 in a run directory the previous round's state survives until the next checkpoint is committed."""
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import pytest
@@ -22,20 +23,23 @@ def _max_diff(a: dict, b: dict) -> float:
     return max(float((a[k] - b[k]).abs().max()) for k in a)
 
 
-def test_two_rounds_with_kept_state_equal_one_continuous_run(tiny_model, tmp_path, make_rows, load_weights):
+@pytest.mark.parametrize("zero_stage", [0, 2])
+def test_two_rounds_with_kept_state_equal_one_continuous_run(tiny_model, tmp_path, make_rows, load_weights,
+                                                             zero_stage):
+    cfg = dataclasses.replace(CFG, zero_stage=zero_stage)
     rows = make_rows(8, seed=3)
-    whole = train_round(CFG, tiny_model, rows, tmp_path / "whole", state_dir=tmp_path / "s-whole", **QUIET)
+    whole = train_round(cfg, tiny_model, rows, tmp_path / "whole", state_dir=tmp_path / "s-whole", **QUIET)
     assert whole.steps == 2 and not whole.continued
-    first = train_round(CFG, tiny_model, rows[:4], tmp_path / "r0", state_dir=tmp_path / "s0", **QUIET)
+    first = train_round(cfg, tiny_model, rows[:4], tmp_path / "r0", state_dir=tmp_path / "s0", **QUIET)
     assert (tmp_path / "s0" / "latest").read_text() == "step1"  # the final state stays for the next round
-    second = train_round(CFG, first.checkpoint, rows[4:], tmp_path / "r1", state_dir=tmp_path / "s1",
+    second = train_round(cfg, first.checkpoint, rows[4:], tmp_path / "r1", state_dir=tmp_path / "s1",
                          optimizer_from=tmp_path / "s0", **QUIET)
     assert second.continued
     assert second.metrics[0]["loss"] == pytest.approx(whole.metrics[1]["loss"], abs=1e-6)
     continuous, kept = load_weights(whole.checkpoint), load_weights(second.checkpoint)
     assert _max_diff(continuous, kept) < 1e-6
 
-    reset = TrainerConfig(**{**CFG.__dict__, "optimizer_state": "reset"})
+    reset = dataclasses.replace(cfg, optimizer_state="reset")
     fresh = train_round(reset, first.checkpoint, rows[4:], tmp_path / "r1-reset", state_dir=tmp_path / "s1-reset",
                         optimizer_from=tmp_path / "s0", **QUIET)
     assert not fresh.continued and not (tmp_path / "s1-reset").exists()  # reset keeps no state either
