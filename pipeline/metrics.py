@@ -1,5 +1,8 @@
 """The per-round metrics record (one line of ``RUN/metrics.jsonl``) and how it is kept.
 
+Round -1 (the warm start and the held-out baseline before round 0) has a record
+too, the file's first line.
+
 Each round commits a ``metrics`` stage holding ``metrics.json``; ``metrics.jsonl``
 is rebuilt from the committed ones, so a resumed round never writes a line twice.
 
@@ -24,7 +27,7 @@ class RoundMetrics:
     """What one round did, in numbers a person can read."""
 
     round: int  # the round
-    policy_version: int  # round whose checkpoint collected the data (round - 1; 0 for the base model)
+    policy_version: int  # policy version that collected the round's data (= round; -1: the warm start's expert)
     success_rate: float = 0.0  # share of collected episodes won
     episode_length: float = 0.0  # mean steps per collected episode
     invalid_action_share: float = 0.0  # share of steps whose response had no valid <action>

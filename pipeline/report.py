@@ -4,6 +4,8 @@ Writes ``RUN/report/success.png`` (train and held-out success per round),
 ``anchors.png`` (anchor coverage and mean |A_E|, |A_S| per round),
 ``purity.png`` (anchored share and anchor purity against the true state per round),
 ``stage_times.png`` (stage-time breakdown per round) and ``summary.md``.
+Round -1, shown as "before", is what precedes round 0: the warm start (expert
+success, SFT loss) and the held-out baseline of the starting policy.
 """
 from __future__ import annotations
 
@@ -19,7 +21,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import storage  # noqa: E402
 from pipeline.metrics import RoundMetrics, read_metrics  # noqa: E402
 
-STAGES = ("collect", "advantage", "train", "evaluate")
+STAGES = ("demos", "warm_start", "collect", "advantage", "train", "evaluate")
+
+
+def _ticks(ax, rounds: list[int]) -> None:
+    ax.set_xticks(rounds, ["before" if r < 0 else str(r) for r in rounds])
 
 
 def _plot(path: str, title: str, rounds: list[int], series: dict[str, list], ylabel: str) -> None:
@@ -28,7 +34,8 @@ def _plot(path: str, title: str, rounds: list[int], series: dict[str, list], yla
         pts = [(r, v) for r, v in zip(rounds, values) if v is not None]
         if pts:
             ax.plot(*zip(*pts), marker="o", label=label)
-    ax.set(title=title, xlabel="round", ylabel=ylabel, xticks=rounds)
+    ax.set(title=title, xlabel="round", ylabel=ylabel)
+    _ticks(ax, rounds)
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -43,7 +50,8 @@ def _stage_times(path: str, records: list[RoundMetrics]) -> None:
         secs = [m.stage_seconds.get(stage, 0.0) for m in records]
         ax.bar(rounds, secs, bottom=bottom, label=stage)
         bottom = [b + s for b, s in zip(bottom, secs)]
-    ax.set(title="stage time per round", xlabel="round", ylabel="seconds", xticks=rounds)
+    ax.set(title="stage time per round", xlabel="round", ylabel="seconds")
+    _ticks(ax, rounds)
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -54,8 +62,14 @@ def _fmt(v) -> str:
     return "-" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
+def baseline(records: list[RoundMetrics]) -> str:
+    """A line on the held-out success before training (round -1), when it was measured."""
+    before = [m.eval_success_rate for m in records if m.round < 0 and m.eval_success_rate is not None]
+    return f"Held-out success before training (baseline): {before[0]:.4g}\n\n" if before else ""
+
+
 def summary(records: list[RoundMetrics]) -> str:
-    """Markdown table of the run's headline numbers, one row per round."""
+    """Markdown table of the run's headline numbers, one row per round (round -1: before round 0)."""
     cols = ["round", "success_rate", "eval_success_rate", "episode_length", "invalid_action_share",
             "anchored_share", "anchor_pure_share", "loss", "kl", "clip_fraction", "rollout_tokens_per_s", "train_tokens_per_s"]
     lines = ["| " + " | ".join(cols + ["advantage share of round"]) + " |", "|" + "---|" * (len(cols) + 1)]
@@ -87,7 +101,8 @@ def write_report(run: storage.Run, out_dir: str) -> list[str]:
         "revisits left in singletons": [m.missed_revisit_share for m in records]}, "share")
     _stage_times(files[3], records)
     with open(files[4], "w") as fh:
-        fh.write(f"# Run {run.uri}\n\n{len(records)} round(s) committed.\n\n{summary(records)}")
+        rounds_done = sum(m.round >= 0 for m in records)
+        fh.write(f"# Run {run.uri}\n\n{rounds_done} round(s) committed.\n\n{baseline(records)}{summary(records)}")
     return files
 
 

@@ -1,11 +1,14 @@
-"""GiGPO rounds: setup -> collect -> advantage -> train -> evaluate -> commit.
+"""GiGPO rounds: setup -> warm start -> baseline -> (collect -> advantage -> train -> evaluate -> commit) x N.
 
     python pipeline/round.py --config configs/local.yaml [key.path=value ...] [--rounds N]
     dask-submit [--scheduler tcp://host:8786] pipeline/round.py --config configs/local.yaml
 
-Round r collects with round r-1's committed checkpoint (round 0: the base
-model), computes GiGPO advantages, trains, evaluates the new checkpoint on
-held-out tasks and commits its metrics. Every stage is committed by a
+Before round 0 (as round -1, see ``pipeline.warm_start``): optional expert
+demonstrations and SFT of the base model on them, then a held-out evaluation of
+the starting policy. Round r collects with round r-1's committed checkpoint
+(round 0: the starting policy, also the KL reference), computes GiGPO
+advantages, trains, evaluates the new checkpoint on held-out tasks and commits
+its metrics. Every stage is committed by a
 manifest; a rerun (after a crash, or with a larger ``--rounds``) skips what
 is committed and redoes the rest from scratch. Exit codes: 0 done, 2 bad
 config, 3 the run is locked by another driver, 1 a stage failed.
@@ -31,6 +34,7 @@ from pipeline.round_metrics import StageClock, gather  # noqa: E402
 from pipeline.run_config import RunConfig  # noqa: E402
 from pipeline.setup import base_model, policy_for, prepare_games, round_tasks  # noqa: E402
 from pipeline.train_task import read_train_steps, train  # noqa: E402
+from pipeline.warm_start import evaluate_before, warm_start  # noqa: E402
 
 
 # The config section whose hash each stage's manifest records.
@@ -96,8 +100,10 @@ def main(argv: list[str] | None = None) -> int:
             games, held_out = prepare_games(cfg.games, run)
             base = base_model(cfg, run)
             with connect(cfg.cluster) as client:
+                start = warm_start(client, run, cfg, games, base)
+                evaluate_before(client, run, cfg, held_out, start)
                 for r in todo:
-                    run_round(r, cfg, run, client, games, held_out, base)
+                    run_round(r, cfg, run, client, games, held_out, start)
     except storage.RunLocked as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3

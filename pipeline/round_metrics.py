@@ -48,29 +48,41 @@ def _mean(rows: list[dict], key: str) -> float | None:
 
 def gather(run: storage.Run, round: int, seconds: dict[str, float], train_steps: list[dict],
            cores: int) -> RoundMetrics:
-    """The round's RoundMetrics from its committed tables, stage times and trainer step metrics."""
-    steps = run.scan("steps", rounds=[round]).select(
-        pl.len().alias("n"), (~pl.col("action_valid")).mean().alias("invalid"),
-        pl.col("response_ids").list.len().sum().alias("tokens")).collect().row(0, named=True)
-    eps = run.scan("episodes", rounds=[round]).select(
-        pl.col("won").mean().alias("won"), pl.col("length").mean().alias("length")).collect().row(0, named=True)
-    w = pl.col("steps")
-    anchors = run.scan("anchor_stats", rounds=[round]).select(
-        ((pl.col("anchored_share") * w).sum() / w.sum()).alias("anchored"),
-        pl.col("anchor_groups").mean().alias("groups"), pl.col("largest_anchor_group").max().alias("largest"),
-        ((pl.col("mean_abs_adv_episode") * w).sum() / w.sum()).alias("ae"),
-        ((pl.col("mean_abs_adv_step") * w).sum() / w.sum()).alias("as")).collect().row(0, named=True)
-    purity = _purity(run, round)
+    """The round's RoundMetrics from its committed tables, stage times and trainer step metrics.
+
+    Tables of stages the round does not have (round -1 has no advantages, maybe no
+    trajectories) leave their fields at their defaults.
+    """
+    steps = {"n": 0, "invalid": None, "tokens": 0}
+    eps = {"won": None, "length": None}
+    anchors: dict = {}
+    purity: dict = {}
+    version = round
+    if run.is_committed(round, "trajectories"):
+        version = run.manifest(round, "trajectories").policy_version
+        steps = run.scan("steps", rounds=[round]).select(
+            pl.len().alias("n"), (~pl.col("action_valid")).mean().alias("invalid"),
+            pl.col("response_ids").list.len().sum().alias("tokens")).collect().row(0, named=True)
+        eps = run.scan("episodes", rounds=[round]).select(
+            pl.col("won").mean().alias("won"), pl.col("length").mean().alias("length")).collect().row(0, named=True)
+    if run.is_committed(round, "advantages"):
+        w = pl.col("steps")
+        anchors = run.scan("anchor_stats", rounds=[round]).select(
+            ((pl.col("anchored_share") * w).sum() / w.sum()).alias("anchored"),
+            pl.col("anchor_groups").mean().alias("groups"), pl.col("largest_anchor_group").max().alias("largest"),
+            ((pl.col("mean_abs_adv_episode") * w).sum() / w.sum()).alias("ae"),
+            ((pl.col("mean_abs_adv_step") * w).sum() / w.sum()).alias("as")).collect().row(0, named=True)
+        purity = _purity(run, round)
     held_out = None
     if run.is_committed(round, "evaluation"):
         held_out = run.scan("evaluation", rounds=[round]).select(pl.col("won").mean()).collect().item()
     collect_s, adv_s = seconds.get("collect"), seconds.get("advantage")
     return RoundMetrics(
-        round=round, policy_version=run.manifest(round, "trajectories").policy_version,
+        round=round, policy_version=version,
         success_rate=eps["won"] or 0.0, episode_length=eps["length"] or 0.0, invalid_action_share=steps["invalid"] or 0.0,
-        eval_success_rate=held_out, anchored_share=anchors["anchored"] or 0.0,
-        anchor_groups_per_group=anchors["groups"] or 0.0, largest_anchor_group=anchors["largest"] or 0,
-        mean_abs_adv_episode=anchors["ae"] or 0.0, mean_abs_adv_step=anchors["as"] or 0.0,
+        eval_success_rate=held_out, anchored_share=anchors.get("anchored") or 0.0,
+        anchor_groups_per_group=anchors.get("groups") or 0.0, largest_anchor_group=anchors.get("largest") or 0,
+        mean_abs_adv_episode=anchors.get("ae") or 0.0, mean_abs_adv_step=anchors.get("as") or 0.0,
         loss=_mean(train_steps, "loss"), kl=_mean(train_steps, "approx_kl"), clip_fraction=_mean(train_steps, "clip_frac"),
         entropy=_mean(train_steps, "entropy"), grad_norm=_mean(train_steps, "grad_norm"),
         rollout_tokens_per_s=steps["tokens"] / collect_s if collect_s else None,

@@ -1,8 +1,8 @@
 """The round driver's config: one dataclass per concern, loaded from YAML + dotted overrides.
 
 >>> cfg = RunConfig()
->>> cfg.rollout.group_size, cfg.advantage.estimator, cfg.trainer.zero_stage
-(8, 'gigpo', 0)
+>>> cfg.rollout.group_size, cfg.advantage.estimator, cfg.trainer.zero_stage, cfg.warm_start
+(8, 'gigpo', 0, None)
 """
 from __future__ import annotations
 
@@ -45,16 +45,49 @@ class GamesConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """Held-out evaluation after each round's training."""
+    """Held-out evaluation after each round's training (and of the starting policy before round 0)."""
 
     tasks: int = 4  # held-out tasks per round (0 disables evaluation)
     temperature: float = 0.4  # sampling temperature (low: close to greedy, log-probs stay defined)
     group_size: int = 1  # episodes per held-out task
+    before_training: bool = True  # also evaluate the starting policy (warm start or base) before round 0
 
     def __post_init__(self) -> None:
         if self.tasks < 0 or self.group_size < 1 or not self.temperature > 0:
             raise ValueError("EvalConfig needs tasks >= 0, group_size >= 1 and temperature > 0, got "
                              f"{self.tasks}, {self.group_size}, {self.temperature}")
+
+
+EXPERTS = ("handcoded", "planner")
+
+
+@dataclass(frozen=True)
+class WarmStartConfig:
+    """Round -1: ALFWorld's expert plays train games, base_model is fine-tuned (SFT) on its steps."""
+
+    enabled: bool = True  # false (or no warm_start section): round 0 starts from base_model
+    tasks: int = 16  # train games the expert plays (a seeded draw, as a round's tasks)
+    group_size: int = 1  # episodes per game (they differ only with epsilon > 0)
+    expert: str = "handcoded"  # handcoded (searches the room as an agent must) | planner (knows where things are)
+    epsilon: float = 0.0  # share of the expert's turns that play a random admissible action instead (seeded)
+    epochs: int = 3  # SFT passes over the demonstration steps
+    lr: float = 1e-4  # SFT learning rate (the trainer section's other optimizer settings apply)
+    mini_batch_size: int = 32  # demonstration steps per SFT optimizer step
+    micro_batch_size: int = 8  # steps per forward/backward on one rank
+
+    def __post_init__(self) -> None:
+        if self.tasks < 1 or self.group_size < 1 or self.epochs < 1:
+            raise ValueError(f"WarmStartConfig.tasks, group_size and epochs must be >= 1, got {self.tasks}, "
+                             f"{self.group_size}, {self.epochs}")
+        if self.expert not in EXPERTS:
+            raise ValueError(f"WarmStartConfig.expert must be one of {EXPERTS}, got {self.expert!r}")
+        if not 0 <= self.epsilon <= 1:
+            raise ValueError(f"WarmStartConfig.epsilon must be in [0, 1], got {self.epsilon}")
+        if not self.lr > 0:
+            raise ValueError(f"WarmStartConfig.lr must be > 0, got {self.lr}")
+        if min(self.micro_batch_size, self.mini_batch_size) < 1 or self.mini_batch_size % self.micro_batch_size:
+            raise ValueError(f"WarmStartConfig.mini_batch_size must be a multiple of micro_batch_size >= 1, got "
+                             f"{self.mini_batch_size} and {self.micro_batch_size}")
 
 
 @dataclass(frozen=True)
@@ -106,6 +139,7 @@ class RunConfig:
     base_model: str = "tiny"  # HF checkpoint of round 0; "tiny" builds the tiny model into RUN/base_model
     tiny_model: TinyModelConfig = field(default_factory=TinyModelConfig)  # its shape, when base_model is tiny
     games: GamesConfig = field(default_factory=GamesConfig)  # what is played
+    warm_start: WarmStartConfig | None = None  # expert demonstrations + SFT before round 0 (None: none)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)  # collect stage
     advantage: AdvantageConfig = field(default_factory=AdvantageConfig)  # advantage stage
     trainer: TrainerConfig = field(default_factory=TrainerConfig)  # train stage

@@ -68,7 +68,8 @@ def round_tasks(games: list[str], round: int, count: int, seed: int) -> list[str
 
 
 def policy_for(run: storage.Run, round: int, base: str) -> str:
-    """Round ``round`` collects with round ``round - 1``'s committed checkpoint (round 0: the base model)."""
+    """Round ``round`` collects with round ``round - 1``'s committed checkpoint (round 0: ``base``, the
+    starting policy: the warm start's checkpoint or the base model)."""
     if round == 0:
         return base
     if not run.is_committed(round - 1, CHECKPOINT):

@@ -2,6 +2,8 @@
 
 Rank and rendezvous come from the environment (``RANK``, ``WORLD_SIZE``,
 ``MASTER_ADDR``, ``MASTER_PORT``, ``LOCAL_RANK``); without them it is a 1-rank run.
+Torch's CPU threads: ``--threads``, else ``trainer.num_threads``, else every core the
+process may use (an inherited ``OMP_NUM_THREADS`` is not followed).
 
     python -m trainer --policy ckpt/r0 --data 'runs/x/rounds/000000/advantages/*.parquet' \\
         --out ckpt/r1 --set kl_coef=0 --set lr=1e-6
@@ -36,8 +38,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", help="YAML file with trainer fields (or a trainer: section)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
     p.add_argument("--metrics", help="write per-step metrics as JSON lines here (rank 0)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: trainer.num_threads)")
     args = p.parse_args(argv)
     cfg = parse_config(args.config, args.set)
+    from trainer.engine import set_threads
+
+    set_threads(args.threads or cfg.num_threads)
     if args.run is not None:
         if args.round is None:
             p.error("--run needs --round")

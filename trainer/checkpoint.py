@@ -3,7 +3,9 @@
 The state directory holds DeepSpeed checkpoints tagged ``step{k}`` (k optimizer
 steps done; only the newest is kept), ``precomputed.pt`` (old/ref log-probs of the
 round's start, so a resumed run uses the same ones) and a fingerprint of the
-round's data and config: state from another round or config is refused.
+round's data and config: state from another round or config is refused. The
+previous round's final state is loaded without that check (``load_previous``):
+it carries the AdamW moments into the next round.
 
 >>> import numpy as np
 >>> from trainer.config import TrainerConfig
@@ -30,6 +32,7 @@ from trainer.config import TrainerConfig
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".msgpack", ".h5")
 PRECOMPUTED = "precomputed.pt"
+_NOT_IN_FINGERPRINT = ("num_threads",)  # settings that do not change what is computed
 
 
 class StateMismatchError(RuntimeError):
@@ -41,7 +44,8 @@ def fingerprint(data: RoundData, cfg: TrainerConfig, world_size: int) -> str:
     h = hashlib.sha256()
     for arr in (data.tokens, data.prompt_len, data.resp_len, data.advantage, data.rollout_logprobs):
         h.update(np.ascontiguousarray(arr).tobytes())
-    h.update(json.dumps({"cfg": to_dict(cfg), "world_size": world_size}, sort_keys=True).encode())
+    settings = {k: v for k, v in to_dict(cfg).items() if k not in _NOT_IN_FINGERPRINT}
+    h.update(json.dumps({"cfg": settings, "world_size": world_size}, sort_keys=True).encode())
     return h.hexdigest()
 
 
@@ -89,6 +93,20 @@ def load_state(engine, state_dir: str | Path | None, fp: str) -> int:
             f"trainer state in {str(state_dir)!r} was saved for other data, config or world size; "
             "remove it to start the round over")
     return int(client["step"])
+
+
+def load_previous(engine, state_dir: str | Path | None, cfg: TrainerConfig) -> bool:
+    """Load the previous round's final state (weights and AdamW moments); False when there is none.
+
+    The weights equal the previous round's export; the config's betas and weight
+    decay replace the saved ones (the learning rate is set at every step).
+    """
+    if state_dir is None or not (Path(state_dir) / "latest").is_file():
+        return False
+    engine.load_checkpoint(str(state_dir), load_optimizer_states=True, load_lr_scheduler_states=False)
+    for group in engine.optimizer.param_groups:
+        group.update(betas=cfg.betas, weight_decay=cfg.weight_decay)
+    return True
 
 
 def save_precomputed(state_dir: str | Path, fp: str, tensors: dict[str, torch.Tensor], rank: int) -> None:

@@ -1,4 +1,4 @@
-"""The trainer's one config dataclass (PPO loss, optimizer, batching, DeepSpeed).
+"""The trainer's one config dataclass (PPO or SFT loss, optimizer, batching, DeepSpeed).
 
 Defaults follow verl-agent's ALFWorld GiGPO recipe where it sets a value.
 
@@ -19,11 +19,13 @@ KL_LOSS_TYPES = ("low_var_kl", "kl", "abs", "mse")
 OLD_LOGPROBS = ("rollout", "recompute")
 PRECISIONS = ("auto", "fp32", "bf16")
 EMPTY_ROUND = ("error", "skip")
+LOSSES = ("ppo", "sft")
+OPTIMIZER_STATES = ("keep", "reset")
 
 
 @dataclass(frozen=True)
 class TrainerConfig:
-    """Hyper-parameters of one round of PPO updates over advantage-annotated steps."""
+    """Hyper-parameters of one round of PPO updates over advantage-annotated steps (or of SFT on steps)."""
 
     # --- policy loss ---
     clip_ratio_low: float = 0.2  # ratio lower clip: 1 - clip_ratio_low
@@ -35,12 +37,14 @@ class TrainerConfig:
     entropy_coeff: float = 0.0  # entropy bonus: loss -= entropy_coeff * aggregated entropy
     temperature: float = 1.0  # rollout sampling temperature; logits are divided by it (as verl does)
     old_logprobs: str = "recompute"  # rollout: use the shards' log-probs | recompute: policy forward before updating
+    loss: str = "ppo"  # ppo: clipped policy gradient on advantages | sft: NLL of response tokens, no advantages
     # --- optimizer ---
     lr: float = 1e-6  # AdamW learning rate after warmup
     warmup_steps: int = 0  # linear warmup: lr * min(1, (k + 1) / warmup_steps) at optimizer step k
     weight_decay: float = 0.01  # AdamW decoupled weight decay, applied to every parameter
     betas: tuple[float, float] = (0.9, 0.999)  # AdamW betas
     grad_clip: float = 1.0  # global gradient-norm clip (0 disables)
+    optimizer_state: str = "keep"  # keep: AdamW moments and step counts carry over from round to round | reset
     # --- batching ---
     ppo_epochs: int = 1  # passes over the round's rows
     mini_batch_size: int = 256  # rows per optimizer step, all ranks together
@@ -57,6 +61,7 @@ class TrainerConfig:
     save_every: int = 4  # save DeepSpeed state every N optimizer steps for resume (0: never)
     keep_state: bool = False  # keep the DeepSpeed state after the round's checkpoint is exported
     peak_flops: float | None = None  # per-device peak FLOP/s for MFU; None: looked up from the GPU name
+    num_threads: int = 0  # torch CPU threads per rank; 0: the host's cores (as the process may use) / its ranks
 
     def __post_init__(self) -> None:
         self._check_choice("loss_agg_mode", LOSS_AGG_MODES)
@@ -64,6 +69,8 @@ class TrainerConfig:
         self._check_choice("old_logprobs", OLD_LOGPROBS)
         self._check_choice("precision", PRECISIONS)
         self._check_choice("empty_round", EMPTY_ROUND)
+        self._check_choice("loss", LOSSES)
+        self._check_choice("optimizer_state", OPTIMIZER_STATES)
         for name in ("clip_ratio_low", "clip_ratio_high"):
             self._check(0 <= getattr(self, name) < 1, name, "expected 0 <= value < 1")
         self._check(self.clip_ratio_c > 1.0, "clip_ratio_c", "expected > 1 (dual-clip lower bound)")
@@ -72,7 +79,9 @@ class TrainerConfig:
         self._check(self.temperature > 0, "temperature", "expected > 0")
         for name in ("ppo_epochs", "mini_batch_size", "micro_batch_size", "logprob_micro_batch_size"):
             self._check(getattr(self, name) >= 1, name, "expected >= 1")
-        for name in ("warmup_steps", "save_every"):
+        self._check(self.loss == "ppo" or self.kl_coef == 0, "kl_coef",
+                    "expected 0 with loss='sft' (no reference policy)")
+        for name in ("warmup_steps", "save_every", "num_threads"):
             self._check(getattr(self, name) >= 0, name, "expected >= 0")
         self._check(self.max_seq_len is None or self.max_seq_len >= 2, "max_seq_len", "expected None or >= 2")
         self._check(self.zero_stage in (0, 1, 2, 3), "zero_stage", "expected 0, 1, 2 or 3")

@@ -10,6 +10,8 @@ CPU accelerator over gloo (``DS_ACCELERATOR=cpu``, set here before DeepSpeed is 
 (8, 2, 2)
 >>> lr_at(TrainerConfig(lr=1.0, warmup_steps=4), 1)
 0.5
+>>> thread_count(3), thread_env(2)["OMP_NUM_THREADS"]
+(3, '2')
 """
 from __future__ import annotations
 
@@ -20,6 +22,35 @@ import torch
 
 from trainer.config import TrainerConfig
 from trainer.model import LogProbModel, load_causal_lm
+
+
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def host_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def thread_count(configured: int, ranks_on_host: int = 1) -> int:
+    """Torch threads of one trainer rank: ``configured``, else the host's cores shared by its ranks.
+
+    Explicit, because a process a Dask task starts inherits the nanny's ``OMP_NUM_THREADS=1``.
+    """
+    return configured or max(1, host_cores() // ranks_on_host)
+
+
+def thread_env(threads: int) -> dict[str, str]:
+    """Environment variables that size OpenMP/MKL/OpenBLAS pools (read when a library loads)."""
+    return {name: str(threads) for name in THREAD_VARS}
+
+
+def set_threads(threads: int) -> int:
+    """Size this process's thread pools to ``threads`` (0: ``thread_count(0)``); returns the count."""
+    threads = thread_count(threads)
+    os.environ.update(thread_env(threads))
+    torch.set_num_threads(threads)
+    return threads
 
 
 def has_cuda() -> bool:

@@ -1,4 +1,4 @@
-"""PPO clipped policy loss, loss aggregation and KL penalties, as verl computes them.
+"""PPO clipped policy loss, loss aggregation and KL penalties, as verl computes them; the SFT loss.
 
 All tensors are ``[batch, response_len]`` with a 0/1 ``mask`` over response tokens.
 Aggregation takes optional mini-batch-wide normalisers (``num_tokens``,
@@ -161,3 +161,21 @@ def policy_loss(logprob: Tensor, entropy: Tensor, old_logprob: Tensor, advantage
     stats.update(pg_loss=pg_loss, entropy=entropy_share, kl_loss=kl_share, loss=loss, response_tokens=mask.sum())
     stats = {k: v.detach() for k, v in stats.items()}
     return PolicyLoss(loss=loss, stats=stats)
+
+
+def sft_loss(logprob: Tensor, entropy: Tensor, mask: Tensor, cfg, num_tokens: float | None = None,
+             num_seqs: float | None = None) -> PolicyLoss:
+    """Negative log-likelihood of the response tokens, aggregated by ``cfg.loss_agg_mode``.
+
+    With ``token-mean`` (the default) the mini-batch loss is the mean token NLL.
+
+    >>> from trainer.config import TrainerConfig
+    >>> lp = torch.tensor([[-1.0, -2.0, -9.0], [-0.5, -9.0, -9.0]])
+    >>> mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    >>> round(sft_loss(lp, torch.zeros(2, 3), mask, TrainerConfig(loss="sft", kl_coef=0.0)).loss.item(), 4)
+    1.1667
+    """
+    loss = agg_loss(-logprob, mask, cfg.loss_agg_mode, num_tokens, num_seqs)
+    stats = {"loss": loss, "entropy": agg_loss(entropy, mask, cfg.loss_agg_mode, num_tokens, num_seqs),
+             "response_tokens": mask.sum()}
+    return PolicyLoss(loss=loss, stats={k: v.detach() for k, v in stats.items()})

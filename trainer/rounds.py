@@ -1,16 +1,24 @@
 """Train on a run directory's committed round and commit the result as its ``checkpoint`` stage.
 
-Reads ``run.scan("advantages", rounds=[r])`` (only the four token/advantage columns
-are loaded), trains, exports the HF checkpoint into ``run.stage_dir(r, "checkpoint")``
-and commits it (rank 0, after every rank is done). A committed checkpoint stage
-makes the call a no-op. DeepSpeed state for resume lives in the uncommitted
-``trainer_state`` stage directory and is removed once the checkpoint is committed.
+PPO reads ``run.scan("advantages", rounds=[r])``, SFT (``loss: sft``) the round's
+``steps`` (only the token columns are loaded), trains, exports the HF checkpoint
+into ``run.stage_dir(r, "checkpoint")`` and commits it (rank 0, after every rank is
+done). A committed checkpoint stage makes the call a no-op. DeepSpeed state for
+resume lives in the uncommitted ``trainer_state`` stage directory. With
+``optimizer_state: keep`` the round's final state stays there and round r+1 starts
+from round r's (its AdamW moments); older rounds' states are removed only once
+round r's checkpoint is committed, so a crash never loses the state a rerun needs.
+With ``reset`` the state is removed once the checkpoint is exported.
 """
 from __future__ import annotations
 
 import json
+import shutil
+import sys
 import tempfile
 from pathlib import Path
+
+import polars as pl
 
 from pipeline.config import config_hash
 from trainer.checkpoint import TRAIN_STEPS
@@ -19,6 +27,7 @@ from trainer.train import TrainResult, train_round
 
 CHECKPOINT_STAGE = "checkpoint"
 STATE_STAGE = "trainer_state"
+SOURCE_STAGE = {"ppo": "advantages", "sft": "trajectories"}  # the stage each loss trains on
 
 
 def train_from_run(run, round: int, cfg: TrainerConfig, policy_path: str | Path, *,
@@ -42,10 +51,11 @@ def train_from_run(run, round: int, cfg: TrainerConfig, policy_path: str | Path,
 
     if run.is_committed(round, CHECKPOINT_STAGE):
         return None
-    if not run.is_committed(round, "advantages"):
+    source = SOURCE_STAGE[cfg.loss]
+    if not run.is_committed(round, source):
         raise storage.StageNotCommitted(
-            f"{run.stage_dir(round, 'advantages')}: round {round} has no committed 'advantages' stage; "
-            "run the advantage job before training")
+            f"{run.stage_dir(round, source)}: round {round} has no committed {source!r} stage; "
+            + ("run the advantage job before training" if cfg.loss == "ppo" else "collect it before training"))
     rank, _ = init_distributed()
     local = is_local(run.fs)
     base = Path(local_dir or tempfile.mkdtemp(prefix="gigpo-trainer-"))
@@ -55,25 +65,40 @@ def train_from_run(run, round: int, cfg: TrainerConfig, policy_path: str | Path,
         run.begin(round, CHECKPOINT_STAGE)  # drop a crashed attempt's partial export
     if dist.is_initialized():
         dist.barrier()
-    rows = run.scan("advantages", rounds=[round])  # load_rows reads only COLUMNS (keys only for errors)
+    rows = (run.scan("advantages", rounds=[round]) if cfg.loss == "ppo"  # load_rows reads only its COLUMNS
+            else run.scan("steps", rounds=[round]).with_columns(advantage=pl.lit(0.0)))
+    keep = cfg.optimizer_state == "keep" and local
+    previous = run.stage_dir(round - 1, STATE_STAGE) if keep else None
     result = train_round(cfg, policy_path, rows, out_dir, ref_path=ref_path, state_dir=state_dir,
-                         on_step=on_step, progress=progress)
+                         optimizer_from=previous, on_step=on_step, progress=progress)
     if rank == 0:
+        if keep and not result.continued and not result.resumed_from:
+            print(f"trainer: round {round}: AdamW starts fresh (no optimizer state of round {round - 1} in "
+                  f"{previous})", file=sys.stderr, flush=True)
         with open(Path(out_dir) / TRAIN_STEPS, "w") as fh:
             fh.writelines(json.dumps(m) + "\n" for m in result.metrics)
-        _commit(run, round, Path(out_dir), local, cfg)
+        _commit(run, round, Path(out_dir), local, cfg, source)
+        if local and not cfg.keep_state:
+            _drop_older_states(run, round)
     if dist.is_initialized():
         dist.barrier()
     return result
 
 
-def _commit(run, round: int, out_dir: Path, local: bool, cfg: TrainerConfig) -> None:
+def _drop_older_states(run, round: int) -> None:
+    """Remove the trainer state of every round before ``round`` (its checkpoint is committed)."""
+    for folder in Path(run.root, "rounds").glob(f"*/{STATE_STAGE}"):
+        if int(folder.parent.name) < round:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _commit(run, round: int, out_dir: Path, local: bool, cfg: TrainerConfig, source: str) -> None:
     if not local:
         import pyarrow.fs as pafs
 
         pafs.copy_files(str(out_dir), run.stage_dir(round, CHECKPOINT_STAGE),
                         source_filesystem=pafs.LocalFileSystem(), destination_filesystem=run.fs)
     files = sorted(p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*") if p.is_file())
-    version = run.manifest(round, "advantages").policy_version + 1  # the policy this update produced
+    version = run.manifest(round, source).policy_version + 1  # the policy this update produced
     run.commit(round, CHECKPOINT_STAGE, [run.describe(round, CHECKPOINT_STAGE, f) for f in files],
                config_hash=config_hash(cfg), policy_version=version)

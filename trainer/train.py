@@ -1,9 +1,13 @@
-"""One round of PPO updates: rows -> DeepSpeed steps -> Hugging Face checkpoint.
+"""One round of PPO (or SFT) updates: rows -> DeepSpeed steps -> Hugging Face checkpoint.
 
 Every rank reads the whole round (token columns only), builds the same plan and
 trains its slice of each accumulation step; the loss of every micro-batch is its
 share of the mini-batch loss (normalised by mini-batch totals), so the update does
 not depend on how a mini-batch is cut into micro-batches or ranks.
+
+With ``optimizer_state: keep`` the round's final DeepSpeed state (weights and
+AdamW moments) stays in ``state_dir`` and the next round loads it
+(``optimizer_from``), so two rounds train as one continuous run would.
 """
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ from trainer import checkpoint as ckpt
 from trainer.batches import PAD_ROW, BadRoundError, MicroBatch, RoundData, collate, load_rows, make_plan
 from trainer.config import TrainerConfig
 from trainer.engine import build_engine, global_grad_norm, has_cuda, init_distributed, lr_at, set_lr, use_bf16
-from trainer.loss import policy_loss
+from trainer.loss import policy_loss, sft_loss
 from trainer.metrics import StepAccumulator, peak_flops, train_flops
 from trainer.model import LogProbModel, count_params, load_causal_lm
 
@@ -39,17 +43,22 @@ class TrainResult:
     dropped_empty: int  # rows skipped for an empty response
     metrics: list[dict] = field(default_factory=list)  # one dict per optimizer step taken by this call
     skipped: str | None = None  # why the round was skipped (empty round with empty_round="skip")
+    continued: bool = False  # the optimizer state of ``optimizer_from`` (the previous round) was loaded
 
 
 def train_round(cfg: TrainerConfig, policy_path: str | Path, rows: pl.DataFrame | pl.LazyFrame,
                 out_dir: str | Path, *, ref_path: str | Path | None = None, state_dir: str | Path | None = None,
-                on_step: Callable[[int, dict], None] | None = None, progress: bool = True) -> TrainResult:
+                optimizer_from: str | Path | None = None, on_step: Callable[[int, dict], None] | None = None,
+                progress: bool = True) -> TrainResult:
     """Train ``policy_path`` on a round's advantage rows; export the new policy to ``out_dir``.
 
     ``rows`` needs ``prompt_ids``, ``response_ids``, ``response_logprobs``, ``advantage``
-    (the ``advantages`` table). ``ref_path``: frozen reference policy for the KL loss
-    (required when ``cfg.kl_coef > 0``). ``state_dir``: where DeepSpeed state is kept
-    so a killed run resumes after its last saved optimizer step. ``on_step(step, metrics)``
+    (the ``advantages`` table; SFT reads neither log-probs nor advantages). ``ref_path``:
+    frozen reference policy for the KL loss (required when ``cfg.kl_coef > 0``).
+    ``state_dir``: where DeepSpeed state is kept so a killed run resumes after its last
+    saved optimizer step (with ``optimizer_state: keep``, also the round's final state).
+    ``optimizer_from``: the previous round's ``state_dir``; with ``keep`` a fresh round
+    starts from its state (when there is one). ``on_step(step, metrics)``
     runs after each optimizer step (and its state save). Joins an existing
     torch.distributed group, or creates a 1-rank one.
 
@@ -68,16 +77,19 @@ def train_round(cfg: TrainerConfig, policy_path: str | Path, rows: pl.DataFrame 
     rank, world = init_distributed()
     model_cfg = AutoConfig.from_pretrained(policy_path, local_files_only=True)
     max_len = cfg.max_seq_len or model_cfg.max_position_embeddings
-    data = load_rows(rows, model_cfg.vocab_size, max_len, check_logprobs=cfg.old_logprobs == "rollout")
+    data = load_rows(rows, model_cfg.vocab_size, max_len,
+                     check_logprobs=cfg.loss == "ppo" and cfg.old_logprobs == "rollout")
     if data.n_rows == 0:
         return _empty_round(cfg, policy_path, out_dir, data, rank)
     engine, lm = build_engine(cfg, policy_path, world)
     fp = ckpt.fingerprint(data, cfg, world)
     done = ckpt.load_state(engine, state_dir, fp)
-    old_flat, ref_flat = _round_start_logprobs(engine, cfg, data, ref_path, state_dir, fp, rank, world, done)
+    continued = done == 0 and cfg.optimizer_state == "keep" and ckpt.load_previous(engine, optimizer_from, cfg)
+    old_flat, ref_flat = (data.rollout_logprobs, None) if cfg.loss == "sft" else \
+        _round_start_logprobs(engine, cfg, data, ref_path, state_dir, fp, rank, world, done)
     plan = make_plan(data, cfg, world)
     stepper = _Stepper(engine, lm, cfg, data, old_flat, ref_flat, rank, world)
-    metrics = []
+    metrics, saved = [], done
     bar = tqdm(range(done, len(plan)), initial=done, total=len(plan), desc="train steps",
                disable=not progress or rank != 0)
     for step in bar:
@@ -85,14 +97,18 @@ def train_round(cfg: TrainerConfig, policy_path: str | Path, rows: pl.DataFrame 
         metrics.append(m)
         bar.set_postfix(loss=f"{m['loss']:.4f}", tok_s=f"{m['tokens_per_s']:.0f}")
         if state_dir is not None and cfg.save_every and (step + 1) % cfg.save_every == 0:
-            ckpt.save_state(engine, state_dir, step + 1, fp, rank)
+            saved = step + 1
+            ckpt.save_state(engine, state_dir, saved, fp, rank)
         if on_step is not None:
             on_step(step + 1, m)
+    keep = cfg.optimizer_state == "keep" and state_dir is not None
+    if keep and saved != len(plan):  # the next round starts from this state
+        ckpt.save_state(engine, state_dir, len(plan), fp, rank)
     out = ckpt.export_hf(engine, lm, policy_path, out_dir, rank)
-    if not cfg.keep_state:
+    if not cfg.keep_state and not keep:
         ckpt.clear_state(state_dir, rank)
     _report(metrics, rank)
-    return TrainResult(out, len(plan), done, data.n_rows, data.dropped_empty, metrics)
+    return TrainResult(out, len(plan), done, data.n_rows, data.dropped_empty, metrics, continued=continued)
 
 
 class _Stepper:
@@ -117,8 +133,9 @@ class _Stepper:
             mb = _to(collate(data, rows, 0, self.old_flat, self.ref_flat), engine.device)
             lp, ent = engine(mb.input_ids, mb.attention_mask, mb.resp_index, mb.response_ids,
                              entropy_grad=cfg.entropy_coeff > 0)
-            out = policy_loss(lp, ent, mb.old_logprobs, mb.advantages, mb.mask, cfg, mb.ref_logprobs,
-                              num_tokens, num_seqs)
+            out = sft_loss(lp, ent, mb.mask, cfg, num_tokens, num_seqs) if cfg.loss == "sft" else \
+                policy_loss(lp, ent, mb.old_logprobs, mb.advantages, mb.mask, cfg, mb.ref_logprobs, num_tokens,
+                            num_seqs)
             engine.backward(out.loss * self.world, scale_wrt_gas=False)  # DeepSpeed averages over ranks
             acc.add(out.stats, tokens=int(mb.seq_lens.sum()),
                     flops=train_flops(self.flops_shape[0], mb.seq_lens, *self.flops_shape[1:]))

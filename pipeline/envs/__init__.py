@@ -7,10 +7,11 @@ from pipeline.envs.alfworld import (AlfworldEnv, AlfworldEnvConfig, GameFileErro
 from pipeline.envs.alfworld_gen import GenConfig, generate_games
 from pipeline.envs.data import AlfworldDataConfig, collect_games, task_id
 from pipeline.envs.pool import EnvPool, PoolConfig
-from pipeline.envs.prompts import PromptConfig, build_prompt, chat_prompt, parse_action, register_template
+from pipeline.envs.prompts import (PromptConfig, build_prompt, chat_prompt, format_response, parse_action,
+                                   register_template)
 from pipeline.envs.tasks import TASK_TYPES
 
 __all__ = ["AlfworldDataConfig", "AlfworldEnv", "AlfworldEnvConfig", "EnvPool", "GameFileError", "GenConfig",
            "PoolConfig", "PromptConfig", "ResetResult", "StepResult", "TASK_TYPES", "build_prompt",
-           "chat_prompt", "collect_games", "generate_games", "parse_action", "read_game_file",
+           "chat_prompt", "collect_games", "format_response", "generate_games", "parse_action", "read_game_file",
            "register_template", "task_id", "task_sentence"]

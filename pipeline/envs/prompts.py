@@ -10,6 +10,10 @@ feeds the invalid-action penalty) and is sent to the game as ``""``.
 ('go to fridge 1', True)
 >>> parse_action("go to fridge 1")
 ('', False)
+>>> format_response("go to fridge 1")
+'<think></think><action>go to fridge 1</action>'
+>>> parse_action(format_response("go to fridge 1"))
+('go to fridge 1', True)
 >>> p = build_prompt("put a apple in fridge.", "You arrive at fridge 1.", ["open fridge 1", "help"],
 ...                  history=[("obs0", "go to fridge 1")])
 >>> "Your task is to: put a apple in fridge." in p, "'help'" in p, "[Observation]: obs0 [Action]: go to fridge 1" in p
@@ -124,6 +128,20 @@ def parse_action(reply: str, config: PromptConfig = PromptConfig()) -> tuple[str
     if config.reject_cjk and _CJK.search(reply):
         valid = False
     return action, valid
+
+
+def format_response(action: str, config: PromptConfig = PromptConfig(), thought: str = "") -> str:
+    """A reply in the agent's response format that plays ``action`` (the inverse of ``parse_action``).
+
+    ``<think>{thought}</think><action>{action}</action>`` when ``require_think``, else
+    ``<action>{action}</action>``; ``parse_action`` gives back ``(action, True)`` for a
+    lower-case, stripped action.
+
+    >>> format_response("open fridge 1", PromptConfig(require_think=False))
+    '<action>open fridge 1</action>'
+    """
+    answer = f"<action>{action}</action>"
+    return f"<think>{thought}</think>{answer}" if config.require_think else answer
 
 
 def chat_prompt(tokenizer: Any, prompt: str, tokenize: bool = False, system: str | None = None):

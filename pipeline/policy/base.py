@@ -1,6 +1,6 @@
 """The policy backend interface: token ids in, sampled token ids and their log-probs out.
 
-Backends (``hf``, ``vllm``) register themselves by name; ``load_policy`` keeps
+Backends (``hf``, ``vllm``, ``expert``) register themselves by name; ``load_policy`` keeps
 one loaded backend per process (a Dask worker loads a checkpoint once per
 round, not once per task).
 
@@ -21,7 +21,10 @@ import os
 import threading
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from pipeline.envs.prompts import PromptConfig
 
 import storage
 
@@ -60,7 +63,7 @@ class SamplingConfig:
 class PolicyConfig:
     """Which backend runs the policy, and how."""
 
-    backend: str = "hf"  # registered backend name: "hf" (transformers, any device) or "vllm" (GPU)
+    backend: str = "hf"  # registered backend name: "hf" (transformers), "vllm" (GPU) or "expert" (ALFWorld's expert)
     device: str = "cpu"  # torch device of the hf backend ("cpu", "cuda", "cuda:1")
     dtype: str = "float32"  # weights dtype: float32, bfloat16 or float16
     max_batch_size: int = 64  # hf: prompts per forward batch (bounds activation memory)
@@ -70,6 +73,7 @@ class PolicyConfig:
     kv_cache_memory_bytes: int = 0  # vllm: KV cache size in bytes, overriding the share (use it on CPU); 0: by share
     free_between_rounds: str = "sleep"  # after a round: "none" keeps it, "sleep" offloads, "restart" frees it
     vllm_args: dict = field(default_factory=dict)  # extra keyword arguments for vllm.LLM
+    expert_epsilon: float = 0.0  # expert: share of turns that play a random admissible action instead (seeded)
 
     def __post_init__(self) -> None:
         if self.dtype not in ("float32", "bfloat16", "float16"):
@@ -86,6 +90,8 @@ class PolicyConfig:
         if not 0 < self.gpu_memory_utilization <= 1:
             raise ValueError(f"PolicyConfig.gpu_memory_utilization must be in (0, 1], "
                              f"got {self.gpu_memory_utilization}")
+        if not 0 <= self.expert_epsilon <= 1:
+            raise ValueError(f"PolicyConfig.expert_epsilon must be in [0, 1], got {self.expert_epsilon}")
         if self.free_between_rounds not in FREE_MODES:
             raise ValueError(f"PolicyConfig.free_between_rounds must be one of {FREE_MODES}, "
                              f"got {self.free_between_rounds!r}")
@@ -101,8 +107,16 @@ class Generation:
     finish_reason: str  # "stop" (a stop token was sampled) or "length" (max_new_tokens reached)
 
 
+@dataclass(frozen=True)
+class Turn:
+    """What the env shows one episode at this turn (read by backends that act without a model)."""
+
+    admissible: list[str]  # commands the game accepts now
+    expert_plan: list[str] | None  # the env expert's next commands (None without an expert)
+
+
 class PolicyBackend(ABC):
-    """A loaded policy: ``generate`` samples one response per prompt."""
+    """A loaded policy: ``generate`` samples one response per prompt; the rollout loop calls ``act``."""
 
     tokenizer: object  # a transformers tokenizer with the checkpoint's chat template
     max_model_len: int  # prompt + response tokens the model accepts
@@ -110,6 +124,10 @@ class PolicyBackend(ABC):
     @abstractmethod
     def generate(self, prompts: list[list[int]], seed: int) -> list[Generation]:
         """Sample one response per prompt (token ids); same ``seed`` and prompts give the same output."""
+
+    def act(self, prompts: list[list[int]], seed: int, turns: list[Turn], prompt: "PromptConfig") -> list[Generation]:
+        """One response per running episode; model backends sample from the prompt alone (``generate``)."""
+        return self.generate(prompts, seed)
 
     def sleep(self) -> None:
         """Free accelerator memory until the next ``wake`` (default: nothing to free)."""
@@ -170,6 +188,8 @@ def _import_builtin(name: str) -> None:
         import pipeline.policy.hf  # noqa: F401
     elif name == "vllm":
         import pipeline.policy.vllm  # noqa: F401
+    elif name == "expert":
+        import pipeline.policy.expert  # noqa: F401
 
 
 _LOADED: dict = {"key": None, "backend": None}

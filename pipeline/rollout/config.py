@@ -36,6 +36,9 @@ class RolloutConfig:
             raise ValueError(f"RolloutConfig.groups_per_batch must be >= 1, got {self.groups_per_batch}")
         if self.retries < 0:
             raise ValueError(f"RolloutConfig.retries must be >= 0, got {self.retries}")
+        if self.policy.backend == "expert" and self.env.expert is None:
+            raise ValueError("RolloutConfig.env.expert must name the expert ('handcoded' or 'planner') when "
+                             "policy.backend is 'expert'")
         for name, amount in self.resources.items():
             if not isinstance(name, str) or isinstance(amount, bool) or not isinstance(amount, (int, float)) \
                     or amount <= 0:

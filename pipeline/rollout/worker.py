@@ -1,8 +1,9 @@
 """The multi-turn rollout loop: whole episode groups played in lock-step, one shard pair per batch.
 
 Each turn: build a prompt for every episode still running, generate for those
-only, parse ``<action>``, step their envs in parallel processes, record one
-step row each. Finished episodes leave the generation batch. Memory is
+only (``PolicyBackend.act``; the expert backend reads each episode's expert
+plan instead), parse ``<action>``, step their envs in parallel processes,
+record one step row each. Finished episodes leave the generation batch. Memory is
 bounded by the batch (``groups_per_batch x group_size`` episodes), never by
 the round.
 
@@ -40,7 +41,7 @@ import polars as pl
 from pipeline.advantage.anchors import anchor_key, commands_key
 from pipeline.envs.pool import EnvPool
 from pipeline.envs.prompts import build_prompt, chat_prompt, parse_action
-from pipeline.policy.base import PolicyBackend
+from pipeline.policy.base import PolicyBackend, Turn
 from pipeline.rollout.config import RolloutConfig
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,7 @@ class _Episodes:
         n = len(self.eid)
         self.obs, self.task, self.admissible = [""] * n, [""] * n, [[] for _ in range(n)]
         self.state: list[int | None] = [None] * n  # state_key of the state each episode is in
+        self.plan: list[list[str] | None] = [None] * n  # the env expert's next commands (with an expert)
         self.history: list[list[tuple[str, str]]] = [[] for _ in range(n)]
         self.score, self.length, self.last_row = [0.0] * n, [0] * n, [-1] * n
         self.end: list[tuple | None] = [None] * n  # (won, terminated, truncated, reason)
@@ -104,7 +106,8 @@ class _Episodes:
             self.rows[col].append(v)
         self.last_row[k] = len(self.rows["step"]) - 1
         self.history[k].append((self.obs[k], action))
-        self.obs[k], self.admissible[k], self.state[k] = res.observation, list(res.admissible_commands), res.state_key
+        self.obs[k], self.admissible[k] = res.observation, list(res.admissible_commands)
+        self.state[k], self.plan[k] = res.state_key, res.expert_plan
         self.score[k] += res.reward
         self.length[k] += 1
         if res.done:
@@ -216,14 +219,15 @@ def play_batch(policy: PolicyBackend, pool: EnvPool, groups: list[Group], config
     eps = _Episodes(good, G)
     for k, s in enumerate(starts):
         eps.obs[k], eps.task[k], eps.admissible[k] = s.observation, s.task, list(s.admissible_commands)
-        eps.state[k] = s.state_key
+        eps.state[k], eps.plan[k] = s.state_key, s.expert_plan
     running, turn = list(range(len(starts))), 0
     while running:
         slots, prompts = _prompts(eps, running, policy, config, stats)
         if not slots:
             break
         t0 = time.perf_counter()
-        gens = policy.generate(prompts, seed=mix_seed(seed, turn))
+        turns = [Turn(eps.admissible[k], eps.plan[k]) for k in slots]
+        gens = policy.act(prompts, mix_seed(seed, turn), turns, config.prompt)
         t1 = time.perf_counter()
         parsed = [parse_action(g.text, config.prompt) for g in gens]
         results = pool.step({k: action for k, (action, _) in zip(slots, parsed)})

@@ -79,3 +79,30 @@ def test_extends_overlays_a_parent_file(tmp_path):
     (tmp_path / "sub" / "child.yaml").write_text("extends: ../base.yaml\ninner:\n  gamma: 0.25\n")
     cfg = load(Outer, tmp_path / "sub" / "child.yaml")
     assert cfg == Outer(rounds=5, inner=Inner(gamma=0.25, norm="mean"))
+
+
+def test_warm_start_section_present_empty_or_disabled(tmp_path):
+    from pipeline.run_config import RunConfig, WarmStartConfig
+
+    assert load(RunConfig, None).warm_start is None
+    (tmp_path / "empty.yaml").write_text("warm_start:\n")
+    assert load(RunConfig, tmp_path / "empty.yaml").warm_start is None
+    on = load(RunConfig, None, ["warm_start.tasks=4", "warm_start.epsilon=0.2"])
+    assert on.warm_start == WarmStartConfig(tasks=4, epsilon=0.2) and on.warm_start.enabled
+    assert not load(RunConfig, None, ["warm_start.enabled=false"]).warm_start.enabled
+    assert load(RunConfig, None).evaluation.before_training
+
+
+@pytest.mark.parametrize("override, message", [
+    ("warm_start.expert=oracle", r"^warm_start.expert must be one of \('handcoded', 'planner'\), got 'oracle'$"),
+    ("warm_start.epsilon=2", r"^warm_start.epsilon must be in \[0, 1\], got 2.0$"),
+    ("warm_start.micro_batch_size=5", "^warm_start.mini_batch_size must be a multiple of micro_batch_size"),
+    ("warm_start.tasks=0", "^warm_start.tasks, group_size and epochs must be >= 1, got 0, 1, 3$"),
+    ("trainer.optimizer_state=forget", r"^trainer.optimizer_state='forget': expected one of \['keep', 'reset'\]$"),
+    ("trainer.num_threads=-1", "^trainer.num_threads=-1: expected >= 0$"),
+])
+def test_learning_sections_name_the_bad_key(override, message):
+    from pipeline.run_config import RunConfig
+
+    with pytest.raises(ConfigError, match=message):
+        load(RunConfig, None, [override])

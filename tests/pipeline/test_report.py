@@ -55,3 +55,16 @@ def test_tensorboard_scalars_are_written(tmp_path):
     assert [e.value for e in events.Scalars("stage_seconds/collect")] == [6.0, 6.0]
     log_round(_metrics(2), LoggingConfig(), str(tmp_path / "off"))
     assert not (tmp_path / "off").exists()
+
+
+def test_report_shows_the_baseline_before_round_0(tmp_path):
+    run = storage.open_run(str(tmp_path))
+    before = RoundMetrics(round=-1, policy_version=-1, success_rate=1.0, eval_success_rate=0.125, loss=0.5,
+                          stage_seconds={"demos": 2.0, "warm_start": 4.0, "evaluate": 1.0})
+    for m in (before, _metrics(0)):
+        commit_metrics(run, m, "cfg")
+    assert [json.loads(line)["round"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [-1, 0]
+    assert main([str(tmp_path)]) == 0
+    text = (tmp_path / "report" / "summary.md").read_text()
+    assert "1 round(s) committed.\n\nHeld-out success before training (baseline): 0.125\n" in text
+    assert "| -1 | 1 | 0.125 | 0 | 0 | 0 | 0.5 | - | - | - | - | 0 |" in text

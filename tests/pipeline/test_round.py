@@ -35,10 +35,12 @@ def test_two_rounds_through_dask_submit_then_reruns(tmp_path):
     code, out = run_to_end(command, timeout=400)
     assert code == 0, out
     assert "dask-submit: LocalCluster at tcp://" in out
-    assert _stage_lines(out) == [f"round {r}: {s}" for r in (0, 1) for s in STAGE_LINES]
+    assert _stage_lines(out) == ["round -1: evaluate ..."] + [f"round {r}: {s}" for r in (0, 1) for s in STAGE_LINES]
 
     run = storage.open_run(str(run_dir))
-    assert run.rounds() == [0, 1]
+    assert run.rounds() == [-1, 0, 1]
+    assert sorted(run.stages(-1)) == ["evaluation", "metrics"]  # the base model's held-out baseline
+    assert run.read("evaluation", [-1]).select("episode_id", "policy_version", "length").rows() == [(0, 0, 3)]
     for r in (0, 1):
         assert sorted(run.stages(r)) == sorted(ROUND_STAGES)
         assert run.manifest(r, "trajectories").policy_version == r
@@ -52,28 +54,30 @@ def test_two_rounds_through_dask_submit_then_reruns(tmp_path):
         assert model.num_parameters() == base.num_parameters()
 
     records = _metrics(run_dir)
-    assert [m["round"] for m in records] == [0, 1] and [m["policy_version"] for m in records] == [0, 1]
-    for m in records:  # no task can be won in 3 steps; every episode is 3 steps long
+    assert [m["round"] for m in records] == [-1, 0, 1] and [m["policy_version"] for m in records] == [-1, 0, 1]
+    baseline = records[0]
+    assert (baseline["eval_success_rate"], baseline["loss"], sorted(baseline["stage_seconds"])) == (0.0, None, ["evaluate"])
+    for m in records[1:]:  # no task can be won in 3 steps; every episode is 3 steps long
         assert (m["success_rate"], m["eval_success_rate"], m["episode_length"]) == (0.0, 0.0, 3.0)
         assert sorted(m["stage_seconds"]) == ["advantage", "collect", "evaluate", "train"]
-    before = {r: created_at(run, r) for r in (0, 1)}
+    before = {r: created_at(run, r) for r in (-1, 0, 1)}
 
     code, out = run_to_end(command, timeout=200)
     assert code == 0, out
     assert f"{run_dir}: all 2 round(s) are committed; nothing to do" in out
     assert _stage_lines(out) == []
-    assert {r: created_at(run, r) for r in (0, 1)} == before
+    assert {r: created_at(run, r) for r in (-1, 0, 1)} == before
 
     # --rounds may come between overrides; the run's total goes to 3: exactly round 2 is added.
     more = [str(SUBMIT), DRIVER, "--config", CONFIG, f"run_dir={run_dir}", "--rounds", "3", *TINY]
     code, out = run_to_end(more, timeout=300)
     assert code == 0, out
     assert _stage_lines(out) == [f"round 2: {s}" for s in STAGE_LINES]
-    assert run.rounds() == [0, 1, 2]
-    assert {r: created_at(run, r) for r in (0, 1)} == before
+    assert run.rounds() == [-1, 0, 1, 2]
+    assert {r: created_at(run, r) for r in (-1, 0, 1)} == before
     check_round_tables(run, 2)
-    assert [m["round"] for m in _metrics(run_dir)] == [0, 1, 2]
-    assert [m["policy_version"] for m in _metrics(run_dir)] == [0, 1, 2]
+    assert [m["round"] for m in _metrics(run_dir)] == [-1, 0, 1, 2]
+    assert [m["policy_version"] for m in _metrics(run_dir)] == [-1, 0, 1, 2]
 
 
 def test_a_second_driver_on_a_locked_run_exits_3(tmp_path):

@@ -40,7 +40,7 @@ def test_two_rank_gloo_equals_one_rank_with_twice_the_micro_batch(tiny_model, tm
     port = str(_free_port())
     args = [sys.executable, "-m", "trainer", "--policy", str(tiny_model), "--ref", str(tiny_model),
             "--data", str(data), "--out", str(tmp_path / "two"), "--metrics", str(tmp_path / "two.jsonl")]
-    args += [f"--set={k}={v}" for k, v in {**common, "micro_batch_size": 2}.items()]
+    args += [f"--set={k}={v}" for k, v in {**common, "micro_batch_size": 2, "num_threads": 1}.items()]
     procs = [subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               env=_child_env(RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE="2", OMP_NUM_THREADS="1",
                                              MASTER_ADDR="127.0.0.1", MASTER_PORT=port))
@@ -150,6 +150,20 @@ def test_one_worker_process_trains_round_after_round(tiny_model, tmp_path, make_
     assert first != second  # round 2 starts from round 1's policy (its first loss is -mean(A) either way: ratio 1)
     w1, w2 = load_weights(tmp_path / "r1"), load_weights(tmp_path / "r2")
     assert any(not torch.equal(w1[k], w2[k]) for k in w1)
+
+
+def test_trainer_process_sizes_its_threads_not_from_an_inherited_omp_setting(tiny_model, tmp_path, make_rows):
+    """A Dask nanny starts workers with OMP_NUM_THREADS=1 and a trainer they start inherits it."""
+    from trainer.engine import host_cores
+
+    data = tmp_path / "rows.parquet"
+    make_rows(4).write_parquet(data)
+    cmd = [sys.executable, "-m", "trainer", "--policy", str(tiny_model), "--data", str(data), "--out",
+           str(tmp_path / "out"), "--set=kl_coef=0", "--set=mini_batch_size=4", "--set=micro_batch_size=4"]
+    env = _child_env(OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()))
+    res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    assert f"tokens/s per core ({host_cores()} threads)" in res.stdout, res.stdout[-1000:]
 
 
 @pytest.mark.gpu

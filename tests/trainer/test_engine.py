@@ -54,6 +54,16 @@ def test_engine_loss_matches_hand_value(tiny_model, tmp_path, mode):
     assert m["grad_norm"] > 0 and m["tokens_per_s"] > 0 and "mfu" not in m
 
 
+def test_sft_loss_is_the_mean_token_nll_of_a_plain_forward(tiny_model, tmp_path):
+    rows = _two_sequences(tiny_model)
+    nll = -sum(sum(_response_logprobs(tiny_model, p, r)) for p, r in zip(rows["prompt_ids"].to_list(), rows["response_ids"].to_list()))
+    cfg = TrainerConfig(loss="sft", kl_coef=0.0, mini_batch_size=2, micro_batch_size=1, lr=1e-3)
+    junk = rows.with_columns(response_logprobs=pl.col("response_logprobs").list.eval(pl.element() * float("nan")))
+    res = train_round(cfg, tiny_model, junk, tmp_path / "out", **QUIET)  # SFT reads no log-probs
+    assert res.metrics[0]["loss"] == pytest.approx(nll / 5, abs=1e-5)
+    assert res.metrics[0]["response_tokens"] == 5 and res.metrics[0]["pg_loss"] == 0.0
+
+
 def test_recomputed_old_logprobs_give_ratio_one(tiny_model, tmp_path, make_rows):
     cfg = TrainerConfig(old_logprobs="recompute", kl_coef=0.0, mini_batch_size=4, micro_batch_size=2)
     res = train_round(cfg, tiny_model, make_rows(4), tmp_path / "out", **QUIET)  # rollout log-probs are junk
@@ -144,7 +154,7 @@ def test_lr_warmup_and_metrics_per_step(tiny_model, tmp_path, make_rows):
 
 
 def test_state_dir_removed_after_export_unless_kept(tiny_model, tmp_path, make_rows):
-    cfg = dict(kl_coef=0.0, mini_batch_size=2, micro_batch_size=2, save_every=1)
+    cfg = dict(kl_coef=0.0, mini_batch_size=2, micro_batch_size=2, save_every=1, optimizer_state="reset")
     train_round(TrainerConfig(**cfg), tiny_model, make_rows(4), tmp_path / "a", state_dir=tmp_path / "sa", **QUIET)
     assert not (tmp_path / "sa").exists()
     train_round(TrainerConfig(keep_state=True, **cfg), tiny_model, make_rows(4), tmp_path / "b",
@@ -152,6 +162,10 @@ def test_state_dir_removed_after_export_unless_kept(tiny_model, tmp_path, make_r
     assert (tmp_path / "sb" / "latest").read_text().strip() == "step2"
     assert sorted(p.name for p in (tmp_path / "sb").glob("step*")) == ["step2"]
     shutil.rmtree(tmp_path / "sb")
+    # optimizer_state: keep leaves the final state for the next round, even without save_every
+    train_round(TrainerConfig(**{**cfg, "optimizer_state": "keep", "save_every": 0}), tiny_model, make_rows(4),
+                tmp_path / "c", state_dir=tmp_path / "sc", **QUIET)
+    assert (tmp_path / "sc" / "latest").read_text().strip() == "step2"
 
 
 def test_overflowing_loss_stops_before_update_and_export(tiny_model, tmp_path, make_rows, load_weights):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from trainer.config import TrainerConfig
-from trainer.loss import KL_PENALTIES, agg_loss, compute_policy_loss, policy_loss
+from trainer.loss import KL_PENALTIES, agg_loss, compute_policy_loss, policy_loss, sft_loss
 
 # Two sequences: A (2 tokens, advantage +1, ratios 1.5 and 1.0) and B (3 tokens,
 # advantage -1, ratios 0.5, 4.0, 2.0), right-padded to 3 tokens.
@@ -112,3 +112,38 @@ def test_loss_gradient_flows_only_through_unclipped_tokens():
     # d/dlogp of -A*r/5 = -A*r/5 where unclipped; 0 where clipped (1.5, 0.5), dual-clipped (4.0) or masked
     expected = torch.tensor([[0.0, -1.0 / 5, 0.0], [0.0, 0.0, 2.0 / 5]])
     assert torch.allclose(logp.grad, expected, atol=1e-6)
+
+
+# SFT: token probabilities A = [1/2, 1/4], B = [1/8, 1, 1/2]; the padding position holds junk.
+SFT_LOGP = torch.log(torch.tensor([[0.5, 0.25, 1e-30], [0.125, 1.0, 0.5]]))
+LN2 = math.log(2.0)
+SFT_HAND = {
+    "token-mean": (1 + 2 + 3 + 0 + 1) * LN2 / 5,  # mean token NLL: 7 ln 2 / 5
+    "seq-mean-token-sum": ((1 + 2) + (3 + 0 + 1)) * LN2 / 2,
+    "seq-mean-token-mean": ((1 + 2) / 2 + (3 + 0 + 1) / 3) * LN2 / 2,
+}
+
+
+@pytest.mark.parametrize("mode", sorted(SFT_HAND))
+def test_sft_loss_is_the_response_token_nll(mode):
+    cfg = TrainerConfig(loss="sft", kl_coef=0.0, loss_agg_mode=mode)
+    out = sft_loss(SFT_LOGP, torch.ones(2, 3), MASK, cfg)
+    assert out.loss.item() == pytest.approx(SFT_HAND[mode], abs=1e-6)
+    assert float(out.stats["entropy"]) == pytest.approx({"token-mean": 1.0, "seq-mean-token-sum": 2.5,
+                                                         "seq-mean-token-mean": 1.0}[mode])
+    norms = {"num_tokens": 5.0, "num_seqs": 2.0}  # micro-batch shares add up to the mini-batch loss
+    parts = [sft_loss(SFT_LOGP[i:i + 1], torch.ones(1, 3), MASK[i:i + 1], cfg, **norms).loss.item() for i in range(2)]
+    assert sum(parts) == pytest.approx(SFT_HAND[mode], abs=1e-6)
+
+
+def test_sft_gradient_is_minus_one_over_tokens():
+    logp = SFT_LOGP.clone().requires_grad_(True)
+    sft_loss(logp, torch.zeros(2, 3), MASK, TrainerConfig(loss="sft", kl_coef=0.0)).loss.backward()
+    assert torch.allclose(logp.grad, -MASK / 5)
+
+
+def test_sft_has_no_reference_policy():
+    with pytest.raises(ValueError, match=r"TrainerConfig.kl_coef=0.01: expected 0 with loss='sft'"):
+        TrainerConfig(loss="sft")
+    with pytest.raises(ValueError, match=r"TrainerConfig.loss='dpo': expected one of \['ppo', 'sft'\]"):
+        TrainerConfig(loss="dpo")

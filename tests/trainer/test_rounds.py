@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import polars as pl
@@ -60,5 +59,22 @@ def test_train_from_run_commits_checkpoint_once(tiny_model, tmp_path):
     committed_steps = (Path(run.stage_dir(0, CHECKPOINT_STAGE)) / "train_metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["loss"] for line in committed_steps] == [m["loss"] for m in res.metrics]
     AutoModelForCausalLM.from_pretrained(run.stage_dir(0, CHECKPOINT_STAGE))
-    assert not os.path.exists(run.stage_dir(0, STATE_STAGE))
+    assert (Path(run.stage_dir(0, STATE_STAGE)) / "latest").is_file()  # optimizer_state: keep, for round 1
     assert train_from_run(run, 0, cfg, tiny_model, progress=False) is None  # committed: no-op
+
+
+def test_sft_trains_on_the_rounds_steps(tiny_model, tmp_path):
+    run = storage.open_run(str(tmp_path / "run"))
+    cfg = TrainerConfig(loss="sft", kl_coef=0.0, lr=1e-3, mini_batch_size=4, micro_batch_size=2,
+                        optimizer_state="reset")
+    with pytest.raises(storage.StageNotCommitted, match="no committed 'trajectories' stage; collect it"):
+        train_from_run(run, -1, cfg, tiny_model, progress=False)
+    steps = _advantages(1).select(storage.TABLES["steps"].names).with_columns(
+        pl.lit(-1, pl.Int32).alias("round"), pl.lit(-1, pl.Int32).alias("policy_version"),
+        response_logprobs=pl.col("response_logprobs").list.eval(pl.element() * float("nan")))  # not read by SFT
+    run.commit(-1, "trajectories", [storage.write_shard(run, -1, "steps", steps, "s")], "demos", -1)
+    res = train_from_run(run, -1, cfg, tiny_model, progress=False)
+    assert res.rows == steps.height and all(m["loss"] > 0 for m in res.metrics)
+    manifest = run.manifest(-1, CHECKPOINT_STAGE)
+    assert manifest.policy_version == 0 and manifest.config_hash == config_hash(cfg)
+    assert run.rounds() == [-1]

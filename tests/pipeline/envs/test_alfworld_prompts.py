@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.envs.prompts import PROMPT_TEMPLATES, PromptConfig, build_prompt, chat_prompt, parse_action, register_template
+from pipeline.envs.prompts import (PROMPT_TEMPLATES, PromptConfig, build_prompt, chat_prompt, format_response,
+                                   parse_action, register_template)
 
 INSTRUCTION = (
     "Now it's your turn to take an action.\n"
@@ -77,6 +78,16 @@ def test_parse_action_checks_are_configurable():
         PromptConfig(history_length=-1)
     with pytest.raises(ValueError, match="PromptConfig.template must be one of"):
         PromptConfig(template="nope")
+
+
+@pytest.mark.parametrize("config", [PromptConfig(), PromptConfig(require_think=False)], ids=["think", "no-think"])
+@pytest.mark.parametrize("action", ["look", "go to fridge 1", "move apple 2 to countertop 1", "heat mug 1 with microwave 1"])
+def test_format_response_is_the_inverse_of_parse_action(action, config):
+    reply = format_response(action, config)
+    assert parse_action(reply, config) == (action, True)
+    assert reply == ("<think></think>" if config.require_think else "") + f"<action>{action}</action>"
+    assert format_response(action, config, thought="the fridge is closed").count("the fridge is closed") \
+        == int(config.require_think)
 
 
 def test_chat_prompt_with_a_real_tokenizer_and_any_template_object():

@@ -67,11 +67,11 @@ class _KillsEnvWorker:
         self.policy, self.pool, self.turn = policy, pool, 0
         self.tokenizer, self.max_model_len = policy.tokenizer, policy.max_model_len
 
-    def generate(self, prompts, seed):
+    def act(self, prompts, seed, turns, prompt):
         if self.turn == 1:
             os.kill(self.pool.worker_pids()[1], signal.SIGKILL)
         self.turn += 1
-        return self.policy.generate(prompts, seed)
+        return self.policy.act(prompts, seed, turns, prompt)
 
 
 def test_crashed_env_truncates_only_its_episodes(tiny, games, pool):
