@@ -67,4 +67,4 @@ def test_report_shows_the_baseline_before_round_0(tmp_path):
     assert main([str(tmp_path)]) == 0
     text = (tmp_path / "report" / "summary.md").read_text()
     assert "1 round(s) committed.\n\nHeld-out success before training (baseline): 0.125\n" in text
-    assert "| -1 | 1 | 0.125 | 0 | 0 | 0 | 0.5 | - | - | - | - | 0 |" in text
+    assert "| -1 | 1 | 0.125 | 0 | 0 | 0 | - | 0.5 | - | - | - | - | 0 |" in text
