@@ -1,8 +1,10 @@
 """The evaluate stage: play held-out tasks with the round's new checkpoint, commit the ``evaluation`` table.
 
 Sampling runs at ``evaluation.temperature`` with ``evaluation.group_size``
-episodes per task, on the same rollout tasks and env pools as collect; only
-the per-episode outcome is kept (``storage.schemas.EVALUATION``).
+episodes per task, on the same rollout tasks and env pools as collect, with the
+same sampling seeds at every evaluation of a run (a fixed held-out set: rounds
+differ only by their policy); only the per-episode outcome is kept
+(``storage.schemas.EVALUATION``).
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from pipeline.rollout.task import play_groups, release_resources
 from pipeline.run_config import EvalConfig
 
 STAGE = "evaluation"
+EVAL_SEED_ROUND = -2  # every evaluation samples with the same seeds: rounds differ only by their policy
 
 
 def eval_rollout(rollout: RolloutConfig, cfg: EvalConfig) -> RolloutConfig:
@@ -27,7 +30,7 @@ def eval_rollout(rollout: RolloutConfig, cfg: EvalConfig) -> RolloutConfig:
 
 
 def _play(policy: str, groups, rollout: RolloutConfig, round: int, version: int, batch: int) -> pl.DataFrame:
-    _, episodes, _ = play_groups(policy, groups, rollout, round, version, batch)
+    _, episodes, _ = play_groups(policy, groups, rollout, round, version, batch, seed_round=EVAL_SEED_ROUND)
     return episodes.select("round", "policy_version", "task_id", "episode_id", "won", "score", "length")
 
 

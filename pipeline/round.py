@@ -34,7 +34,7 @@ from pipeline.round_metrics import StageClock, gather  # noqa: E402
 from pipeline.run_config import RunConfig  # noqa: E402
 from pipeline.setup import base_model, policy_for, prepare_games, round_tasks  # noqa: E402
 from pipeline.train_task import read_train_steps, train  # noqa: E402
-from pipeline.warm_start import evaluate_before, warm_start  # noqa: E402
+from pipeline.warm_start import WARM_ROUND, evaluate_before, warm_start  # noqa: E402
 
 
 # The config section whose hash each stage's manifest records.
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with run.lock():
             todo = rounds_to_run(run, cfg.rounds)
-            if not todo:
+            if not todo and (cfg.rounds or run.is_committed(WARM_ROUND, METRICS_STAGE)):
                 print(f"{cfg.run_dir}: all {cfg.rounds} round(s) are committed; nothing to do")
                 return 0
             games, held_out = prepare_games(cfg.games, run)

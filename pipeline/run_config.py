@@ -134,7 +134,7 @@ class RunConfig:
     """A GiGPO run: where it lives, what it plays, and each stage's settings."""
 
     run_dir: str = "runs/local"  # run directory (local path or URI); checkpoints need a shared filesystem
-    rounds: int = 2  # total rounds of the run; a rerun finishes the missing ones
+    rounds: int = 2  # total rounds of the run; a rerun finishes the missing ones (0: warm start and baseline only)
     tasks_per_round: int = 16  # episode groups collected per round (paper: 16)
     base_model: str = "tiny"  # HF checkpoint of round 0; "tiny" builds the tiny model into RUN/base_model
     tiny_model: TinyModelConfig = field(default_factory=TinyModelConfig)  # its shape, when base_model is tiny
@@ -148,6 +148,6 @@ class RunConfig:
     logging: LoggingConfig = field(default_factory=LoggingConfig)  # experiment trackers (TensorBoard)
 
     def __post_init__(self) -> None:
-        if self.rounds < 1 or self.tasks_per_round < 1:
-            raise ValueError(f"RunConfig.rounds and tasks_per_round must be >= 1, got {self.rounds}, "
+        if self.rounds < 0 or self.tasks_per_round < 1:
+            raise ValueError(f"RunConfig.rounds must be >= 0 and tasks_per_round >= 1, got {self.rounds}, "
                              f"{self.tasks_per_round}")

@@ -65,17 +65,17 @@ def is_daemon() -> bool:
 
 
 def play_groups(policy_path: str, groups: list[Group], config: RolloutConfig, round: int, policy_version: int,
-                batch: int) -> tuple[pl.DataFrame, pl.DataFrame, BatchStats]:
+                batch: int, seed_round: int | None = None) -> tuple[pl.DataFrame, pl.DataFrame, BatchStats]:
     """Play ``groups`` (batch ``batch`` of a round) with this process's policy and env pool; write nothing.
 
-    The sampling seed depends on ``(sampling.seed, round, batch)`` only. Used by
-    ``rollout_batch`` and by evaluation tasks.
+    The sampling seed depends on ``(sampling.seed, seed_round (default: round), batch)`` only.
+    Used by ``rollout_batch`` and by evaluation tasks.
     """
     if is_daemon():
         raise RuntimeError(DAEMON_ERROR)
     with _TASK_LOCK:
         policy = load_policy(policy_path, config.policy, config.sampling)
-        seed = mix_seed(config.sampling.seed, round, batch)
+        seed = mix_seed(config.sampling.seed, round if seed_round is None else seed_round, batch)
         return play_batch(policy, _pool(config), groups, config, round, policy_version, seed)
 
 

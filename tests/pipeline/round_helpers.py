@@ -22,7 +22,7 @@ import storage
 
 ROOT = Path(__file__).resolve().parents[2]
 DRIVER = "pipeline/round.py"
-CONFIG = "configs/local.yaml"
+CONFIG = "configs/smoke.yaml"
 G, TASKS, MAX_STEPS = 2, 2, 3  # episodes per group, groups per round, steps per episode
 # The embedded default, shrunk: 2 groups of 2 episodes, 3 steps each, 1 held-out task.
 TINY = [f"tasks_per_round={TASKS}", f"rollout.group_size={G}", f"rollout.env.max_steps={MAX_STEPS}",
@@ -40,7 +40,7 @@ def driver_env() -> dict:
 
 
 def driver_args(run_dir: Path | str, *extra: str) -> list[str]:
-    """``python pipeline/round.py --config configs/local.yaml run_dir=... <TINY> <extra>``."""
+    """``python pipeline/round.py --config configs/smoke.yaml run_dir=... <TINY> <extra>``."""
     return [sys.executable, DRIVER, "--config", CONFIG, f"run_dir={run_dir}", *TINY, *extra]
 
 

@@ -104,10 +104,10 @@ def test_a_second_driver_on_a_locked_run_exits_3(tmp_path):
 @pytest.mark.parametrize("argv, message", [
     (["trainer.lrr=1"], "config error: trainer.lrr: unknown key; expected one of ['clip_ratio_low', "),
     (["rollout.group_size=0"], "config error: rollout.group_size must be >= 1, got 0\n"),
-    (["rounds=0"], "config error: rounds and tasks_per_round must be >= 1, got 0, 2\n"),
-    (["--rounds", "0"], "config error: rounds and tasks_per_round must be >= 1, got 0, 2\n"),
+    (["rounds=-1"], "config error: rounds must be >= 0 and tasks_per_round >= 1, got -1, 2\n"),
+    (["--rounds", "-1"], "config error: rounds must be >= 0 and tasks_per_round >= 1, got -1, 2\n"),
     (["rollout.env.max_steps=many"], "config error: rollout.env.max_steps: expected int, got 'many'\n"),
-], ids=["unknown-key", "group-size-0", "rounds-0", "--rounds-0", "mistyped"])
+], ids=["unknown-key", "group-size-0", "rounds-negative", "--rounds-negative", "mistyped"])
 def test_bad_config_is_refused_before_any_work(tmp_path, argv, message):
     run_dir = tmp_path / "run"
     done = subprocess.run(driver_args(run_dir, *argv), cwd=ROOT, env=driver_env(), capture_output=True, text=True,
