@@ -120,7 +120,8 @@ def test_state_anchor_refuses_missing_states(steps):
     with pytest.raises(AdvantageInputError, match=r"column 'state_key' has null values in episode_id\(s\) \[1\] "
                                                   r".*only envs that report their true state .*anchor='state' cannot"):
         adv(nulls, "state")
-    with pytest.raises(AdvantageInputError, match=r"lack column\(s\) \['state_key'\] \(anchor='state'.*schema version 1"):
+    missing = r"lack column\(s\) \['state_key'\] \(anchor='state'.*schema version 1"
+    with pytest.raises(AdvantageInputError, match=missing):
         adv(steps.drop("state_key"), "state")
     with pytest.raises(AdvantageInputError, match=r"lack column\(s\) \['admissible_key'\] \(anchor='composite'"):
         adv(steps.drop("admissible_key"), "composite")
