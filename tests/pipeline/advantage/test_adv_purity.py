@@ -131,6 +131,9 @@ def test_anchor_groups_refuses_advantages_without_anchor_ids(steps):
     out = adv(steps, "exact").with_columns(pl.lit(None, pl.Int32).alias("anchor_id"))
     with pytest.raises(AdvantageInputError, match="column 'anchor_id' has nulls: advantages written with schema v"):
         anchor_groups(out)
+    renumbered = adv(steps, "exact").with_columns(pl.col("anchor_id").replace({0: 1, 1: 0}))
+    with pytest.raises(AdvantageInputError, match=r"'anchor_id' must number each group's anchor groups 0, 1, \.\.\."):
+        anchor_stats(renumbered)
 
 
 def test_round_purity_pools_groups_exactly(steps, steps_table, tmp_path):
