@@ -71,7 +71,8 @@ def baseline(records: list[RoundMetrics]) -> str:
 def summary(records: list[RoundMetrics]) -> str:
     """Markdown table of the run's headline numbers, one row per round (round -1: before round 0)."""
     cols = ["round", "success_rate", "eval_success_rate", "episode_length", "invalid_action_share",
-            "anchored_share", "anchor_pure_share", "loss", "kl", "clip_fraction", "rollout_tokens_per_s", "train_tokens_per_s"]
+            "anchored_share", "anchor_pure_share", "loss", "kl", "clip_fraction", "rollout_tokens_per_s",
+            "train_tokens_per_s"]
     lines = ["| " + " | ".join(cols + ["advantage share of round"]) + " |", "|" + "---|" * (len(cols) + 1)]
     for m in records:
         total = sum(m.stage_seconds.values())

@@ -36,8 +36,8 @@ STEPS = pa.schema(
         pa.field("step", pa.int32(), nullable=False),  # 0, 1, 2, ... inside the episode
         pa.field("observation", pa.string(), nullable=False),  # raw env text acted on (anchor text)
         pa.field("anchor_key", pa.uint64(), nullable=False),  # stable hash of the anchor state
-        pa.field("state_key", pa.uint64(), nullable=True),  # stable hash of the env's true state acted on (null: none reported)
-        pa.field("admissible_key", pa.uint64(), nullable=True),  # stable hash of that state's sorted admissible commands
+        pa.field("state_key", pa.uint64(), nullable=True),  # hash of the env's true state acted on (null: none)
+        pa.field("admissible_key", pa.uint64(), nullable=True),  # hash of that state's sorted admissible commands
         pa.field("prompt_ids", _TOKENS, nullable=False),
         pa.field("response_ids", _TOKENS, nullable=False),
         pa.field("response_logprobs", pa.list_(pa.float32()), nullable=False),
@@ -93,7 +93,7 @@ ANCHOR_STATS = pa.schema(
         pa.field("impure_step_share", pa.float64(), nullable=True),  # steps in anchor groups of several true states
         pa.field("states_per_anchor_group", pa.float64(), nullable=True),  # mean distinct true states per anchor group
         pa.field("revisit_steps", pa.int64(), nullable=True),  # steps whose true state recurs in the group
-        pa.field("missed_revisit_share", pa.float64(), nullable=True),  # of those, steps left in singleton anchor groups
+        pa.field("missed_revisit_share", pa.float64(), nullable=True),  # of those, steps in singleton anchor groups
     ]
 )
 
@@ -103,7 +103,7 @@ ANCHOR_GROUPS = pa.schema(
         pa.field("group_id", pa.int64(), nullable=False),
         pa.field("anchor_id", pa.int32(), nullable=False),  # = the advantages' anchor_id
         pa.field("size", pa.int64(), nullable=False),  # steps in the anchor group
-        pa.field("anchor_text", pa.string(), nullable=False),  # observation of its first step (a sample for fuzzy anchors)
+        pa.field("anchor_text", pa.string(), nullable=False),  # its first step's observation (fuzzy anchors: a sample)
         pa.field("distinct_returns", pa.int64(), nullable=False),  # distinct step returns (1: A_S carries no signal)
         pa.field("return_mean", pa.float64(), nullable=False),
         pa.field("return_std", pa.float64(), nullable=False),  # unbiased (n-1); 0 for a singleton

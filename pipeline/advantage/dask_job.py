@@ -1,7 +1,8 @@
 """The round's advantage job over committed steps shards, on one machine or a Dask cluster.
 
 Each output partition is one input shard plus the advantage columns, in
-the shard's row order (steps of an older schema version gain its newer columns as nulls), handed to ``sink(table, index, source_path)`` where the
+the shard's row order (steps of an older schema version gain the newer
+columns as nulls), handed to ``sink(table, index, source_path)`` where the
 task runs (a Dask worker): the round driver passes storage's shard writer.
 Only the scalar columns are read into the computation; the token columns stay
 in the Arrow table read for the output and are never copied or shuffled.

@@ -19,7 +19,7 @@ from typing import Union
 import numpy as np
 import polars as pl
 
-from pipeline.advantage.groupnorm import CodeStats, first_index, pair_codes
+from pipeline.advantage.groupnorm import CodeStats, first_index
 from pipeline.advantage.returns import canonical_order
 from pipeline.advantage.validate import AdvantageInputError
 
@@ -60,10 +60,41 @@ def sort_rows(rows: pl.DataFrame) -> tuple[pl.DataFrame, np.ndarray, np.ndarray]
     return rows, np.cumsum(new_group) - 1, np.flatnonzero(new_group)
 
 
+def _pairs(major: np.ndarray, minor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Order sorting rows by (major, minor), and which sorted rows start a new pair (sorting beats hashing here)."""
+    order = np.lexsort((minor, major))
+    a, b = major[order], minor[order]
+    new = np.ones(len(order), dtype=bool)
+    new[1:] = (a[1:] != a[:-1]) | (b[1:] != b[:-1])
+    return order, new
+
+
 def _distinct(codes: np.ndarray, n: int, values: np.ndarray) -> np.ndarray:
     """Distinct ``values`` (an integer or bit-pattern column) per code."""
-    pairs, m = pair_codes(codes, values)
-    return np.bincount(codes[first_index(pairs, m)], minlength=n)
+    order, new = _pairs(codes, values)
+    return np.bincount(codes[order][new], minlength=n)
+
+
+def _pair_sizes(major: np.ndarray, minor: np.ndarray) -> np.ndarray:
+    """Rows sharing each row's (major, minor) pair."""
+    order, new = _pairs(major, minor)
+    run = np.cumsum(new) - 1
+    out = np.empty(len(order), dtype=np.int64)
+    out[order] = np.bincount(run)[run]
+    return out
+
+
+def _anchor_codes(group_code: np.ndarray, anchor_id: np.ndarray) -> np.ndarray:
+    """Dense anchor-group codes: a group's ``anchor_id``s (0, 1, ... by first appearance) after the groups before."""
+    starts = np.flatnonzero(np.diff(group_code, prepend=-1))
+    per_group = np.maximum.reduceat(anchor_id, starts).astype(np.int64) + 1
+    code = np.repeat(np.cumsum(per_group) - per_group, np.diff(np.append(starts, len(group_code)))) + anchor_id
+    seen = np.maximum.accumulate(code)
+    if code[0] != 0 or np.any(anchor_id < 0) or np.any(code[1:] > seen[:-1] + 1):
+        raise AdvantageInputError(
+            "column 'anchor_id' must number each group's anchor groups 0, 1, ... in order of first appearance "
+            "(as compute_advantages writes it)")
+    return code
 
 
 @dataclass(frozen=True)
@@ -78,12 +109,14 @@ class Anchors:
 
     @classmethod
     def of(cls, rows: pl.DataFrame, group_code: np.ndarray) -> "Anchors":
+        """Anchor groups of non-empty canonically sorted rows (``group_code``: each row's episode group)."""
         anchor_id = rows["anchor_id"]
         if anchor_id.null_count():
             raise AdvantageInputError(
                 "column 'anchor_id' has nulls: advantages written with schema version 1 carry no anchor groups; "
                 "recompute them with compute_advantages")
-        code, n = pair_codes(group_code, anchor_id.to_numpy())
+        code = _anchor_codes(group_code, anchor_id.to_numpy())
+        n = int(code.max()) + 1
         state, known = state_columns(rows)
         states = _distinct(code, n, state).astype(np.float64)
         states[np.bincount(code, ~known, n) > 0] = np.nan
@@ -149,8 +182,7 @@ def purity_by_group(rows: pl.DataFrame, group_code: np.ndarray, k: int) -> pl.Da
     shared_count = np.bincount(anchor_group, shared, k)
     count = np.bincount(group_code, minlength=k)
     states = np.nan_to_num(a.states)
-    state_code, m = pair_codes(group_code, state)
-    revisit = np.bincount(state_code, minlength=m)[state_code] > 1
+    revisit = _pair_sizes(group_code, state) > 1
     revisits = np.bincount(group_code, revisit, k)
     missed = np.bincount(group_code, revisit & ~shared[a.code], k)
     with np.errstate(invalid="ignore", divide="ignore"):

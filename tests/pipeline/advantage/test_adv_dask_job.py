@@ -143,7 +143,8 @@ def sharded_rounds(draw):
         for _ in range(draw(st.integers(1, 3))):
             for s in range(draw(st.integers(1, 5))):
                 reward = draw(st.sampled_from([0.0, 1.0, 0.5, -1.0]))
-                rows.append((g, episode, s, reward, draw(st.integers(0, 3)), draw(st.booleans()), draw(st.integers(0, 2))))
+                state = draw(st.integers(0, 2))
+                rows.append((g, episode, s, reward, draw(st.integers(0, 3)), draw(st.booleans()), state))
             episode += 1
     n_shards = draw(st.integers(1, 4))
     return rows, draw(st.lists(st.integers(0, n_shards - 1), min_size=len(rows), max_size=len(rows))), n_shards

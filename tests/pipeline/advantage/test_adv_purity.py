@@ -120,7 +120,8 @@ def test_state_anchor_refuses_missing_states(steps):
     with pytest.raises(AdvantageInputError, match=r"column 'state_key' has null values in episode_id\(s\) \[1\] "
                                                   r".*only envs that report their true state .*anchor='state' cannot"):
         adv(nulls, "state")
-    with pytest.raises(AdvantageInputError, match=r"lack column\(s\) \['state_key'\] \(anchor='state'.*schema version 1"):
+    missing = r"lack column\(s\) \['state_key'\] \(anchor='state'.*schema version 1"
+    with pytest.raises(AdvantageInputError, match=missing):
         adv(steps.drop("state_key"), "state")
     with pytest.raises(AdvantageInputError, match=r"lack column\(s\) \['admissible_key'\] \(anchor='composite'"):
         adv(steps.drop("admissible_key"), "composite")
@@ -130,6 +131,9 @@ def test_anchor_groups_refuses_advantages_without_anchor_ids(steps):
     out = adv(steps, "exact").with_columns(pl.lit(None, pl.Int32).alias("anchor_id"))
     with pytest.raises(AdvantageInputError, match="column 'anchor_id' has nulls: advantages written with schema v"):
         anchor_groups(out)
+    renumbered = adv(steps, "exact").with_columns(pl.col("anchor_id").replace({0: 1, 1: 0}))
+    with pytest.raises(AdvantageInputError, match=r"'anchor_id' must number each group's anchor groups 0, 1, \.\.\."):
+        anchor_stats(renumbered)
 
 
 def test_round_purity_pools_groups_exactly(steps, steps_table, tmp_path):
