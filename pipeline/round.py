@@ -22,7 +22,7 @@ if __name__ == "__main__":  # run as a script: this folder must not shadow the p
 import storage  # noqa: E402
 from pipeline.advantage.round_job import run_advantage_round  # noqa: E402
 from pipeline.cluster import connect  # noqa: E402
-from pipeline.config import ConfigError, config_hash, load  # noqa: E402
+from pipeline.config import ConfigError, config_hash, hash_index, load, to_dict  # noqa: E402
 from pipeline.evaluate import evaluate  # noqa: E402
 from pipeline.loggers import log_round  # noqa: E402
 from pipeline.metrics import METRICS_STAGE, commit_metrics  # noqa: E402
@@ -93,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             if not todo:
                 print(f"{cfg.run_dir}: all {cfg.rounds} round(s) are committed; nothing to do")
                 return 0
+            storage.save_config(run, to_dict(cfg), hash_index(cfg))  # every manifest's config_hash resolves
             games, held_out = prepare_games(cfg.games, run)
             base = base_model(cfg, run)
             with connect(cfg.cluster) as client:
