@@ -79,3 +79,25 @@ def test_extends_overlays_a_parent_file(tmp_path):
     (tmp_path / "sub" / "child.yaml").write_text("extends: ../base.yaml\ninner:\n  gamma: 0.25\n")
     cfg = load(Outer, tmp_path / "sub" / "child.yaml")
     assert cfg == Outer(rounds=5, inner=Inner(gamma=0.25, norm="mean"))
+
+
+def test_every_manifest_hash_resolves_in_the_saved_config(tmp_path):
+    """The driver's saved config resolves each stage's section hash and the metrics' whole hash to its values."""
+    import storage
+    from pipeline.config import hash_index
+    from pipeline.metrics import METRICS_STAGE
+    from pipeline.round import STAGE_SECTIONS
+    from pipeline.run_config import RunConfig
+
+    cfg = load(RunConfig, None, ["trainer.lr=3e-5", f"run_dir={tmp_path}"])
+    run = storage.open_run(str(tmp_path))
+    path = storage.save_config(run, to_dict(cfg), hash_index(cfg))
+    assert path == f"{tmp_path}/configs/{config_hash(cfg)}.yaml"
+    assert storage.save_config(run, to_dict(cfg), hash_index(cfg)) is None  # same config: nothing new written
+    recorded = {stage: (section, config_hash(getattr(cfg, section))) for stage, section in STAGE_SECTIONS.items()}
+    recorded[METRICS_STAGE] = (None, config_hash(cfg))
+    for stage, (section, h) in recorded.items():
+        [(found, found_section, values)] = storage.find_config(run, h)
+        assert (found, found_section) == (path, section), stage
+        assert values == (to_dict(cfg) if section is None else to_dict(getattr(cfg, section)))
+    assert storage.find_config(run, config_hash(cfg.trainer))[0][2]["lr"] == 3e-5
