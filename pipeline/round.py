@@ -64,9 +64,18 @@ def run_round(r: int, cfg: RunConfig, run: storage.Run, client, games, held_out,
     metrics = gather(run, r, clock.seconds, read_train_steps(run, r), cores)
     commit_metrics(run, metrics, h)
     log_round(metrics, cfg.logging, run.root)
-    print(f"round {r}: success {metrics.success_rate:.3f}, held-out {metrics.eval_success_rate}, anchored share "
-          f"{metrics.anchored_share:.3f}, loss {metrics.loss}, stage seconds "
+    print(f"round {r}: success {metrics.success_rate:.3f}, held-out {_fig(metrics.eval_success_rate)}, anchored share "
+          f"{metrics.anchored_share:.3f}, loss {_fig(metrics.loss)}, stage seconds "
           + ", ".join(f"{k} {v:.1f}" for k, v in metrics.stage_seconds.items()), flush=True)
+
+
+def _fig(x: float | None) -> str:
+    """A figure of the round line to 4 significant digits ('-' when absent).
+
+    >>> _fig(1.4104144710263763e-07), _fig(0.75), _fig(None)
+    ('1.41e-07', '0.75', '-')
+    """
+    return "-" if x is None else f"{x:.4g}"
 
 
 def rounds_to_run(run: storage.Run, total: int) -> list[int]:
