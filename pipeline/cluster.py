@@ -25,5 +25,8 @@ def connect(cfg: ClusterConfig) -> Iterator[Client]:
         return
     with dask.config.set({"distributed.worker.daemon": False}), \
             LocalCluster(n_workers=cfg.n_workers, threads_per_worker=cfg.threads_per_worker, processes=True,
-                         dashboard_address=None) as cluster, Client(cluster) as client:
+                         # no dashboard, and the scheduler's HTTP server (health, metrics) on a free port
+                         # rather than its default 8787, busy when another cluster runs on this host
+                         dashboard_address=None, scheduler_kwargs={"dashboard_address": "127.0.0.1:0"}) as cluster, \
+            Client(cluster) as client:
         yield client

@@ -151,3 +151,20 @@ def to_dict(cfg: Any) -> dict:
 def config_hash(cfg: Any) -> str:
     """Stable 16-hex-digit hash of a config's values."""
     return hashlib.sha256(json.dumps(to_dict(cfg), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def hash_index(cfg: Any) -> dict[str, str]:
+    """Hashes a run's manifests may record: ``""`` the whole config's, and each dataclass section's by name.
+
+    >>> @dataclasses.dataclass(frozen=True)
+    ... class Opt:
+    ...     lr: float = 1e-3  # learning rate
+    >>> @dataclasses.dataclass(frozen=True)
+    ... class Run:
+    ...     opt: Opt = Opt()  # optimizer section
+    ...     seed: int = 0  # random seed
+    >>> hash_index(Run()) == {"": config_hash(Run()), "opt": config_hash(Opt())}
+    True
+    """
+    sections = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+    return {"": config_hash(cfg)} | {k: config_hash(v) for k, v in sections.items() if dataclasses.is_dataclass(v)}

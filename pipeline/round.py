@@ -25,7 +25,7 @@ if __name__ == "__main__":  # run as a script: this folder must not shadow the p
 import storage  # noqa: E402
 from pipeline.advantage.round_job import run_advantage_round  # noqa: E402
 from pipeline.cluster import connect  # noqa: E402
-from pipeline.config import ConfigError, config_hash, load  # noqa: E402
+from pipeline.config import ConfigError, config_hash, hash_index, load, to_dict  # noqa: E402
 from pipeline.evaluate import evaluate  # noqa: E402
 from pipeline.loggers import log_round  # noqa: E402
 from pipeline.metrics import METRICS_STAGE, commit_metrics  # noqa: E402
@@ -68,9 +68,18 @@ def run_round(r: int, cfg: RunConfig, run: storage.Run, client, games, held_out,
     metrics = gather(run, r, clock.seconds, read_train_steps(run, r), cores)
     commit_metrics(run, metrics, h)
     log_round(metrics, cfg.logging, run.root)
-    print(f"round {r}: success {metrics.success_rate:.3f}, held-out {metrics.eval_success_rate}, anchored share "
-          f"{metrics.anchored_share:.3f}, loss {metrics.loss}, stage seconds "
+    print(f"round {r}: success {metrics.success_rate:.3f}, held-out {_fig(metrics.eval_success_rate)}, anchored share "
+          f"{metrics.anchored_share:.3f}, loss {_fig(metrics.loss)}, stage seconds "
           + ", ".join(f"{k} {v:.1f}" for k, v in metrics.stage_seconds.items()), flush=True)
+
+
+def _fig(x: float | None) -> str:
+    """A figure of the round line to 4 significant digits ('-' when absent).
+
+    >>> _fig(1.4104144710263763e-07), _fig(0.75), _fig(None)
+    ('1.41e-07', '0.75', '-')
+    """
+    return "-" if x is None else f"{x:.4g}"
 
 
 def rounds_to_run(run: storage.Run, total: int) -> list[int]:
@@ -97,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             if not todo and (cfg.rounds or run.is_committed(WARM_ROUND, METRICS_STAGE)):
                 print(f"{cfg.run_dir}: all {cfg.rounds} round(s) are committed; nothing to do")
                 return 0
+            storage.save_config(run, to_dict(cfg), hash_index(cfg))  # every manifest's config_hash resolves
             games, held_out = prepare_games(cfg.games, run)
             base = base_model(cfg, run)
             with connect(cfg.cluster) as client:

@@ -20,6 +20,8 @@ Exit codes: the script's own when followed to its end; 0 when detached;
 """
 from __future__ import annotations
 
+import codecs
+import logging
 import os
 import subprocess
 import sys
@@ -52,38 +54,44 @@ def _start(job: str, source: str, name: str, args: list[str], cwd: str, dask_sch
     return str(folder)
 
 
-def _read(job: str, offset: int) -> tuple[str | None, int | None]:
-    """(log text from ``offset``, exit code or None while running); (None, None) for an unknown job."""
+def _read(job: str, offset: int, limit: int = 1 << 20) -> tuple[bytes | None, int | None]:
+    """(up to ``limit`` (-1: all) log bytes from ``offset``, exit code or None while running).
+
+    (None, None) for an unknown job. Runs on the scheduler host.
+    """
     folder = _jobs() / job
     if not folder.is_dir():
         return None, None
+    code = folder / "exitcode"
+    code = int(code.read_text()) if code.exists() else None  # read first: a finished job's log is complete
     log = folder / "log"
-    text = ""
+    data = b""
     if log.exists():
         with open(log, "rb") as fh:
             fh.seek(offset)
-            text = fh.read().decode(errors="replace")
-    code = folder / "exitcode"
-    return text, int(code.read_text()) if code.exists() else None
+            data = fh.read(limit)
+    return data, code
 
 
-def _follow(client, job: str, poll: float = 0.5) -> int:
-    """Print a job's log as it grows; return its exit code."""
-    offset = 0
+def _follow(client, job: str, poll: float = 0.5, limit: int = 1 << 20) -> int:
+    """Print a job's log as it grows (UTF-8 decoded across read boundaries); return its exit code."""
+    offset, decoder = 0, codecs.getincrementaldecoder("utf-8")(errors="replace")
     while True:
-        text, code = client.run_on_scheduler(_read, job, offset)
-        if text is None:
+        data, code = client.run_on_scheduler(_read, job, offset, limit)
+        if data is None:
             click.echo(f"dask-submit: no job {job!r} on this scheduler", err=True)
             return UNKNOWN_JOB
-        click.echo(text, nl=False)
-        offset += len(text.encode())
-        if code is not None:
+        offset, done = offset + len(data), code is not None and len(data) < limit
+        click.echo(decoder.decode(data, final=done), nl=False)  # a character split by a read waits for its rest
+        if done:
             return code
-        time.sleep(poll)
+        if len(data) < limit:
+            time.sleep(poll)
 
 
 def _connect(scheduler: str, timeout: float):
     from distributed import Client
+    logging.getLogger("distributed").setLevel(logging.WARNING)  # only the job's own output on stdout/stderr
     try:
         return Client(scheduler, timeout=f"{timeout}s")
     except OSError as exc:
@@ -95,7 +103,7 @@ def _run_local(script: str, args: tuple[str, ...]) -> int:
     import dask
     from distributed import LocalCluster
 
-    with dask.config.set({"distributed.worker.daemon": False}), LocalCluster(processes=True) as cluster:
+    with dask.config.set({"distributed.worker.daemon": False}), LocalCluster(processes=True, dashboard_address=":0") as cluster:
         click.echo(f"dask-submit: LocalCluster at {cluster.scheduler_address} ({cluster.dashboard_link})", err=True)
         env = os.environ | {"DASK_SCHEDULER_ADDRESS": cluster.scheduler_address}
         return subprocess.call([sys.executable, script, *args], env=env)
@@ -117,11 +125,12 @@ def cli(scheduler, detach, logs_of, follow, connect_timeout, script, args):
         client = _connect(scheduler, connect_timeout)
         if follow:
             sys.exit(_follow(client, logs_of))
-        text, code = client.run_on_scheduler(_read, logs_of, 0)
-        if text is None:
+        data, code = client.run_on_scheduler(_read, logs_of, 0, -1)
+        if data is None:
             click.echo(f"dask-submit: no job {logs_of!r} on this scheduler", err=True)
             sys.exit(UNKNOWN_JOB)
-        click.echo(text + ("" if code is None else f"[dask-submit] exit code {code}\n"), nl=False)
+        click.echo(data.decode(errors="replace") + ("" if code is None else f"[dask-submit] exit code {code}\n"),
+                   nl=False)
         sys.exit(0)
     if not script or not os.path.isfile(script):
         raise click.UsageError(f"script {script!r}: no such file")

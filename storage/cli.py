@@ -1,12 +1,14 @@
-"""Command-line view of a run: ``python -m storage show|verify|uncommit|demo RUN``.
+"""Command-line view of a run: ``python -m storage show|verify|uncommit|config|demo RUN``.
 
-    python -m storage show runs/demo                        # rounds, stages, rows, sizes; flags missing files
-    python -m storage show runs/demo --table steps --round 0 # schema and head of a table
-    python -m storage verify runs/demo                      # checksums of every committed file, every bad one listed
-    python -m storage uncommit runs/demo --round 1 --stage advantages --stage metrics  # the next run redoes them
-    python -m storage demo runs/demo --groups 64            # write and commit a synthetic round
+    python -m storage show runs/local                        # rounds, stages, rows, sizes; flags missing files
+    python -m storage show runs/local --table steps --round 0 --columns episode_id,reward  # schema and head
+    python -m storage verify runs/local                      # checksums of every committed file, every bad one listed
+    python -m storage uncommit runs/local --round 1 --stage advantages --stage metrics  # the next run redoes them
+    python -m storage config runs/local 3f2a9c0d1e4b5a67    # the config values a manifest's config_hash stands for
+    python -m storage demo runs/synthetic --groups 64        # write and commit a synthetic round
 
-Exit codes: 0 fine, 1 a bad file or manifest (each named on stderr).
+Exit codes: 0 fine, 1 a bad file or manifest (each named on stderr) or an unknown config hash,
+2 bad usage or a path that holds no run.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import sys
 import time
 
 import polars as pl
+import yaml
 from tqdm import tqdm
 
 import storage
@@ -49,7 +52,7 @@ def _report(bad: dict[str, str]) -> int:
 
 
 def show(args: argparse.Namespace) -> int:
-    run = storage.open_run(args.run)
+    run = storage.open_existing_run(args.run)
     with pl.Config(tbl_rows=-1, tbl_cols=-1, fmt_str_lengths=60, tbl_width_chars=160):
         if args.table is None:
             _, bad = run.audit()  # cheap: every file present with its size
@@ -58,13 +61,21 @@ def show(args: argparse.Namespace) -> int:
             print(overview(run, bad))
             return _report(bad)
         frame = run.scan(args.table, rounds=None if args.round is None else [args.round])
+        if args.columns:
+            names = args.columns.split(",")
+            unknown = [c for c in names if c not in storage.TABLES[args.table].names]
+            if unknown:
+                print(f"error: --columns: table {args.table!r} has no column {unknown[0]!r}; "
+                      f"expected some of {storage.TABLES[args.table].names}", file=sys.stderr)
+                return 2
+            frame = frame.select(names)
         print(f"{args.table}: {frame.collect_schema()}")
         print(frame.head(args.head).collect())
     return 0
 
 
 def verify(args: argparse.Namespace) -> int:
-    count, bad = storage.open_run(args.run).audit(full=True)
+    count, bad = storage.open_existing_run(args.run).audit(full=True)
     if bad:
         print(f"{len(bad)} bad file(s) or manifest(s) among {count} committed file(s)")
         return _report(bad)
@@ -74,7 +85,7 @@ def verify(args: argparse.Namespace) -> int:
 
 def uncommit(args: argparse.Namespace) -> int:
     """Remove stages (manifest first, then files), even with an unreadable manifest; the next run redoes them."""
-    run = storage.open_run(args.run)
+    run = storage.open_existing_run(args.run)
     with run.lock(check=False):
         for stage in args.stage:
             if stage not in run.stage_names(args.round):
@@ -82,6 +93,20 @@ def uncommit(args: argparse.Namespace) -> int:
                 continue
             run.begin(args.round, stage, overwrite=True)
             print(f"uncommitted round {args.round} {stage!r}: {run.stage_dir(args.round, stage)} is empty")
+    return 0
+
+
+def config(args: argparse.Namespace) -> int:
+    """Print the saved config values a manifest's ``config_hash`` stands for (the whole config or one section)."""
+    found = storage.find_config(storage.open_existing_run(args.run), args.hash)
+    if not found:
+        print(f"error: {args.run}: no saved config has hash {args.hash!r} (configs are saved in "
+              f"{args.run}/configs/ by each driver start)", file=sys.stderr)
+        return 1
+    path, section, values = found[0]
+    where = ", ".join(p for p, _, _ in found)
+    print(f"# {args.hash}: " + (f"the {section!r} section" if section else "the whole config") + f" of {where}")
+    print(yaml.safe_dump(values if section is None else {section: values}, sort_keys=False), end="")
     return 0
 
 
@@ -117,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--table", choices=sorted(storage.TABLES))
     p.add_argument("--round", type=int)
     p.add_argument("--head", type=int, default=5)
+    p.add_argument("--columns", help="with --table: comma-separated columns to show (default: all)")
     p.set_defaults(func=show)
     p = sub.add_parser("verify", help="check every committed file against its manifest (checksums), list every bad one")
     p.add_argument("run")
@@ -126,6 +152,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--round", type=int, required=True)
     p.add_argument("--stage", action="append", required=True, help="stage to remove (repeat for several)")
     p.set_defaults(func=uncommit)
+    p = sub.add_parser("config", help="print the saved config values a manifest's config_hash stands for")
+    p.add_argument("run")
+    p.add_argument("hash", help="a config_hash from a manifest (the whole config's or a section's)")
+    p.set_defaults(func=config)
     p = sub.add_parser("demo", help="write and commit a synthetic round")
     p.add_argument("run")
     p.add_argument("--round", type=int, default=0)
@@ -133,8 +163,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shards", type=int, default=4)
     p.set_defaults(func=demo)
     args = parser.parse_args(argv)
+    if getattr(args, "columns", None) and args.table is None:
+        parser.error("show: --columns needs --table")
     try:
         return args.func(args)
+    except storage.NotARun as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except storage.StorageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

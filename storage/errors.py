@@ -30,5 +30,9 @@ class StageNotCommitted(StorageError):
     """A read asks for a stage that has no committed manifest."""
 
 
+class NotARun(StorageError):
+    """A reader was pointed at a path that holds no run (neither rounds/ nor configs/)."""
+
+
 class RunLocked(StorageError):
     """Another driver holds the run's lock."""

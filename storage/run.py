@@ -32,7 +32,7 @@ import polars as pl
 import pyarrow.fs as pafs
 
 from storage import shards
-from storage.errors import (CorruptManifest, CorruptShard, RunNotWritable, SchemaMismatch, StageCommitted,
+from storage.errors import (CorruptManifest, CorruptShard, NotARun, RunNotWritable, SchemaMismatch, StageCommitted,
                             StageNotCommitted, StorageError)
 from storage.lock import LOCK_NAME, RunLock
 from storage.manifest import MANIFEST_NAME, Manifest, ShardInfo
@@ -336,6 +336,21 @@ def open_run(uri: str, filesystem: Any = None) -> Run:
     []
     """
     return Run(uri, filesystem)
+
+
+def open_existing_run(uri: str, filesystem: Any = None) -> Run:
+    """Open a run directory for reading; ``NotARun`` when ``uri`` holds no run (``open_run`` creates one).
+
+    >>> open_existing_run("/nonexistent/run")
+    Traceback (most recent call last):
+    ...
+    storage.errors.NotARun: /nonexistent/run: not a run directory (no rounds/ or configs/ in it)
+    """
+    run = Run(uri, filesystem)
+    found = run.fs.get_file_info([f"{run.root}/rounds", f"{run.root}/configs"])
+    if all(info.type != pafs.FileType.Directory for info in found):
+        raise NotARun(f"{uri}: not a run directory (no rounds/ or configs/ in it)")
+    return run
 
 
 def write_shard(run: Run | str, round: int, table: str, data, shard: str) -> ShardInfo:

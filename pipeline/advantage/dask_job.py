@@ -56,13 +56,22 @@ class JobResult:
     cores: int  # worker threads that ran it
 
     def summary(self) -> str:
-        """One line with the physical-limit figure (steps/s per core)."""
+        """One line with the physical-limit figure (steps/s per core), to 3 significant digits.
+
+        >>> JobResult([], None, False, 176, 0.04, 2).summary()
+        '176 steps in 0.04 s on 2 core(s), one task per shard: 2.2 k steps/s/core'
+        """
         rate = self.rows / max(self.seconds, 1e-9) / max(self.cores, 1)
         mode = "group_id shuffle" if self.shuffled else "one task per shard"
-        return (
-            f"{self.rows} steps in {self.seconds:.2f} s on {self.cores} core(s), {mode}: "
-            f"{rate / 1e6:.2f} M steps/s/core"
-        )
+        return f"{self.rows} steps in {self.seconds:.2f} s on {self.cores} core(s), {mode}: {_si(rate)} steps/s/core"
+
+
+def _si(x: float) -> str:
+    """``x`` to 3 significant digits with a k/M/G prefix: ``_si(2_200)`` is '2.2 k'."""
+    for scale, prefix in ((1e9, " G"), (1e6, " M"), (1e3, " k")):
+        if abs(x) >= scale:
+            return f"{x / scale:.3g}{prefix}"
+    return f"{x:.3g}"
 
 
 class _Inline:

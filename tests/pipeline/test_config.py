@@ -106,3 +106,25 @@ def test_learning_sections_name_the_bad_key(override, message):
 
     with pytest.raises(ConfigError, match=message):
         load(RunConfig, None, [override])
+
+
+def test_every_manifest_hash_resolves_in_the_saved_config(tmp_path):
+    """The driver's saved config resolves each stage's section hash and the metrics' whole hash to its values."""
+    import storage
+    from pipeline.config import hash_index
+    from pipeline.metrics import METRICS_STAGE
+    from pipeline.round import STAGE_SECTIONS
+    from pipeline.run_config import RunConfig
+
+    cfg = load(RunConfig, None, ["trainer.lr=3e-5", f"run_dir={tmp_path}"])
+    run = storage.open_run(str(tmp_path))
+    path = storage.save_config(run, to_dict(cfg), hash_index(cfg))
+    assert path == f"{tmp_path}/configs/{config_hash(cfg)}.yaml"
+    assert storage.save_config(run, to_dict(cfg), hash_index(cfg)) is None  # same config: nothing new written
+    recorded = {stage: (section, config_hash(getattr(cfg, section))) for stage, section in STAGE_SECTIONS.items()}
+    recorded[METRICS_STAGE] = (None, config_hash(cfg))
+    for stage, (section, h) in recorded.items():
+        [(found, found_section, values)] = storage.find_config(run, h)
+        assert (found, found_section) == (path, section), stage
+        assert values == (to_dict(cfg) if section is None else to_dict(getattr(cfg, section)))
+    assert storage.find_config(run, config_hash(cfg.trainer))[0][2]["lr"] == 3e-5

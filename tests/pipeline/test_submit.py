@@ -60,3 +60,21 @@ def test_usage_errors(tmp_path):
     assert missing.returncode == 2 and "no such file" in missing.stderr
     unreachable = _run(BIN / "dask-submit", "--scheduler", "tcp://127.0.0.1:9", "--connect-timeout", "1", "--logs", "x")
     assert unreachable.returncode == 3 and "cannot reach scheduler tcp://127.0.0.1:9" in unreachable.stderr
+
+
+class _OnThisHost:
+    """The scheduler call of ``_follow``, run in this process (the job folder is local)."""
+
+    def run_on_scheduler(self, fn, *args):
+        return fn(*args)
+
+
+def test_follow_decodes_utf8_split_across_reads(tmp_path, monkeypatch, capsys):
+    from pipeline import submit
+
+    monkeypatch.setenv("DASK_SUBMIT_HOME", str(tmp_path))
+    (tmp_path / "job").mkdir()
+    (tmp_path / "job" / "log").write_bytes("█ 50% █\n".encode())
+    (tmp_path / "job" / "exitcode").write_text("5\n")
+    assert submit._follow(_OnThisHost(), "job", poll=0, limit=2) == 5  # every '█' (3 bytes) is split by a read
+    assert capsys.readouterr().out == "█ 50% █\n"

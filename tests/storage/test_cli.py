@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 
+import storage
 from storage.cli import main
 
 
@@ -30,3 +31,39 @@ def test_broken_run_gives_error_and_exit_code(tmp_path, capsys):
     capsys.readouterr()
     assert main(["show", run, "--table", "steps"]) == 1
     assert capsys.readouterr().err == f"error: {shard}: named in the stage manifest but missing\n"
+
+
+def test_readers_refuse_a_path_that_holds_no_run(tmp_path, capsys):
+    for command in (["show", str(tmp_path)], ["verify", str(tmp_path / "nope")],
+                    ["uncommit", str(tmp_path), "--round", "0", "--stage", "metrics"],
+                    ["config", str(tmp_path), "0123"]):
+        assert main(command) == 2
+        path = command[1]
+        assert capsys.readouterr().err == f"error: {path}: not a run directory (no rounds/ or configs/ in it)\n"
+    assert not (tmp_path / "nope").exists() and os.listdir(tmp_path) == []  # readers create nothing
+
+
+def test_show_columns(tmp_path, capsys):
+    run = str(tmp_path / "run")
+    main(["demo", run, "--groups", "1", "--shards", "1"])
+    capsys.readouterr()
+    assert main(["show", run, "--table", "episodes", "--columns", "episode_id,won", "--head", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("episodes: Schema([('episode_id', Int64), ('won', Boolean)])\n")
+    assert "shape: (1, 2)" in out
+    assert main(["show", run, "--table", "episodes", "--columns", "episode_id,nope"]) == 2
+    assert capsys.readouterr().err.startswith("error: --columns: table 'episodes' has no column 'nope'; expected")
+
+
+def test_config_lookup_by_whole_and_section_hash(tmp_path, capsys):
+    run = storage.open_run(str(tmp_path / "run"))
+    storage.save_config(run, {"rounds": 2, "trainer": {"lr": 3e-05, "epochs": 1}}, {"": "aa11", "trainer": "bb22"})
+    storage.save_config(run, {"rounds": 4, "trainer": {"lr": 3e-05, "epochs": 1}}, {"": "cc33", "trainer": "bb22"})
+    assert main(["config", run.uri, "bb22"]) == 0
+    assert capsys.readouterr().out == (f"# bb22: the 'trainer' section of {run.root}/configs/aa11.yaml, "
+                                       f"{run.root}/configs/cc33.yaml\ntrainer:\n  lr: 3.0e-05\n  epochs: 1\n")
+    assert main(["config", run.uri, "cc33"]) == 0
+    assert capsys.readouterr().out == (f"# cc33: the whole config of {run.root}/configs/cc33.yaml\n"
+                                       "rounds: 4\ntrainer:\n  lr: 3.0e-05\n  epochs: 1\n")
+    assert main(["config", run.uri, "dd44"]) == 1
+    assert "no saved config has hash 'dd44'" in capsys.readouterr().err
