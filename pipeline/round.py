@@ -29,7 +29,7 @@ from pipeline.metrics import METRICS_STAGE, commit_metrics  # noqa: E402
 from pipeline.rollout.collect import collect  # noqa: E402
 from pipeline.round_metrics import StageClock, gather  # noqa: E402
 from pipeline.run_config import RunConfig  # noqa: E402
-from pipeline.setup import base_model, policy_for, prepare_games, round_tasks  # noqa: E402
+from pipeline.setup import base_model, check_paths, policy_for, prepare_games, round_tasks  # noqa: E402
 from pipeline.train_task import read_train_steps, train  # noqa: E402
 
 
@@ -83,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load(RunConfig, args.config,
                    args.overrides + ([f"rounds={args.rounds}"] if args.rounds is not None else []))
+        check_paths(cfg)
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
