@@ -23,6 +23,7 @@ import storage  # noqa: E402
 from pipeline.advantage.round_job import run_advantage_round  # noqa: E402
 from pipeline.cluster import connect  # noqa: E402
 from pipeline.config import ConfigError, config_hash, load  # noqa: E402
+from pipeline.derived import complete_derived  # noqa: E402
 from pipeline.evaluate import evaluate  # noqa: E402
 from pipeline.loggers import log_round  # noqa: E402
 from pipeline.metrics import METRICS_STAGE, commit_metrics  # noqa: E402
@@ -90,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     run = storage.open_run(cfg.run_dir)
     try:
         with run.lock():
+            complete_derived(run, cfg.logging)
             todo = rounds_to_run(run, cfg.rounds)
             if not todo:
                 print(f"{cfg.run_dir}: all {cfg.rounds} round(s) are committed; nothing to do")
