@@ -72,6 +72,19 @@ def wait_group_gone(pgid: int, timeout: float = 20.0) -> list[psutil.Process]:
     return left
 
 
+def gone(proc: psutil.Process, timeout: float) -> bool:
+    """Whether ``proc`` ended (or is a zombie nobody reaps yet) within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.05)
+    return False
+
+
 class Driver:
     """A driver process in its own session; its merged stdout/stderr lines are collected by a thread."""
 
