@@ -2,6 +2,8 @@
 
 Workers are made non-daemonic: rollout tasks start env worker processes and
 training tasks start trainer processes, which daemonic processes may not.
+Every worker gets a reaper (``pipeline.reaper``): what its tasks started dies
+with it.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from typing import Iterator
 import dask
 from distributed import Client, LocalCluster
 
+from pipeline.reaper import ReapOrphans
 from pipeline.run_config import ClusterConfig
 
 
@@ -21,6 +24,7 @@ def connect(cfg: ClusterConfig) -> Iterator[Client]:
     address = cfg.scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")
     if address:
         with Client(address) as client:
+            client.register_plugin(ReapOrphans())
             yield client
         return
     with dask.config.set({"distributed.worker.daemon": False}), \
@@ -29,4 +33,5 @@ def connect(cfg: ClusterConfig) -> Iterator[Client]:
                          # rather than its default 8787, busy when another cluster runs on this host
                          dashboard_address=None, scheduler_kwargs={"dashboard_address": "127.0.0.1:0"}) as cluster, \
             Client(cluster) as client:
+        client.register_plugin(ReapOrphans())
         yield client

@@ -26,13 +26,14 @@ import storage  # noqa: E402
 from pipeline.advantage.round_job import run_advantage_round  # noqa: E402
 from pipeline.cluster import connect  # noqa: E402
 from pipeline.config import ConfigError, config_hash, hash_index, load, to_dict  # noqa: E402
+from pipeline.derived import complete_derived  # noqa: E402
 from pipeline.evaluate import evaluate  # noqa: E402
 from pipeline.loggers import log_round  # noqa: E402
 from pipeline.metrics import METRICS_STAGE, commit_metrics  # noqa: E402
 from pipeline.rollout.collect import collect  # noqa: E402
 from pipeline.round_metrics import StageClock, gather  # noqa: E402
 from pipeline.run_config import RunConfig  # noqa: E402
-from pipeline.setup import base_model, policy_for, prepare_games, round_tasks  # noqa: E402
+from pipeline.setup import base_model, check_paths, policy_for, prepare_games, round_tasks  # noqa: E402
 from pipeline.train_task import read_train_steps, train  # noqa: E402
 from pipeline.warm_start import WARM_ROUND, evaluate_before, warm_start  # noqa: E402
 
@@ -96,12 +97,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load(RunConfig, args.config,
                    args.overrides + ([f"rounds={args.rounds}"] if args.rounds is not None else []))
+        check_paths(cfg)
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
     run = storage.open_run(cfg.run_dir)
     try:
         with run.lock():
+            complete_derived(run, cfg.logging)
             todo = rounds_to_run(run, cfg.rounds)
             if not todo and (cfg.rounds or run.is_committed(WARM_ROUND, METRICS_STAGE)):
                 print(f"{cfg.run_dir}: all {cfg.rounds} round(s) are committed; nothing to do")

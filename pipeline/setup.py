@@ -5,13 +5,19 @@ finds the same games, the same base model and the same task list.
 """
 from __future__ import annotations
 
+import glob
 import os
 import random
+import shutil
+import tempfile
+from typing import Callable
 
 import storage
-from pipeline.config import to_dict
+from pipeline.config import ConfigError, to_dict
+from pipeline.envs.alfworld import GameFileError
 from pipeline.envs.alfworld_gen import generate_games
 from pipeline.envs.data import AlfworldDataConfig, collect_games
+from pipeline.policy.base import CheckpointError, check_checkpoint
 from pipeline.run_config import GamesConfig, RunConfig
 
 CHECKPOINT = "checkpoint"
@@ -40,6 +46,29 @@ def prepare_games(cfg: GamesConfig, run: storage.Run) -> tuple[list[str], list[s
     return train, held_out
 
 
+def check_paths(cfg: RunConfig) -> None:
+    """Refuse, before any work, a ``base_model`` that is no checkpoint or a ``games.data_dir`` with unusable games.
+
+    Raises ``ConfigError`` naming the key (every bad game of a split at once).
+
+    >>> check_paths(RunConfig(base_model="/nonexistent/model"))
+    Traceback (most recent call last):
+    ...
+    pipeline.config.ConfigError: base_model: /nonexistent/model: policy checkpoint directory not found
+    """
+    if cfg.base_model != "tiny":
+        try:
+            check_checkpoint(cfg.base_model)
+        except CheckpointError as exc:
+            raise ConfigError(f"base_model: {exc}") from exc
+    if cfg.games.data_dir is not None:
+        for split in dict.fromkeys((cfg.games.train_split, cfg.games.eval_split)):
+            try:
+                collect_games(AlfworldDataConfig(data_dir=cfg.games.data_dir, split=split))
+            except GameFileError as exc:
+                raise ConfigError(f"games.data_dir: {exc}") from exc
+
+
 def base_model(cfg: RunConfig, run: storage.Run) -> str:
     """Round 0's policy: ``cfg.base_model``, or the tiny model built into ``RUN/base_model``."""
     if cfg.base_model != "tiny":
@@ -47,9 +76,33 @@ def base_model(cfg: RunConfig, run: storage.Run) -> str:
     from pipeline.tiny_model import make_tiny_model
 
     path = local_dir(run, "base_model")
-    if not os.path.exists(os.path.join(path, "config.json")):
-        make_tiny_model(path, seed=cfg.games.seed, **to_dict(cfg.tiny_model))
+    try:
+        check_checkpoint(path)
+    except CheckpointError:  # absent, or left incomplete by a crash of an older version: (re)build it
+        build_folder(path, lambda tmp: make_tiny_model(tmp, seed=cfg.games.seed, **to_dict(cfg.tiny_model)))
     return path
+
+
+def build_folder(path: str, build: Callable[[str], object]) -> None:
+    """Run ``build(tmp)`` on a temporary folder beside ``path``, then rename it to ``path``.
+
+    ``path`` thus exists only complete; a build killed half-way leaves a
+    ``<name>.tmp-*`` folder that the next build removes (callers hold the run lock).
+
+    >>> import tempfile
+    >>> root = tempfile.mkdtemp()
+    >>> build_folder(f"{root}/model", lambda tmp: open(f"{tmp}/config.json", "w").close())
+    >>> os.listdir(root), os.listdir(f"{root}/model")
+    (['model'], ['config.json'])
+    """
+    parent, name = os.path.split(path)
+    os.makedirs(parent, exist_ok=True)
+    for stale in glob.glob(os.path.join(glob.escape(parent), glob.escape(name) + ".tmp-*")):
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = tempfile.mkdtemp(prefix=f"{name}.tmp-", dir=parent)
+    build(tmp)
+    shutil.rmtree(path, ignore_errors=True)
+    os.rename(tmp, path)
 
 
 def round_tasks(games: list[str], round: int, count: int, seed: int) -> list[str]:

@@ -9,6 +9,11 @@ memory when done. The trainer commits the round's ``checkpoint`` stage itself
 threads are sized explicitly (``trainer.num_threads``, else the host's cores
 shared by the ranks on it): a process a Dask task starts would otherwise inherit
 the nanny's ``OMP_NUM_THREADS=1``.
+
+No trainer outlives what started it: it dies with its Dask worker (a
+parent-death signal), and its rank task kills it once the task is cancelled
+(the driver died, or stopped the ranks after losing a worker), so no late
+commit can race a new driver.
 """
 from __future__ import annotations
 
@@ -18,17 +23,23 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
+import uuid
 from urllib.parse import urlparse
 
 import storage
 import yaml
 from pipeline.config import to_dict
+from pipeline.lifeline import tied
 from pipeline.run_config import ClusterConfig
 from trainer.config import TrainerConfig
 from trainer.checkpoint import TRAIN_STEPS
 from trainer.engine import thread_count, thread_env
 
 STAGE = "checkpoint"
+POLL_S = 0.5  # how often a rank checks its task is still wanted, and the driver that its workers live
+TRAIN_ATTEMPTS = 3  # attempts of a round's training when pinned workers leave the cluster
+WORKER_WAIT_S = 120.0  # how long a new attempt waits for enough workers (a killed one restarting)
 
 
 def _free_port() -> int:
@@ -37,18 +48,54 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _workers_for(client, ranks: int, resources: dict) -> list[str]:
+def _qualifying(client, resources: dict) -> list[str]:
     info = client.scheduler_info(n_workers=-1)["workers"]
-    fit = sorted(a for a, w in info.items() if all(w.get("resources", {}).get(k, 0) >= v for k, v in resources.items()))
+    return sorted(a for a, w in info.items()
+                  if all(w.get("resources", {}).get(k, 0) >= v for k, v in resources.items()))
+
+
+def _workers_for(client, ranks: int, resources: dict, wait_s: float = 0.0) -> list[str]:
+    """``ranks`` workers offering ``resources``, waiting up to ``wait_s`` for enough of them."""
+    deadline = time.monotonic() + wait_s
+    while len(fit := _qualifying(client, resources)) < ranks and time.monotonic() < deadline:
+        time.sleep(POLL_S)
     if len(fit) < ranks:
         raise RuntimeError(f"cluster.train_ranks={ranks} with train_resources={resources}: only {len(fit)} "
                            "worker(s) qualify; start more workers or lower train_ranks")
     return fit[:ranks]
 
 
+def _wanted() -> bool:
+    """Whether the Dask task running this is still wanted (not once cancelled: its driver died or gave it up)."""
+    from distributed import get_worker
+
+    try:
+        worker = get_worker()
+    except ValueError:
+        return True  # not in a Dask task
+    ts = worker.state.tasks.get(worker.get_current_task())
+    return ts is not None and ts.state == "executing"
+
+
+def _supervise(cmd: list[str], env: dict, log) -> int | None:
+    """Run ``cmd`` tied to this process and killed once this task is cancelled; its exit code (None: killed)."""
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=tied())
+    try:
+        while True:
+            try:
+                return proc.wait(timeout=POLL_S)
+            except subprocess.TimeoutExpired:
+                if not _wanted():
+                    return None
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def train_rank(run_uri: str, round: int, policy: str, ref: str | None, trainer: dict, rank: int, world: int,
                master: str, port: int, ranks_on_host: int = 1) -> None:
-    """One rank: run the trainer process; raise with its log's tail if it fails."""
+    """One rank: run the trainer process; raise with its log's tail if it fails or is stopped."""
     threads = thread_count(trainer["num_threads"], ranks_on_host)
     with tempfile.TemporaryDirectory(prefix="gigpo-train-") as tmp:
         cfg_path, log_path = os.path.join(tmp, "trainer.yaml"), os.path.join(tmp, "log")
@@ -59,10 +106,46 @@ def train_rank(run_uri: str, round: int, policy: str, ref: str | None, trainer: 
         env = os.environ | thread_env(threads) | {"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": "0",
                                                   "MASTER_ADDR": master, "MASTER_PORT": str(port)}
         with open(log_path, "w") as log:
-            code = subprocess.call(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+            code = _supervise(cmd, env, log)
         if code != 0:
             tail = open(log_path).read()[-3000:]
-            raise RuntimeError(f"trainer rank {rank} of round {round} exited with {code}:\n{tail}")
+            how = "was stopped: its task was cancelled" if code is None else f"exited with {code}"
+            raise RuntimeError(f"trainer rank {rank} of round {round} {how}:\n{tail}")
+
+
+def _wait_ranks(client, futures: list, workers: list[str]) -> list[str]:
+    """Wait for the rank tasks (raising a rank's error); the pinned workers that left the cluster, if any."""
+    from distributed import TimeoutError as WaitTimeout, wait
+
+    while True:
+        try:
+            wait([f for f in futures if not f.done()], timeout=POLL_S, return_when="FIRST_COMPLETED")
+        except WaitTimeout:
+            pass
+        for f in futures:
+            if f.status == "error":
+                f.result()  # raises the rank's error (the other ranks may wait for it forever)
+        if all(f.done() for f in futures):
+            client.gather(futures)  # raises if one was cancelled
+            return []
+        live = set(client.scheduler_info(n_workers=-1)["workers"])
+        if lost := [w for w in workers if w not in live]:
+            return lost
+
+
+def _stop(client, futures: list, timeout_s: float = 60.0) -> None:
+    """Cancel the rank tasks and wait until no worker runs one (their trainers are killed)."""
+    keys = [f.key for f in futures]
+    client.cancel(futures)
+    deadline = time.monotonic() + timeout_s
+    while any(client.run(_held, keys).values()):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"train tasks {keys} still run {timeout_s:.0f} s after they were cancelled")
+        time.sleep(POLL_S)
+
+
+def _held(keys: list, dask_worker=None) -> list:
+    return [k for k in keys if k in dask_worker.state.tasks]
 
 
 def train(client, run: storage.Run, round: int, policy: str, ref: str | None, cfg: TrainerConfig,
@@ -72,19 +155,36 @@ def train(client, run: storage.Run, round: int, policy: str, ref: str | None, cf
     A committed checkpoint it starts from is checked against its manifest here
     first (each rank checks again before loading), so a bad file is named
     before any rank starts.
+
+    Each rank is pinned to a worker. A pinned worker that leaves the cluster
+    (killed, restarted by its nanny under a new address) would leave its task
+    waiting forever: the other ranks are stopped and the round is trained again
+    on the live workers (resuming from the trainer's saved state), up to
+    ``TRAIN_ATTEMPTS`` times.
     """
-    if run.is_committed(round, STAGE):
-        return
-    storage.verify_stage_dir(policy)
-    workers = _workers_for(client, cluster.train_ranks, cluster.train_resources)
-    hosts = [urlparse(w).hostname for w in workers]
-    port = client.submit(_free_port, workers=[workers[0]], pure=False).result()
-    futures = [client.submit(train_rank, run.uri, round, policy, ref if cfg.kl_coef > 0 else None, to_dict(cfg),
-                             rank, len(workers), hosts[0], port, hosts.count(hosts[rank]), workers=[w],
-                             allow_other_workers=False,
-                             resources=cluster.train_resources or None, pure=False, key=f"train-r{round}-rank{rank}")
-               for rank, w in enumerate(workers)]
-    client.gather(futures)
+    if not run.is_committed(round, STAGE):
+        storage.verify_stage_dir(policy)
+    for attempt in range(TRAIN_ATTEMPTS):
+        if run.is_committed(round, STAGE):
+            return
+        tag = uuid.uuid4().hex[:8]  # a key of its own: never the cancelled task of a dead driver or attempt
+        workers = _workers_for(client, cluster.train_ranks, cluster.train_resources,
+                               wait_s=WORKER_WAIT_S if attempt else 0.0)
+        hosts = [urlparse(w).hostname for w in workers]
+        port = client.run(_free_port, workers=[workers[0]])[workers[0]]
+        futures = [client.submit(train_rank, run.uri, round, policy, ref if cfg.kl_coef > 0 else None, to_dict(cfg),
+                                 rank, len(workers), hosts[0], port, hosts.count(hosts[rank]), workers=[w],
+                                 allow_other_workers=False,
+                                 resources=cluster.train_resources or None, pure=False,
+                                 key=f"train-r{round}-rank{rank}-{tag}")
+                   for rank, w in enumerate(workers)]
+        lost = _wait_ranks(client, futures, workers)
+        if not lost:
+            return
+        print(f"warning: round {round}: train worker(s) {lost} left the cluster; stopping the other ranks and "
+              "training again on the live workers", file=sys.stderr, flush=True)
+        _stop(client, futures)
+    raise RuntimeError(f"round {round}: train workers left the cluster during {TRAIN_ATTEMPTS} attempts in a row")
 
 
 def read_train_steps(run: storage.Run, round: int) -> list[dict]:

@@ -51,6 +51,10 @@ class GameFileError(ValueError):
     """A game file or data directory that cannot be played; the message names the path."""
 
 
+class EnvError(RuntimeError):
+    """An env failure reported by an env worker process; the message names the game and the original error."""
+
+
 @dataclass(frozen=True)
 class AlfworldEnvConfig:
     """How one environment plays its games."""
@@ -242,5 +246,5 @@ def _naming(path: str, what: str):
         raise GameFileError(f"{path}: {what}: {type(exc).__name__}: {exc}") from exc
 
 
-__all__ = ["AlfworldEnv", "AlfworldEnvConfig", "GameFileError", "ResetResult", "StepResult", "make_engine",
-           "read_game_file", "state_key", "task_sentence"]
+__all__ = ["AlfworldEnv", "AlfworldEnvConfig", "EnvError", "GameFileError", "ResetResult", "StepResult",
+           "make_engine", "read_game_file", "state_key", "task_sentence"]

@@ -92,8 +92,17 @@ def collect_games(config: AlfworldDataConfig) -> list[str]:
     if not os.path.isdir(config.split_dir):
         raise GameFileError(f"{config.split_dir}: missing split folder; expected the ALFWORLD_DATA layout "
                             f"{DATA_SUBDIR}/{{{','.join(SPLITS)}}}/<task>/<trial>/game.tw-pddl")
-    games = sorted(os.path.join(root, "game.tw-pddl") for root, _, files in os.walk(config.split_dir)
-                   if "traj_data.json" in files and _keep(root, config))
+    games, errors = [], []
+    for root, _, files in os.walk(config.split_dir):
+        try:
+            if "traj_data.json" in files and _keep(root, config):
+                games.append(os.path.join(root, "game.tw-pddl"))
+        except GameFileError as exc:  # go on: one error names every bad game
+            errors.append(str(exc))
+    if errors:
+        raise GameFileError(f"{config.split_dir}: {len(errors)} unusable game folder(s):\n  "
+                            + "\n  ".join(sorted(errors)))
+    games.sort()
     if not games:
         raise GameFileError(f"{config.split_dir}: no solvable games of task types {list(config.task_types)}")
     return games[: config.max_games] if config.max_games else games

@@ -4,7 +4,9 @@ Env ``i`` lives in worker ``i % workers``; a worker steps its envs one after
 another, workers run side by side. A worker that dies (or stays silent past
 ``step_timeout_s``) is restarted; its running episodes end truncated with
 reason ``"env_crash"``; every other episode goes on untouched. An exception
-inside one env ends only that episode (reason ``"env_error"``).
+inside one env ends only that episode (reason ``"env_error"``); it comes back
+as a plain ``EnvError``/``GameFileError`` naming the game. A worker process
+dies with the process that started the pool.
 
 Inside a Dask worker, set ``distributed.worker.daemon: False``: a daemonic
 process may not start these workers. Scripts need the
@@ -26,7 +28,8 @@ import time
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
-from pipeline.envs.alfworld import AlfworldEnvConfig, ResetResult, StepResult
+from pipeline.envs.alfworld import AlfworldEnvConfig, EnvError, GameFileError, ResetResult, StepResult
+from pipeline.lifeline import exit_with_parent
 
 START_METHODS = ("forkserver", "spawn")
 _PRELOAD = ["pipeline.envs.alfworld", "textworld.envs.pddl", "alfworld.agents.environment.alfred_tw_env"]
@@ -54,6 +57,7 @@ def _worker_main(conn, env_config: AlfworldEnvConfig) -> None:
     from pipeline.envs.alfworld import AlfworldEnv
 
     envs: dict[int, AlfworldEnv] = {}
+    games: dict[int, str] = {}
     while True:
         msg = conn.recv()
         if msg[0] == "close":
@@ -61,11 +65,34 @@ def _worker_main(conn, env_config: AlfworldEnvConfig) -> None:
         out = []
         for slot, arg in msg[1]:
             env = envs.get(slot) or envs.setdefault(slot, AlfworldEnv(env_config))
+            if msg[0] == "reset":
+                games[slot] = arg
             try:
                 out.append(env.reset(arg) if msg[0] == "reset" else env.step(arg))
             except Exception as exc:  # one env failing must not take its neighbours down
-                out.append(exc)
+                out.append(plain_error(exc, games.get(slot)))
         conn.send(out)
+
+
+def _worker_process(conn, env_config: AlfworldEnvConfig) -> None:
+    """An env worker process: dies with the process that started it (a Dask worker killed mid-round)."""
+    exit_with_parent()
+    _worker_main(conn, env_config)
+
+
+def plain_error(exc: Exception, game: str | None) -> Exception:
+    """``exc`` as a plain project exception holding only its message (and the game), to send to another process.
+
+    An engine exception would bring its module, cause and traceback along (Dask
+    makes every exception pickle those): unpickling fast_downward's imports its
+    ``options`` module, which parses ``sys.argv`` and exits the receiving process.
+
+    >>> plain_error(KeyError("x"), "g/game.tw-pddl")
+    EnvError("g/game.tw-pddl: KeyError: 'x'")
+    """
+    if isinstance(exc, GameFileError):  # names its game already
+        return GameFileError(str(exc))
+    return EnvError(f"{game or 'no game loaded'}: {type(exc).__name__}: {exc}")
 
 
 def _failed(step: int, reason: str, error: str) -> StepResult:
@@ -93,7 +120,7 @@ class EnvPool:
 
     def _start(self, w: int) -> None:
         parent, child = self._ctx.Pipe()
-        proc = self._ctx.Process(target=_worker_main, args=(child, self.env_config), daemon=True,
+        proc = self._ctx.Process(target=_worker_process, args=(child, self.env_config), daemon=True,
                                  name=f"alfworld-env-{w}")
         proc.start()
         child.close()

@@ -27,6 +27,8 @@ G, TASKS, MAX_STEPS = 2, 2, 3  # episodes per group, groups per round, steps per
 # The embedded default, shrunk: 2 groups of 2 episodes, 3 steps each, 1 held-out task.
 TINY = [f"tasks_per_round={TASKS}", f"rollout.group_size={G}", f"rollout.env.max_steps={MAX_STEPS}",
         "games.generate_train=2", "games.generate_eval=1", "evaluation.tasks=1"]
+# One round on one worker, one group per rollout task: collect writes batch 0's shards, then batch 1's.
+CRASH = ["rounds=1", "cluster.n_workers=1", "rollout.groups_per_batch=1", "evaluation.before_training=false"]
 ROUND_STAGES = ("trajectories", "advantages", "checkpoint", "evaluation", "metrics")
 DRIVER_STAGE = {"collect": "trajectories", "advantage": "advantages", "train": "checkpoint",
                 "evaluate": "evaluation"}  # stage name the driver prints -> the stage it commits
@@ -70,6 +72,19 @@ def wait_group_gone(pgid: int, timeout: float = 20.0) -> list[psutil.Process]:
     while (left := group_alive(pgid)) and time.monotonic() < deadline:
         time.sleep(0.2)
     return left
+
+
+def gone(proc: psutil.Process, timeout: float) -> bool:
+    """Whether ``proc`` ended (or is a zombie nobody reaps yet) within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.05)
+    return False
 
 
 class Driver:

@@ -107,7 +107,11 @@ def test_a_second_driver_on_a_locked_run_exits_3(tmp_path):
     (["rounds=-1"], "config error: rounds must be >= 0 and tasks_per_round >= 1, got -1, 2\n"),
     (["--rounds", "-1"], "config error: rounds must be >= 0 and tasks_per_round >= 1, got -1, 2\n"),
     (["rollout.env.max_steps=many"], "config error: rollout.env.max_steps: expected int, got 'many'\n"),
-], ids=["unknown-key", "group-size-0", "rounds-negative", "--rounds-negative", "mistyped"])
+    (["base_model=/nonexistent/model"],
+     "config error: base_model: /nonexistent/model: policy checkpoint directory not found\n"),
+    (["games.data_dir=/nonexistent/data"],
+     "config error: games.data_dir: /nonexistent/data: ALFWorld data directory not found\n"),
+], ids=["unknown-key", "group-size-0", "rounds-negative", "--rounds-negative", "mistyped", "no-base-model", "no-data-dir"])
 def test_bad_config_is_refused_before_any_work(tmp_path, argv, message):
     run_dir = tmp_path / "run"
     done = subprocess.run(driver_args(run_dir, *argv), cwd=ROOT, env=driver_env(), capture_output=True, text=True,

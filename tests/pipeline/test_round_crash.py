@@ -24,12 +24,9 @@ from pipeline.envs import AlfworldEnvConfig, PoolConfig, generate_games
 from pipeline.policy import PolicyConfig, SamplingConfig
 from pipeline.rollout import RolloutConfig, collect
 from pipeline.tiny_model import make_tiny_model
-from tests.pipeline.round_helpers import (DRIVER_STAGE, KEY, ROUND_STAGES, Driver, check_round_tables, driver_args,
-                                          group_alive, run_to_end, tables)
+from tests.pipeline.round_helpers import (CRASH, DRIVER_STAGE, KEY, ROUND_STAGES, Driver, check_round_tables,
+                                          driver_args, group_alive, run_to_end, tables)
 
-# One round on one worker, one group per rollout task: collect writes batch 0's shards, then batch 1's.
-# No round -1 (the warm start and the held-out baseline are crash-tested in test_warm_start).
-CRASH = ["rounds=1", "cluster.n_workers=1", "rollout.groups_per_batch=1", "evaluation.before_training=false"]
 TRAINER = ["-m", "trainer"]
 
 
@@ -43,18 +40,6 @@ def _stamps(run: storage.Run) -> dict[str, tuple]:
             files = {f.path: (folder / f.path).stat().st_mtime_ns for f in manifest.files}
             out[stage] = (manifest.created_at, (folder / "_MANIFEST.json").stat().st_mtime_ns, files)
     return out
-
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    """One uninterrupted round: (its tables, its stage seconds)."""
-    run_dir = tmp_path_factory.mktemp("reference") / "run"
-    code, out = run_to_end(driver_args(run_dir, *CRASH))
-    assert code == 0, out
-    run = storage.open_run(str(run_dir))
-    check_round_tables(run, 0)
-    seconds = json.loads((run_dir / "metrics.jsonl").read_text())["stage_seconds"]
-    return tables(run, [0]), seconds
 
 
 def _wait_for(check, driver: Driver, what: str, timeout: float = 120.0) -> None:
@@ -95,7 +80,7 @@ def _mid_stage(stage: str, driver: Driver, run_dir: Path, ref_seconds: dict) -> 
 
 @pytest.mark.parametrize("stage", ["collect", "advantage", "train", "evaluate"])
 def test_driver_killed_during_a_stage_resumes_to_the_same_rows(reference, tmp_path, stage):
-    ref_tables, ref_seconds = reference
+    ref_tables, ref_seconds, _ = reference
     run_dir = tmp_path / "run"
     args = driver_args(run_dir, *CRASH)
     driver = Driver(args)

@@ -21,7 +21,8 @@ with storage.open_run(sys.argv[1]).lock():
 
 def _holder(uri):
     proc = subprocess.Popen([sys.executable, "-c", HOLD, uri], stdout=subprocess.PIPE, text=True,
-                            cwd=os.getcwd(), env=os.environ | {"PYTHONPATH": os.getcwd()})
+                            cwd=os.getcwd(), env=os.environ | {"PYTHONPATH": os.pathsep.join(
+                                [os.getcwd(), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))])})
     assert proc.stdout.readline().strip() == "locked"
     return proc
 

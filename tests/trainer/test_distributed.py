@@ -23,7 +23,8 @@ RENDEZVOUS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
 def _child_env(**extra) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in RENDEZVOUS}  # not this process's 1-rank group
-    env.update(PYTHONPATH=str(ROOT), **extra)
+    path = [str(ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]  # keep what the env needs
+    env.update(PYTHONPATH=os.pathsep.join(path), **extra)
     return env
 
 

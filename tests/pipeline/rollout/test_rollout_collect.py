@@ -1,7 +1,12 @@
 """A real collect: tiny model (HF, CPU), generated ALFWorld games on the real engine, a LocalCluster."""
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import dask
 import polars as pl
@@ -140,6 +145,53 @@ def test_bad_input_is_refused_before_any_task(client, tiny, games, tmp_path):
     with pytest.raises(ValueError, match="collect round 0: no tasks given"):
         collect(client, run, 0, tiny, [], CONFIG)
     assert not run.is_committed(0, "trajectories")
+
+
+# A driver's main module imports distributed, so the env processes its workers start do too, and Dask makes
+# exceptions pickle with their cause and traceback there; a pytest process would not show the failure.
+DRIVER_SCRIPT = """
+import sys
+
+import dask
+from distributed import Client, LocalCluster
+
+import storage
+from pipeline.envs import AlfworldEnvConfig, PoolConfig
+from pipeline.policy import PolicyConfig, SamplingConfig
+from pipeline.rollout import RolloutConfig, collect
+
+if __name__ == "__main__":
+    tiny, run_dir, *tasks = sys.argv[1:]
+    config = RolloutConfig(group_size=2, groups_per_batch=2, sampling=SamplingConfig(max_new_tokens=16, seed=1),
+                           env=AlfworldEnvConfig(max_steps=3), pool=PoolConfig(workers=1),
+                           policy=PolicyConfig(num_threads=1), progress=False)
+    with dask.config.set({"distributed.worker.daemon": False}), \\
+            LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=None) as cluster, Client(cluster) as c:
+        collect(c, storage.open_run(run_dir), 0, tiny, tasks, config)
+"""
+
+
+def test_game_with_broken_pddl_is_dropped_with_a_warning(tiny, games, tmp_path):
+    """Valid JSON whose PDDL problem is cut in half: the engine's parse error comes back from the env process
+    as a plain error (unpickling fast_downward's exits the Dask worker); only that group is lost."""
+    trial = tmp_path / "pick_and_place_simple-Apple-None-Fridge-1" / "trial_broken"
+    shutil.copytree(os.path.dirname(games[0]), trial)
+    broken = trial / "game.tw-pddl"
+    data = json.loads(broken.read_text())
+    broken.write_text(json.dumps(data | {"pddl_problem": data["pddl_problem"][: len(data["pddl_problem"]) // 2]}))
+    script = tmp_path / "driver.py"
+    script.write_text(DRIVER_SCRIPT)
+    root = str(Path(__file__).resolve().parents[3])
+    path = [root, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    env = os.environ | {"PYTHONPATH": os.pathsep.join(path)}
+    done = subprocess.run([sys.executable, str(script), tiny, str(tmp_path / "run"), games[1], str(broken)], cwd=root,
+                          env=env, capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (f"collect: task {task_id(str(broken))} (group 1): reset failed: {broken}: cannot load game: "
+            "ParseError: Missing ')'\n") in done.stdout
+    episodes = storage.open_run(str(tmp_path / "run")).read("episodes", [0]).sort("episode_id")
+    assert episodes["length"].to_list() == [3, 3, 0, 0]
+    assert episodes["truncation_reason"].to_list() == ["max_steps", "max_steps", "env_error", "env_error"]
 
 
 @pytest.mark.parametrize("kwargs,message", [

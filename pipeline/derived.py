@@ -1,0 +1,28 @@
+"""Outputs derived from the committed metrics stages, completed at every driver start.
+
+A crash right after a round's metrics commit can leave ``RUN/metrics.jsonl``
+without that round's line and TensorBoard without its events; the committed
+stages are the truth, so the next driver rebuilds the one and logs the other
+(idempotent: a complete run is left as it is).
+
+>>> import tempfile, storage
+>>> complete_derived(storage.open_run(tempfile.mkdtemp()), LoggingConfig(tensorboard=True))
+[]
+"""
+from __future__ import annotations
+
+import storage
+from pipeline.loggers import LoggingConfig, log_rounds
+from pipeline.metrics import read_metrics, write_jsonl
+
+
+def complete_derived(run: storage.Run, cfg: LoggingConfig) -> list[int]:
+    """Rebuild ``metrics.jsonl`` and log the committed rounds the trackers lack; return the rounds logged now."""
+    records = read_metrics(run)
+    if not records:
+        return []
+    write_jsonl(run)
+    logged = log_rounds(records, cfg, run.root)
+    if logged:
+        print(f"{run.root}: logged round(s) {logged} to TensorBoard (left unlogged by an earlier driver)", flush=True)
+    return logged
