@@ -78,6 +78,10 @@ def collect(client, run: Run | str, round: int, policy_path: str, tasks: list[st
                              resources=config.resources or None)
                for b, batch in enumerate(batches)]
     results = _gather(futures, len(groups) * config.group_size, config.progress)
+    if not any(r.stats.steps for r in results):  # every game failed: an empty round would be committed for good
+        errors = [line for r in results for line in r.stats.errors]
+        raise RuntimeError(f"collect round {round}: no episode took a step, nothing committed; "
+                           f"{len(errors)} error(s), the first: {errors[0] if errors else 'none'}")
     infos = [info for r in results for info in (r.steps, r.episodes)]
     manifest = run.commit(round, STAGE, infos, config_hash(config), version)
     client.run(release_resources, config.policy.free_between_rounds)

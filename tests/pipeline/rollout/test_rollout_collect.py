@@ -147,6 +147,14 @@ def test_bad_input_is_refused_before_any_task(client, tiny, games, tmp_path):
     assert not run.is_committed(0, "trajectories")
 
 
+def test_a_round_where_no_game_loads_is_not_committed(client, tiny, tmp_path):
+    run = storage.open_run(str(tmp_path / "run"))
+    missing = str(tmp_path / "gone" / "game.tw-pddl")
+    with pytest.raises(RuntimeError, match="collect round 0: no episode took a step, nothing committed; 1 error"):
+        collect(client, run, 0, tiny, [missing], CONFIG)
+    assert not run.is_committed(0, "trajectories")
+
+
 # A driver's main module imports distributed, so the env processes its workers start do too, and Dask makes
 # exceptions pickle with their cause and traceback there; a pytest process would not show the failure.
 DRIVER_SCRIPT = """
