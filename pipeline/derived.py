@@ -21,8 +21,12 @@ def complete_derived(run: storage.Run, cfg: LoggingConfig) -> list[int]:
     records = read_metrics(run)
     if not records:
         return []
-    write_jsonl(run)
-    logged = log_rounds(records, cfg, run.root)
+    try:
+        write_jsonl(run)
+        logged = log_rounds(records, cfg, run.root)
+    except (storage.RunNotWritable, OSError) as exc:  # a read-only run still reads: derived files wait for a writer
+        print(f"warning: {run.root}: derived outputs not completed: {exc}", flush=True)
+        return []
     if logged:
         print(f"{run.root}: logged round(s) {logged} to TensorBoard (left unlogged by an earlier driver)", flush=True)
     return logged

@@ -85,5 +85,12 @@ def read_metrics(run: storage.Run) -> list[RoundMetrics]:
 
 def write_jsonl(run: storage.Run) -> None:
     """Rewrite ``RUN/metrics.jsonl`` from the committed metrics stages (atomically)."""
-    lines = "".join(m.to_json() + "\n" for m in read_metrics(run))
-    put_atomic(run.fs, f"{run.root}/metrics.jsonl", lines.encode())
+    lines = "".join(m.to_json() + "\n" for m in read_metrics(run)).encode()
+    path = f"{run.root}/metrics.jsonl"
+    try:
+        with run.fs.open_input_stream(path) as src:
+            if src.read() == lines:
+                return  # already complete: a read-only run stays untouched
+    except FileNotFoundError:
+        pass
+    put_atomic(run.fs, path, lines)

@@ -58,7 +58,7 @@ class JobResult:
     def summary(self) -> str:
         """One line with the physical-limit figure (steps/s per core), to 3 significant digits.
 
-        >>> JobResult([], None, False, 176, 0.04, 2).summary()
+        >>> JobResult([], None, None, False, 176, 0.04, 2).summary()
         '176 steps in 0.04 s on 2 core(s), one task per shard: 2.2 k steps/s/core'
         """
         rate = self.rows / max(self.seconds, 1e-9) / max(self.cores, 1)

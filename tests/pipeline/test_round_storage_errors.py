@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import storage
+from pipeline.metrics import RoundMetrics
 from storage.shards import put_atomic
 from storage.synthetic import synthetic_round
 from tests.pipeline.round_helpers import driver_args, run_to_end
@@ -21,7 +22,8 @@ def committed_run(root: Path, rounds: int = 2) -> storage.Run:
             steps, episodes = synthetic_round(r, groups=1, group_size=2, seed=r)
             run.commit(r, "trajectories", [storage.write_shard(run, r, "steps", steps, "w0"),
                                            storage.write_shard(run, r, "episodes", episodes, "w0")], "cfg", r)
-            put_atomic(run.fs, f"{run.stage_dir(r, 'metrics')}/metrics.json", b"{}")
+            put_atomic(run.fs, f"{run.stage_dir(r, 'metrics')}/metrics.json",
+                       RoundMetrics(round=r, policy_version=r).to_json().encode())
             run.commit(r, "metrics", [run.describe(r, "metrics", "metrics.json")], "cfg", r)
     return run
 
