@@ -32,7 +32,7 @@ def _metrics(run_dir: Path) -> list[dict]:
 def test_two_rounds_through_dask_submit_then_reruns(tmp_path):
     run_dir = tmp_path / "run"
     command = [str(SUBMIT), DRIVER, "--config", CONFIG, f"run_dir={run_dir}", *TINY]
-    code, out = run_to_end(command, timeout=400)
+    code, out = run_to_end(command, timeout=600)
     assert code == 0, out
     assert "dask-submit: LocalCluster at tcp://" in out
     assert _stage_lines(out) == ["round -1: evaluate ..."] + [f"round {r}: {s}" for r in (0, 1) for s in STAGE_LINES]
