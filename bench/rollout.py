@@ -132,8 +132,8 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
 
     from pipeline.envs import generate_games
+    from pipeline.models.tiny_model import make_tiny_model
     from pipeline.policy import make_backend
-    from pipeline.tiny_model import make_tiny_model
 
     with tempfile.TemporaryDirectory(prefix="bench-rollout-") as tmp:
         path = args.model or str(make_tiny_model(os.path.join(tmp, "model"), **SHAPES[args.shape]))

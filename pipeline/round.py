@@ -3,7 +3,7 @@
     python pipeline/round.py --config configs/local.yaml [key.path=value ...] [--rounds N]
     dask-submit [--scheduler tcp://host:8786] pipeline/round.py --config configs/local.yaml
 
-Before round 0 (as round -1, see ``pipeline.warm_start``): optional expert
+Before round 0 (as round -1, see ``pipeline.stages.warm_start``): optional expert
 demonstrations and SFT of the base model on them, then a held-out evaluation of
 the starting policy. Round r collects with round r-1's committed checkpoint
 (round 0: the starting policy, also the KL reference), computes GiGPO
@@ -24,19 +24,19 @@ if __name__ == "__main__":  # run as a script: this folder must not shadow the p
 
 import storage  # noqa: E402
 from pipeline.advantage.round_job import run_advantage_round  # noqa: E402
-from pipeline.cluster import connect  # noqa: E402
 from pipeline.config import ConfigError, config_hash, hash_index, load, to_dict  # noqa: E402
-from pipeline.derived import complete_derived  # noqa: E402
-from pipeline.evaluate import evaluate  # noqa: E402
-from pipeline.loggers import log_round  # noqa: E402
-from pipeline.metrics import METRICS_STAGE, commit_metrics  # noqa: E402
 from pipeline.rollout.collect import collect  # noqa: E402
-from pipeline.round_metrics import StageClock, gather  # noqa: E402
 from pipeline.run_config import RunConfig  # noqa: E402
-from pipeline.setup import base_model, check_paths, policy_for, prepare_games, round_tasks  # noqa: E402
-from pipeline.train_task import read_train_steps, train  # noqa: E402
-from pipeline.warm_start import WARM_ROUND, evaluate_before, warm_start  # noqa: E402
-
+from pipeline.runtime.cluster import connect
+from pipeline.runtime.workers import live_workers  # noqa: E402
+from pipeline.runtime.loggers import log_round  # noqa: E402
+from pipeline.stages.derived import complete_derived  # noqa: E402
+from pipeline.stages.evaluate import evaluate  # noqa: E402
+from pipeline.stages.metrics import StageClock, gather  # noqa: E402
+from pipeline.stages.record import METRICS_STAGE, commit_metrics  # noqa: E402
+from pipeline.stages.setup import base_model, check_paths, policy_for, prepare_games, round_tasks  # noqa: E402
+from pipeline.stages.train import read_train_steps, train  # noqa: E402
+from pipeline.stages.warm_start import WARM_ROUND, evaluate_before, warm_start  # noqa: E402
 
 # The config section whose hash each stage's manifest records.
 STAGE_SECTIONS = {"trajectories": "rollout", "advantages": "advantage", "checkpoint": "trainer",
@@ -65,7 +65,7 @@ def run_round(r: int, cfg: RunConfig, run: storage.Run, client, games, held_out,
         train(client, run, r, policy, base, cfg.trainer, cfg.cluster)
     with clock("evaluate", done=run.is_committed(r, "evaluation")):
         evaluate(client, run, r, run.stage_dir(r, "checkpoint"), held_out, cfg.rollout, cfg.evaluation)
-    cores = sum(w["nthreads"] for w in client.scheduler_info(n_workers=-1)["workers"].values())
+    cores = sum(w["nthreads"] for w in live_workers(client).values())
     metrics = gather(run, r, clock.seconds, read_train_steps(run, r), cores)
     commit_metrics(run, metrics, h)
     log_round(metrics, cfg.logging, run.root)

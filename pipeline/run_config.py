@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pipeline.advantage.config import AdvantageConfig
 from pipeline.envs.data import SPLITS
 from pipeline.envs.tasks import TASK_TYPES, check_task_type
-from pipeline.loggers import LoggingConfig
 from pipeline.rollout.config import RolloutConfig
+from pipeline.runtime.loggers import LoggingConfig
 from trainer.config import TrainerConfig
 
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 from pipeline.envs.alfworld import AlfworldEnvConfig, EnvError, GameFileError, ResetResult, StepResult
-from pipeline.lifeline import exit_with_parent
+from pipeline.runtime.lifeline import exit_with_parent
 
 START_METHODS = ("forkserver", "spawn")
 _PRELOAD = ["pipeline.envs.alfworld", "textworld.envs.pddl", "alfworld.agents.environment.alfred_tw_env"]

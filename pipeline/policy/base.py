@@ -207,7 +207,7 @@ def load_policy(path: str, policy: PolicyConfig, sampling: SamplingConfig) -> Po
     Loading another checkpoint closes the previous backend first (one model per process).
 
     >>> import tempfile
-    >>> from pipeline.tiny_model import make_tiny_model
+    >>> from pipeline.models.tiny_model import make_tiny_model
     >>> p = str(make_tiny_model(tempfile.mkdtemp()))
     >>> load_policy(p, PolicyConfig(), SamplingConfig()) is load_policy(p, PolicyConfig(), SamplingConfig())
     True

@@ -14,7 +14,7 @@ are logged as 0.0 too; demonstrations feed SFT, which reads no log-probs).
 >>> import tempfile
 >>> from pipeline.envs.prompts import PromptConfig
 >>> from pipeline.policy.base import PolicyConfig, SamplingConfig, Turn
->>> from pipeline.tiny_model import make_tiny_model
+>>> from pipeline.models.tiny_model import make_tiny_model
 >>> expert = ExpertBackend(str(make_tiny_model(tempfile.mkdtemp())), PolicyConfig(backend="expert"), SamplingConfig())
 >>> gen = expert.act([[1]], seed=0, turns=[Turn(["look", "go to fridge 1"], ["go to fridge 1"])], prompt=PromptConfig())
 >>> gen[0].text, gen[0].finish_reason, set(gen[0].logprobs)
@@ -28,8 +28,17 @@ import os
 import numpy as np
 
 from pipeline.envs.prompts import PromptConfig, format_response, parse_action
-from pipeline.policy.base import (CheckpointError, Generation, PolicyBackend, PolicyConfig, SamplingConfig, Turn,
-                                  load_tokenizer, register_backend, stop_token_ids)
+from pipeline.policy.base import (
+    CheckpointError,
+    Generation,
+    PolicyBackend,
+    PolicyConfig,
+    SamplingConfig,
+    Turn,
+    load_tokenizer,
+    register_backend,
+    stop_token_ids,
+)
 
 LOST = "look"  # what the expert plays when its plan is empty
 

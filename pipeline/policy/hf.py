@@ -8,7 +8,7 @@ keeps one step of log-probs at a time, so memory does not grow with
 ignored: only ``SamplingConfig`` decides.
 
 >>> import tempfile
->>> from pipeline.tiny_model import make_tiny_model
+>>> from pipeline.models.tiny_model import make_tiny_model
 >>> from pipeline.policy.base import PolicyConfig, SamplingConfig
 >>> policy = HFBackend(str(make_tiny_model(tempfile.mkdtemp())), PolicyConfig(), SamplingConfig(max_new_tokens=4))
 >>> out = policy.generate([policy.tokenizer("look")["input_ids"]], seed=0)
@@ -22,8 +22,16 @@ import gc
 import torch
 from transformers import AutoModelForCausalLM, GenerationConfig, LogitsProcessor
 
-from pipeline.policy.base import (CheckpointError, Generation, PolicyBackend, PolicyConfig, SamplingConfig,
-                                  load_tokenizer, register_backend, stop_token_ids)
+from pipeline.policy.base import (
+    CheckpointError,
+    Generation,
+    PolicyBackend,
+    PolicyConfig,
+    SamplingConfig,
+    load_tokenizer,
+    register_backend,
+    stop_token_ids,
+)
 
 
 class _LogprobRecorder(LogitsProcessor):

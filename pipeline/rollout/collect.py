@@ -26,6 +26,7 @@ from pipeline.config import config_hash
 from pipeline.envs.data import task_id
 from pipeline.policy.base import verify_checkpoint
 from pipeline.rollout.config import RolloutConfig
+from pipeline.runtime.workers import live_workers
 from pipeline.rollout.task import DAEMON_ERROR, BatchResult, is_daemon, release_resources, rollout_batch
 from pipeline.rollout.worker import Group
 
@@ -47,7 +48,7 @@ def _check_workers(client, resources: dict) -> None:
         raise RuntimeError(DAEMON_ERROR)
     if not resources:
         return
-    workers = client.scheduler_info(n_workers=-1)["workers"].values()
+    workers = live_workers(client).values()
     if not any(all(w.get("resources", {}).get(k, 0) >= v for k, v in resources.items()) for w in workers):
         raise RuntimeError(f"RolloutConfig.resources={resources}: no Dask worker offers them, so rollout tasks "
                            "would wait forever; start workers with --resources (e.g. `dask cuda worker "

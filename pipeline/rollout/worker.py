@@ -199,7 +199,7 @@ def play_batch(policy: PolicyBackend, pool: EnvPool, groups: list[Group], config
     >>> import tempfile
     >>> from pipeline.envs import AlfworldEnvConfig, PoolConfig, generate_games
     >>> from pipeline.policy import SamplingConfig, load_policy
-    >>> from pipeline.tiny_model import make_tiny_model
+    >>> from pipeline.models.tiny_model import make_tiny_model
     >>> cfg = RolloutConfig(group_size=2, sampling=SamplingConfig(max_new_tokens=4),
     ...                     env=AlfworldEnvConfig(max_steps=2), pool=PoolConfig(workers=1))
     >>> game = generate_games(tempfile.mkdtemp(), games=1, seed=0, max_receptacles=5)[0]

@@ -112,9 +112,9 @@ def test_every_manifest_hash_resolves_in_the_saved_config(tmp_path):
     """The driver's saved config resolves each stage's section hash and the metrics' whole hash to its values."""
     import storage
     from pipeline.config import hash_index
-    from pipeline.metrics import METRICS_STAGE
     from pipeline.round import STAGE_SECTIONS
     from pipeline.run_config import RunConfig
+    from pipeline.stages.record import METRICS_STAGE
 
     cfg = load(RunConfig, None, ["trainer.lr=3e-5", f"run_dir={tmp_path}"])
     run = storage.open_run(str(tmp_path))

@@ -4,8 +4,8 @@ from __future__ import annotations
 import json
 
 import storage
-from pipeline.metrics import RoundMetrics, commit_metrics, read_metrics
 from pipeline.report import main, summary
+from pipeline.stages.record import RoundMetrics, commit_metrics, read_metrics
 
 
 def _metrics(r):
@@ -45,7 +45,7 @@ def test_report_of_empty_run_is_a_clear_error(tmp_path, capsys):
 def test_tensorboard_scalars_are_written(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from pipeline.loggers import LoggingConfig, log_round
+    from pipeline.runtime.loggers import LoggingConfig, log_round
 
     for r in (0, 1):
         log_round(_metrics(r), LoggingConfig(tensorboard=True), str(tmp_path))

@@ -21,11 +21,21 @@ from polars.testing import assert_frame_equal
 
 import storage
 from pipeline.envs import AlfworldEnvConfig, PoolConfig, generate_games
+from pipeline.models.tiny_model import make_tiny_model
 from pipeline.policy import PolicyConfig, SamplingConfig
 from pipeline.rollout import RolloutConfig, collect
-from pipeline.tiny_model import make_tiny_model
-from tests.pipeline.round_helpers import (CRASH, DRIVER_STAGE, KEY, ROUND_STAGES, Driver, check_round_tables,
-                                          driver_args, group_alive, run_to_end, tables)
+from tests.pipeline.round_helpers import (
+    CRASH,
+    DRIVER_STAGE,
+    KEY,
+    ROUND_STAGES,
+    Driver,
+    check_round_tables,
+    driver_args,
+    group_alive,
+    run_to_end,
+    tables,
+)
 
 TRAINER = ["-m", "trainer"]
 

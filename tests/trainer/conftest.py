@@ -15,7 +15,7 @@ import pytest  # noqa: E402
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
-    from pipeline.tiny_model import make_tiny_model
+    from pipeline.models.tiny_model import make_tiny_model
 
     return make_tiny_model(tmp_path_factory.mktemp("tiny"), seed=0)
 

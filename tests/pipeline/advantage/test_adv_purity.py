@@ -140,7 +140,7 @@ def test_round_purity_pools_groups_exactly(steps, steps_table, tmp_path):
     """Through the run directory: anchor_groups read back with Polars, the round's metrics pooled over groups."""
     import storage
     from pipeline.advantage import run_advantage_round
-    from pipeline.round_metrics import _purity  # pooled_purity over the round's committed tables
+    from pipeline.stages.metrics import _purity  # pooled_purity over the round's committed tables
 
     # group 10: two one-step episodes from the same start A (one pure anchor group of 2 steps, both revisits)
     more = pl.DataFrame({"group_id": [10, 10], "episode_id": [3, 4], "step": [0, 0], "reward": [1.0, 0.0],

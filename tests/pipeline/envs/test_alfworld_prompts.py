@@ -3,8 +3,15 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.envs.prompts import (PROMPT_TEMPLATES, PromptConfig, build_prompt, chat_prompt, format_response,
-                                   parse_action, register_template)
+from pipeline.envs.prompts import (
+    PROMPT_TEMPLATES,
+    PromptConfig,
+    build_prompt,
+    chat_prompt,
+    format_response,
+    parse_action,
+    register_template,
+)
 
 INSTRUCTION = (
     "Now it's your turn to take an action.\n"
@@ -91,7 +98,7 @@ def test_format_response_is_the_inverse_of_parse_action(action, config):
 
 
 def test_chat_prompt_with_a_real_tokenizer_and_any_template_object():
-    from pipeline.tiny_model import build_tokenizer
+    from pipeline.models.tiny_model import build_tokenizer
 
     tok = build_tokenizer()
     assert chat_prompt(tok, "go?") == "<|im_start|>user\ngo?<|im_end|>\n<|im_start|>assistant\n"

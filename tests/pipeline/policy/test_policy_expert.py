@@ -6,9 +6,9 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from pipeline.envs import AlfworldEnv, AlfworldEnvConfig, EnvPool, PoolConfig, format_response, generate_games
+from pipeline.models.tiny_model import make_tiny_model
 from pipeline.policy import PolicyConfig, SamplingConfig, load_tokenizer, make_backend
 from pipeline.rollout import RolloutConfig, make_groups, play_batch
-from pipeline.tiny_model import make_tiny_model
 
 
 @pytest.fixture(scope="module")

@@ -6,11 +6,10 @@ import shutil
 
 import pytest
 
-from pipeline.policy import (CheckpointError, PolicyConfig, SamplingConfig, load_policy, make_backend,
-                             release_policy)
+from pipeline.models.tiny_model import IM_END, PAD_TOKEN, make_tiny_model
+from pipeline.policy import CheckpointError, PolicyConfig, SamplingConfig, load_policy, make_backend, release_policy
 from pipeline.policy.hf import HFBackend
 from pipeline.policy.vllm import logprobs_mode
-from pipeline.tiny_model import IM_END, PAD_TOKEN, make_tiny_model
 
 
 @pytest.fixture(scope="module")

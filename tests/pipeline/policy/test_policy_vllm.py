@@ -9,8 +9,8 @@ import pytest
 
 pytest.importorskip("vllm")
 
+from pipeline.models.tiny_model import make_tiny_model  # noqa: E402
 from pipeline.policy import PolicyConfig, SamplingConfig, make_backend  # noqa: E402
-from pipeline.tiny_model import make_tiny_model  # noqa: E402
 
 # A KV cache of fixed bytes: on CPU a share ("gpu_memory_utilization") would be of the host's RAM.
 KV_BYTES = 64 << 20

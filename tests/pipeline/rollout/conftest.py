@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from pipeline.envs import generate_games
-from pipeline.tiny_model import make_tiny_model
+from pipeline.models.tiny_model import make_tiny_model
 
 
 @pytest.fixture(scope="session")

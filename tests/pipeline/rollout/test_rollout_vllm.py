@@ -13,11 +13,11 @@ from distributed import Client, LocalCluster
 
 import storage
 from pipeline.envs import AlfworldEnvConfig, PoolConfig, generate_games
+from pipeline.models.tiny_model import make_tiny_model
 from pipeline.policy import PolicyConfig, SamplingConfig
 from pipeline.policy.hf import HFBackend
-from pipeline.reaper import ReapOrphans
 from pipeline.rollout import RolloutConfig, collect
-from pipeline.tiny_model import make_tiny_model
+from pipeline.runtime.reaper import ReapOrphans
 from tests.pipeline.round_helpers import gone
 
 

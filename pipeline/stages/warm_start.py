@@ -22,15 +22,15 @@ import sys
 
 import storage
 from pipeline.config import config_hash
-from pipeline.evaluate import evaluate
-from pipeline.loggers import log_round
-from pipeline.metrics import METRICS_STAGE, commit_metrics
 from pipeline.rollout.collect import collect
 from pipeline.rollout.config import RolloutConfig
-from pipeline.round_metrics import StageClock, gather
 from pipeline.run_config import RunConfig, WarmStartConfig
-from pipeline.setup import CHECKPOINT, round_tasks
-from pipeline.train_task import read_train_steps, train
+from pipeline.runtime.loggers import log_round
+from pipeline.stages.evaluate import evaluate
+from pipeline.stages.metrics import StageClock, gather
+from pipeline.stages.record import METRICS_STAGE, commit_metrics
+from pipeline.stages.setup import CHECKPOINT, round_tasks
+from pipeline.stages.train import read_train_steps, train
 from trainer.config import TrainerConfig
 
 WARM_ROUND = -1  # the round number of everything before round 0

@@ -5,9 +5,9 @@ import json
 import os
 
 import storage
-from pipeline.derived import complete_derived
-from pipeline.loggers import LoggingConfig, log_round
-from pipeline.metrics import RoundMetrics, commit_metrics
+from pipeline.runtime.loggers import LoggingConfig, log_round
+from pipeline.stages.derived import complete_derived
+from pipeline.stages.record import RoundMetrics, commit_metrics
 
 ON = LoggingConfig(tensorboard=True)
 

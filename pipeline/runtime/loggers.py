@@ -14,7 +14,7 @@ import json
 import os
 from dataclasses import asdict, dataclass
 
-from pipeline.metrics import RoundMetrics
+from pipeline.stages.record import RoundMetrics
 
 LOGGED = "_logged_rounds.json"
 

@@ -11,12 +11,12 @@ import pytest
 
 from tests.pipeline.round_helpers import gone
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SLEEPER = "import time; print('ready', flush=True); time.sleep(300)"
-WATCHER = "from pipeline.lifeline import exit_with_parent; exit_with_parent(0.1); " + SLEEPER
+WATCHER = "from pipeline.runtime.lifeline import exit_with_parent; exit_with_parent(0.1); " + SLEEPER
 PARENT = """
 import subprocess, sys, time
-from pipeline.lifeline import tied
+from pipeline.runtime.lifeline import tied
 child = subprocess.Popen([sys.executable, "-c", sys.argv[2]], preexec_fn=tied() if sys.argv[1] == "tied" else None)
 print(child.pid, flush=True)
 time.sleep(300)

@@ -4,8 +4,8 @@ from __future__ import annotations
 from transformers import PreTrainedTokenizerFast
 
 from pipeline.envs.prompts import PromptConfig, build_prompt, chat_prompt, parse_action
-from pipeline.tiny_model import IM_END, make_tiny_model
-from pipeline.word_vocab import UNK_TOKEN, build_word_tokenizer, vocabulary
+from pipeline.models.tiny_model import IM_END, make_tiny_model
+from pipeline.models.word_vocab import UNK_TOKEN, build_word_tokenizer, vocabulary
 
 OBSERVATION = ("-= Welcome to TextWorld, ALFRED! =-\n\nYou are in the middle of a room. Looking quickly around you, "
                "you see a cabinet 2, a countertop 1, a fridge 1, and a sinkbasin 1.\n\nYour task is to: put a "

@@ -14,7 +14,7 @@ import polars as pl
 
 import storage
 from pipeline.advantage.purity import pooled_purity
-from pipeline.metrics import RoundMetrics
+from pipeline.stages.record import RoundMetrics
 from storage.shards import put_atomic
 
 CLOCK = "_stage_seconds.json"

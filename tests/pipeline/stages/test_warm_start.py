@@ -17,7 +17,7 @@ import storage
 from pipeline.envs import format_response
 from pipeline.policy import PolicyConfig, SamplingConfig, load_tokenizer
 from pipeline.policy.hf import HFBackend
-from tests.pipeline.round_helpers import G, MAX_STEPS, TASKS, Driver, driver_args, group_alive, run_to_end
+from tests.pipeline.round_helpers import MAX_STEPS, TASKS, Driver, G, driver_args, group_alive, run_to_end
 
 DEMO_TASKS = 2
 # One round after the warm start; the planner's demonstrations do not depend on the process (the handcoded
@@ -126,7 +126,7 @@ def test_driver_killed_during_sft_resumes_without_redoing_the_demonstrations(ref
 
 def test_the_starting_policy_never_changes_once_round_0_is_collected(tmp_path, capsys):
     from pipeline.run_config import RunConfig, WarmStartConfig
-    from pipeline.warm_start import warm_start
+    from pipeline.stages.warm_start import warm_start
     from storage.synthetic import synthetic_round
 
     run, base = storage.open_run(str(tmp_path / "run")), str(tmp_path / "base")

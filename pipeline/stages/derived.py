@@ -12,8 +12,8 @@ stages are the truth, so the next driver rebuilds the one and logs the other
 from __future__ import annotations
 
 import storage
-from pipeline.loggers import LoggingConfig, log_rounds
-from pipeline.metrics import read_metrics, write_jsonl
+from pipeline.runtime.loggers import LoggingConfig, log_rounds
+from pipeline.stages.record import read_metrics, write_jsonl
 
 
 def complete_derived(run: storage.Run, cfg: LoggingConfig) -> list[int]:

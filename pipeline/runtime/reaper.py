@@ -1,9 +1,9 @@
 """Every process a Dask worker started dies with the worker, even when the worker is SIGKILLed.
 
-The trainer and env workers tie themselves to their parent (``pipeline.lifeline``);
+The trainer and env workers tie themselves to their parent (``pipeline.runtime.lifeline``);
 processes that libraries start (vLLM's engine core, compiler jobs) do not.
-``ReapOrphans``, a worker plugin that ``pipeline.cluster.connect`` registers,
-starts one small reaper process per worker (``python -m pipeline.reaper PID``):
+``ReapOrphans``, a worker plugin that ``pipeline.runtime.cluster.connect`` registers,
+starts one small reaper process per worker (``python -m pipeline.runtime.reaper PID``):
 it notes the worker's descendants every ``POLL_S`` seconds and, once the
 worker is gone, SIGKILLs those still running and their children, then exits.
 
@@ -72,7 +72,7 @@ class ReapOrphans(WorkerPlugin):
     def setup(self, worker) -> None:
         proc = _REAPER.get("proc")
         if proc is None or proc.poll() is not None:
-            _REAPER["proc"] = subprocess.Popen([sys.executable, "-m", "pipeline.reaper", str(os.getpid())],
+            _REAPER["proc"] = subprocess.Popen([sys.executable, "-m", "pipeline.runtime.reaper", str(os.getpid())],
                                                stdin=subprocess.DEVNULL)
 
 

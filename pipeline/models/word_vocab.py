@@ -51,7 +51,7 @@ def build_word_tokenizer():
     from tokenizers import AddedToken, Tokenizer, models, normalizers, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    from pipeline.tiny_model import CHAT_TEMPLATE, IM_END, PAD_TOKEN, SPECIAL_TOKENS, TAG_TOKENS
+    from pipeline.models.tiny_model import CHAT_TEMPLATE, IM_END, PAD_TOKEN, SPECIAL_TOKENS, TAG_TOKENS
 
     vocab = {w: i for i, w in enumerate([*SPECIAL_TOKENS, UNK_TOKEN, *vocabulary()])}
     tok = Tokenizer(models.WordLevel(vocab, unk_token=UNK_TOKEN))

@@ -14,7 +14,7 @@ Qwen2's own pre-tokenizer). The same seed gives byte-identical files.
 >>> tok.decode(tok("take apple 1 from countertop 2")["input_ids"])
 'take apple 1 from countertop 2'
 
-Run ``python -m pipeline.tiny_model OUT_DIR`` to write one.
+Run ``python -m pipeline.models.tiny_model OUT_DIR`` to write one.
 """
 from __future__ import annotations
 
@@ -126,7 +126,7 @@ def make_tiny_model(out_dir: str | Path, seed: int = 0, tokenizer: str = "bpe", 
     """Write a random-init Qwen2 causal LM and its tokenizer to ``out_dir``; return the path.
 
     ``tokenizer``: ``bpe`` (byte-level, trained on a built-in corpus) or ``word``
-    (one token per ALFWorld word, ``pipeline.word_vocab``). ``shape`` overrides
+    (one token per ALFWorld word, ``pipeline.models.word_vocab``). ``shape`` overrides
     ``DEFAULT_SHAPE`` (any ``Qwen2Config`` field).
 
     >>> import tempfile
@@ -152,7 +152,7 @@ def make_tiny_model(out_dir: str | Path, seed: int = 0, tokenizer: str = "bpe", 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if tokenizer == "word":
-        from pipeline.word_vocab import build_word_tokenizer
+        from pipeline.models.word_vocab import build_word_tokenizer
 
         tok = build_word_tokenizer()
     else:

@@ -9,9 +9,9 @@ import time
 
 import psutil
 
-from pipeline.cluster import connect
-from pipeline.reaper import POLL_S
 from pipeline.run_config import ClusterConfig
+from pipeline.runtime.cluster import connect
+from pipeline.runtime.reaper import POLL_S
 from tests.pipeline.round_helpers import gone
 
 UNTIED = "import subprocess, time; subprocess.Popen(['sleep', '300']); time.sleep(300)"

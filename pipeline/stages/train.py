@@ -27,13 +27,15 @@ import time
 import uuid
 from urllib.parse import urlparse
 
-import storage
 import yaml
+
+import storage
 from pipeline.config import to_dict
-from pipeline.lifeline import tied
 from pipeline.run_config import ClusterConfig
-from trainer.config import TrainerConfig
+from pipeline.runtime.workers import live_workers
+from pipeline.runtime.lifeline import tied
 from trainer.checkpoint import TRAIN_STEPS
+from trainer.config import TrainerConfig
 from trainer.engine import thread_count, thread_env
 
 STAGE = "checkpoint"
@@ -49,7 +51,7 @@ def _free_port() -> int:
 
 
 def _qualifying(client, resources: dict) -> list[str]:
-    info = client.scheduler_info(n_workers=-1)["workers"]
+    info = live_workers(client)
     return sorted(a for a, w in info.items()
                   if all(w.get("resources", {}).get(k, 0) >= v for k, v in resources.items()))
 
@@ -115,7 +117,8 @@ def train_rank(run_uri: str, round: int, policy: str, ref: str | None, trainer: 
 
 def _wait_ranks(client, futures: list, workers: list[str]) -> list[str]:
     """Wait for the rank tasks (raising a rank's error); the pinned workers that left the cluster, if any."""
-    from distributed import TimeoutError as WaitTimeout, wait
+    from distributed import TimeoutError as WaitTimeout
+    from distributed import wait
 
     while True:
         try:
@@ -128,7 +131,7 @@ def _wait_ranks(client, futures: list, workers: list[str]) -> list[str]:
         if all(f.done() for f in futures):
             client.gather(futures)  # raises if one was cancelled
             return []
-        live = set(client.scheduler_info(n_workers=-1)["workers"])
+        live = set(live_workers(client))
         if lost := [w for w in workers if w not in live]:
             return lost
 

@@ -2,7 +2,7 @@
 
 Workers are made non-daemonic: rollout tasks start env worker processes and
 training tasks start trainer processes, which daemonic processes may not.
-Every worker gets a reaper (``pipeline.reaper``): what its tasks started dies
+Every worker gets a reaper (``pipeline.runtime.reaper``): what its tasks started dies
 with it.
 """
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Iterator
 import dask
 from distributed import Client, LocalCluster
 
-from pipeline.reaper import ReapOrphans
 from pipeline.run_config import ClusterConfig
+from pipeline.runtime.reaper import ReapOrphans
 
 
 @contextlib.contextmanager
@@ -35,3 +35,4 @@ def connect(cfg: ClusterConfig) -> Iterator[Client]:
             Client(cluster) as client:
         client.register_plugin(ReapOrphans())
         yield client
+

@@ -73,7 +73,7 @@ def base_model(cfg: RunConfig, run: storage.Run) -> str:
     """Round 0's policy: ``cfg.base_model``, or the tiny model built into ``RUN/base_model``."""
     if cfg.base_model != "tiny":
         return cfg.base_model
-    from pipeline.tiny_model import make_tiny_model
+    from pipeline.models.tiny_model import make_tiny_model
 
     path = local_dir(run, "base_model")
     try:

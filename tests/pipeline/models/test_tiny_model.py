@@ -10,9 +10,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
-from pipeline.tiny_model import IM_END, IM_START, PAD_TOKEN, TAG_TOKENS, make_tiny_model
+from pipeline.models.tiny_model import IM_END, IM_START, PAD_TOKEN, TAG_TOKENS, make_tiny_model
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +97,7 @@ def test_shape_overrides_and_bad_shape(tmp_path):
 
 def test_cli_writes_model(tmp_path):
     out = tmp_path / "cli"
-    res = subprocess.run([sys.executable, "-m", "pipeline.tiny_model", str(out), "--seed", "0"],
+    res = subprocess.run([sys.executable, "-m", "pipeline.models.tiny_model", str(out), "--seed", "0"],
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert (out / "model.safetensors").exists() and (out / "chat_template.jinja").exists()

@@ -1,0 +1,1 @@
+"""The machinery beneath the stages: the Dask cluster, process lifetimes, experiment loggers."""
