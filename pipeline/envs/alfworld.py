@@ -37,6 +37,7 @@ import json
 import os
 import sys
 from dataclasses import dataclass, field
+from pipeline.envs.textgen_cache import cache_command_texts
 
 EXPERTS = (None, "planner", "handcoded")
 _GAME_KEYS = ("pddl_domain", "grammar", "pddl_problem")
@@ -169,6 +170,7 @@ def _cache_translations(size: int = 8) -> None:
 def make_engine(expert: str | None):
     """ALFWorld's wrapper stack over textworld's PddlEnv (as ``alfworld-generate`` builds it)."""
     _cache_translations()
+    cache_command_texts()
     import textworld
     from textworld.envs.pddl import PddlEnv
     from alfworld.agents.environment.alfred_tw_env import AlfredDemangler, AlfredExpert, AlfredInfos

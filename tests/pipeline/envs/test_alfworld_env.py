@@ -261,3 +261,30 @@ def test_config_errors_name_the_field():
         AlfworldEnvConfig(max_steps=0)
     with pytest.raises(ValueError, match="AlfworldEnvConfig.expert"):
         AlfworldEnvConfig(expert="oracle")
+
+
+def _play(game: str, seed: int) -> list:
+    """The planner's plan interleaved with seeded random admissible actions: every text and state seen."""
+    env = AlfworldEnv(AlfworldEnvConfig(expert="planner", max_steps=40))
+    rng = random.Random(seed)
+    state = env.reset(game)
+    seen = [(state.observation, state.admissible_commands, state.state_key)]
+    while not (seen[-1] != seen[0] and (state.won or state.truncated)):
+        action = rng.choice(state.admissible_commands) if rng.random() < 0.7 else state.expert_plan[0]
+        state = env.step(action)
+        seen.append((state.observation, state.admissible_commands, state.state_key))
+    return seen
+
+
+@pytest.mark.parametrize("task_type", ["pick_and_place_simple", "pick_clean_then_place_in_recep"])
+def test_memoised_grammar_gives_the_engines_own_texts(games, task_type, monkeypatch):
+    from textworld.envs.pddl import textgen
+
+    cached = _play(games[task_type], seed=3)
+    grammar = textgen.ContextSensitiveGrammar
+    monkeypatch.setattr(grammar, "derive", grammar.derive.__wrapped__)
+    monkeypatch.setattr(grammar, "parse", classmethod(grammar.parse.__wrapped__))
+    monkeypatch.setattr(textgen, "_parse_and_convert", textgen._parse_and_convert.__wrapped__)
+    monkeypatch.setattr("pipeline.envs.alfworld.cache_command_texts", lambda: None)
+    assert _play(games[task_type], seed=3) == cached
+    assert len(cached) > 10
