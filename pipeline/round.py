@@ -63,8 +63,9 @@ def run_round(r: int, cfg: RunConfig, run: storage.Run, client, games, held_out,
         run_advantage_round(run, r, cfg.advantage, client=client, progress=cfg.rollout.progress)
     with clock("train", done=run.is_committed(r, "checkpoint")):
         train(client, run, r, policy, base, cfg.trainer, cfg.cluster)
-    with clock("evaluate", done=run.is_committed(r, "evaluation")):
-        evaluate(client, run, r, run.stage_dir(r, "checkpoint"), held_out, cfg.rollout, cfg.evaluation)
+    if cfg.evaluation.after(r, cfg.rounds):
+        with clock("evaluate", done=run.is_committed(r, "evaluation")):
+            evaluate(client, run, r, run.stage_dir(r, "checkpoint"), held_out, cfg.rollout, cfg.evaluation)
     cores = sum(w["nthreads"] for w in live_workers(client).values())
     metrics = gather(run, r, clock.seconds, read_train_steps(run, r), cores)
     commit_metrics(run, metrics, h)

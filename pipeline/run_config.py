@@ -51,11 +51,20 @@ class EvalConfig:
     temperature: float = 0.4  # sampling temperature (low: close to greedy, log-probs stay defined)
     group_size: int = 1  # episodes per held-out task
     before_training: bool = True  # also evaluate the starting policy (warm start or base) before round 0
+    every: int = 1  # evaluate after every k-th round, and always after the last one (0: the last one only)
 
     def __post_init__(self) -> None:
-        if self.tasks < 0 or self.group_size < 1 or not self.temperature > 0:
-            raise ValueError("EvalConfig needs tasks >= 0, group_size >= 1 and temperature > 0, got "
-                             f"{self.tasks}, {self.group_size}, {self.temperature}")
+        if self.tasks < 0 or self.group_size < 1 or not self.temperature > 0 or self.every < 0:
+            raise ValueError("EvalConfig needs tasks >= 0, group_size >= 1, temperature > 0 and every >= 0, got "
+                             f"{self.tasks}, {self.group_size}, {self.temperature}, {self.every}")
+
+    def after(self, round: int, rounds: int) -> bool:
+        """Whether round ``round`` of ``rounds`` is evaluated.
+
+        >>> [EvalConfig(every=2).after(r, 5) for r in range(5)]
+        [False, True, False, True, True]
+        """
+        return round == rounds - 1 or (self.every > 0 and (round + 1) % self.every == 0)
 
 
 EXPERTS = ("handcoded", "planner")

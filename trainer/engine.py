@@ -15,6 +15,8 @@ CPU accelerator over gloo (``DS_ACCELERATOR=cpu``, set here before DeepSpeed is 
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 from pathlib import Path
 
@@ -90,11 +92,36 @@ def init_distributed(rank: int | None = None, world_size: int | None = None, mas
             os.environ[key] = str(default() if callable(default) else default)
     os.environ.setdefault("LOCAL_RANK", str(local_rank))
     deepspeed = import_deepspeed()
+    if not has_cuda():
+        load_shm_comm_op(deepspeed)
     if not dist.is_initialized():
         deepspeed.init_distributed(dist_backend="nccl" if has_cuda() else "gloo", auto_mpi_discovery=False)
     if has_cuda():
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
     return dist.get_rank(), dist.get_world_size()
+
+
+def load_shm_comm_op(deepspeed) -> None:
+    """Build (or load) DeepSpeed's CPU shared-memory comm op, one process of the host at a time.
+
+    torch's JIT build guards a build folder with a ``lock`` file; a build killed
+    midway leaves it behind, and every later trainer then waits on it forever.
+    Here builds run under an flock beside that folder, so a ``lock`` file seen
+    while holding it is stale and is removed. ``init_distributed`` then reuses
+    the loaded op (DeepSpeed keeps it per process).
+    """
+    from deepspeed.accelerator import get_accelerator
+    from torch.utils.cpp_extension import _get_build_directory
+
+    builder = get_accelerator().create_op_builder("ShareMemCommBuilder")
+    if builder is None or not deepspeed.ops.__compatible_ops__.get(builder.NAME, False):
+        return
+    folder = _get_build_directory(builder.NAME, verbose=False)
+    with open(f"{folder}.flock", "w") as guard:
+        fcntl.flock(guard, fcntl.LOCK_EX)
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(folder, "lock"))
+        builder.load(verbose=False)
 
 
 def use_bf16(cfg: TrainerConfig) -> bool:

@@ -2,7 +2,11 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 import shutil
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -174,3 +178,23 @@ def test_overflowing_loss_stops_before_update_and_export(tiny_model, tmp_path, m
         train_round(TrainerConfig(kl_coef=0.0, mini_batch_size=4, micro_batch_size=4), tiny_model, huge,
                     tmp_path / "out", **QUIET)
     assert not (tmp_path / "out").exists()
+
+
+def _load_op(ext_dir: Path, timeout_s: float) -> subprocess.CompletedProcess:
+    code = "import deepspeed; from trainer.engine import import_deepspeed, load_shm_comm_op; " \
+           "load_shm_comm_op(import_deepspeed())"
+    env = {**os.environ, "TORCH_EXTENSIONS_DIR": str(ext_dir), "DS_ACCELERATOR": "cpu"}
+    return subprocess.run([sys.executable, "-c", code], env=env, timeout=timeout_s, capture_output=True, text=True)
+
+
+def test_a_build_lock_left_by_a_killed_build_is_cleared(tmp_path):
+    # the op as the other tests build it, copied (mtimes kept: nothing to rebuild) with a killed build's lock file
+    built = Path(os.environ["TORCH_EXTENSIONS_DIR"])
+    assert _load_op(built, timeout_s=600).returncode == 0
+    folder = next(p for p in built.rglob("deepspeed_shm_comm") if (p / "build.ninja").exists())
+    copy = tmp_path / "ext" / folder.relative_to(built)
+    shutil.copytree(folder, copy)
+    (copy / "lock").touch()
+    done = _load_op(tmp_path / "ext", timeout_s=120)  # torch alone waits on that lock forever
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert not (copy / "lock").exists()
