@@ -27,7 +27,10 @@ def connect(cfg: ClusterConfig) -> Iterator[Client]:
             client.register_plugin(ReapOrphans())
             yield client
         return
-    with dask.config.set({"distributed.worker.daemon": False}), \
+    # The nanny's MALLOC_TRIM_THRESHOLD_ makes glibc mmap every large tensor: torch generation and training
+    # then spend about half their time in page faults (see pipeline.stages.train); None unsets it.
+    with dask.config.set({"distributed.worker.daemon": False,
+                          "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}), \
             LocalCluster(n_workers=cfg.n_workers, threads_per_worker=cfg.threads_per_worker, processes=True,
                          # no dashboard, and the scheduler's HTTP server (health, metrics) on a free port
                          # rather than its default 8787, busy when another cluster runs on this host
