@@ -13,11 +13,12 @@ reference (pipeline/advantage/naive.py, a linear dict-based version of
 verl-agent's loops) runs on a subsample of whole groups in the same run; its
 rate and the engine's are compared, and the two results are checked to agree.
 
-The Dask figure runs the full advantage stage of a round (read committed
-shards with token columns, compute, attach, write through storage.write_shard,
-anchor stats, commit) on
-``--dask-rows`` rows from storage.synthetic, on LocalClusters of 1 and 2
-single-threaded workers, and splits one shard's time into read/compute/write.
+The Dask figure runs the full advantage stage of a round (read the scalar
+columns of committed steps shards that carry token columns, compute, write the
+slim advantages table through storage.write_shard, anchor stats and groups,
+commit) on ``--dask-rows`` rows from storage.synthetic, on LocalClusters of 1
+and 2 single-threaded workers, and splits one shard's time into
+read/compute/statistics/write.
 
 ``--out-of-core N`` writes N rows as 1 M-row scalar shards to a temporary
 directory and runs the job in this process one shard at a time (memory
@@ -37,8 +38,8 @@ import psutil
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from pipeline.advantage import AdvantageConfig, compute_advantages
-from pipeline.advantage.dask_job import attach, read_scalars, run_advantage_job
+from pipeline.advantage import AdvantageConfig, anchor_groups, anchor_stats, compute_advantages
+from pipeline.advantage.dask_job import read_scalars, run_advantage_job, slim
 from pipeline.advantage.naive import naive_advantages
 from pipeline.advantage.round_job import StorageSink, run_advantage_round
 
@@ -151,14 +152,13 @@ def bench_dask(rows: int, shard_rows: int, cfg: AdvantageConfig) -> None:
                 rates[workers] = result.rows / result.seconds
                 print(f"  {workers} worker(s): {result.summary()}")
         print(f"  2 workers vs 1: {rates[2] / rates[1]:.2f}x  (this machine has {psutil.cpu_count()} cores, shared)")
-        _, _, table = timed(lambda: pq.read_table(paths[0]))
-        read, _, _ = timed(lambda: pq.read_table(paths[0]), repeat=3)
-        scalars = read_scalars(paths[0], cfg, table)
+        read, _, scalars = timed(lambda: read_scalars(paths[0], cfg), repeat=3)
         compute, _, result = timed(lambda: compute_advantages(scalars, cfg), repeat=3)
+        stats, _, _ = timed(lambda: (anchor_stats(result), anchor_groups(result)), repeat=3)
         run.begin(0, "advantages", overwrite=True)
-        write, _, _ = timed(lambda: StorageSink(run, 0)(attach(table, result), 0, paths[0]), repeat=3)
-        print(f"  one shard of {table.num_rows:,} rows ({table.nbytes / 2**20:,.0f} MiB in memory): read {read:.2f} s, "
-              f"compute {compute:.3f} s, attach + storage write {write:.2f} s")
+        write, _, _ = timed(lambda: StorageSink(run, 0)("advantages", slim(result), 0, paths[0]), repeat=3)
+        print(f"  one shard of {scalars.height:,} rows: read scalars {read:.3f} s, compute {compute:.3f} s, "
+              f"anchor stats + groups {stats:.3f} s, slim storage write {write:.3f} s")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -191,19 +191,19 @@ def bench_out_of_core(rows: int, shard_rows: int, cfg: AdvantageConfig) -> None:
 
 
 class PlainSink:
-    """Writes an annotated shard as plain Parquet next to the inputs."""
+    """Writes a partition's table as plain Parquet next to the inputs."""
 
     def __init__(self, directory: str) -> None:
         self.directory = directory
 
-    def __call__(self, table, index, source):
-        pq.write_table(table, f"{self.directory}/advantages-{index:05d}.parquet")
+    def __call__(self, name, table, index, source):
+        pq.write_table(table, f"{self.directory}/{name}-{index:05d}.parquet")
         return table.num_rows
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 10_000_000], help="engine sizes")
+    ap.add_argument("--rows", type=int, nargs="*", default=[1_000_000, 10_000_000], help="engine sizes (none: skip)")
     ap.add_argument("--sub-rows", type=int, default=50_000, help="rows of the per-row Python subsample")
     ap.add_argument("--dask-rows", type=int, default=2_000_000, help="rows of the Dask round job (0: skip)")
     ap.add_argument("--shard-rows", type=int, default=250_000, help="rows per steps shard for the Dask job")

@@ -36,7 +36,7 @@ from storage.errors import (CorruptManifest, CorruptShard, NotARun, RunNotWritab
                             StageNotCommitted, StorageError)
 from storage.lock import LOCK_NAME, RunLock
 from storage.manifest import MANIFEST_NAME, Manifest, ShardInfo
-from storage.schemas import TABLE_STAGE, TABLES
+from storage.schemas import TABLE_STAGE, TABLES, VIEWS
 from storage.uri import resolve
 
 _THREADS = 8  # parallel manifest reads and checksum checks (hashlib and pyarrow I/O release the GIL)
@@ -212,11 +212,27 @@ class Run:
         """
         stage = _stage_of(table)
         chosen = list(rounds) if rounds is not None else [r for r in self.rounds() if self.is_committed(r, stage)]
-        paths = [p for r in chosen for p in self.shard_paths(table, r, full_check)]
-        empty = pl.from_arrow(TABLES[table].empty_table())
+        if table in VIEWS:
+            return self._scan_view(table, chosen, full_check)
+        return self._scan_stored(table, chosen, full_check)
+
+    def _scan_stored(self, table: str, rounds: list[int], full_check: bool) -> pl.LazyFrame:
+        """The table's own shards in ``rounds``, as stored (older schema versions: absent columns null)."""
+        paths = [p for r in rounds for p in self.shard_paths(table, r, full_check)]
         if not paths:
-            return empty.lazy()
-        return shards.scan_files(self.fs, paths, TABLES[table])  # older schema versions: absent columns null
+            return pl.from_arrow(TABLES[table].empty_table()).lazy()
+        return shards.scan_files(self.fs, paths, TABLES[table])
+
+    def _scan_view(self, table: str, rounds: list[int], full_check: bool) -> pl.LazyFrame:
+        """A view table: its stored columns joined onto its base table's rows (base row order kept).
+
+        Shards of older versions that still carry the base table's columns are
+        read for their own columns only.
+        """
+        base, keys = VIEWS[table]
+        own = self._scan_stored(table, rounds, full_check)
+        rows = self._scan_stored(base, rounds, full_check)
+        return rows.join(own, on=list(keys), how="inner", maintain_order="left")
 
     def read(self, table: str, rounds: Iterable[int] | None = None) -> pl.DataFrame:
         """Eager ``scan``."""

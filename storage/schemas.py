@@ -7,20 +7,27 @@ older version in ``READABLE_VERSIONS`` stay readable: the columns added since
 
 Version 2 added the steps' ``state_key`` and ``admissible_key``, the
 advantages' ``anchor_id``, the purity columns of ``anchor_stats`` and the
-``anchor_groups`` table.
+``anchor_groups`` table. Version 3 slimmed ``advantages`` shards to the step
+keys and the advantage columns: the advantage stage no longer rewrites the
+steps' token columns. Shards of versions 1-2 still carry every steps column;
+readers skip them. ``VIEWS`` say how a table is read: ``run.scan("advantages")``
+joins the stored columns to the round's ``steps`` on the keys
+(``ADVANTAGES_VIEW``), so users and the trainer see one table as before.
 
 >>> from storage.schemas import TABLES
 >>> TABLES["steps"].field("anchor_key").type
 DataType(uint64)
 >>> sorted(absent_in("steps", 1))
 ['admissible_key', 'state_key']
+>>> ADVANTAGES.names[:3], VIEW_SCHEMAS["advantages"].names[-1]
+(['round', 'episode_id', 'step'], 'anchor_id')
 """
 from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 2
-READABLE_VERSIONS = (1, 2)  # shard versions readers accept
+SCHEMA_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)  # shard versions readers accept
 VERSION_KEY = b"gigpo.schema_version"
 TABLE_KEY = b"gigpo.table"
 
@@ -73,7 +80,8 @@ ADVANTAGE_COLUMNS = [
     pa.field("advantage", pa.float64(), nullable=False),  # what the trainer uses
     pa.field("anchor_id", pa.int32(), nullable=False),  # the anchor group's number in its group_id (first appearance)
 ]
-ADVANTAGES = pa.schema(list(STEPS) + ADVANTAGE_COLUMNS)
+ADVANTAGE_KEYS = ("round", "episode_id", "step")  # a step row's key: episode ids are unique in a round
+ADVANTAGES = pa.schema([STEPS.field(k) for k in ADVANTAGE_KEYS] + ADVANTAGE_COLUMNS)  # stored shards (v3)
 
 ANCHOR_STATS = pa.schema(
     [
@@ -134,6 +142,14 @@ TABLES: dict[str, pa.Schema] = {
     "evaluation": EVALUATION,
 }
 
+# Tables read as a join: table -> (the table its stored columns join onto, the join keys).
+VIEWS: dict[str, tuple[str, tuple[str, ...]]] = {"advantages": ("steps", ADVANTAGE_KEYS)}
+# What ``run.scan(table)`` returns for a view: the base table's columns, then the stored non-key ones.
+VIEW_SCHEMAS: dict[str, pa.Schema] = {
+    name: pa.schema(list(TABLES[base]) + [f for f in TABLES[name] if f.name not in keys])
+    for name, (base, keys) in VIEWS.items()
+}
+
 # Which stage of a round commits each table.
 TABLE_STAGE: dict[str, str] = {
     "steps": "trajectories",
@@ -149,7 +165,7 @@ _STEPS_V2 = ("state_key", "admissible_key")
 ADDED_IN: dict[int, dict[str, tuple[str, ...]]] = {
     2: {
         "steps": _STEPS_V2,
-        "advantages": (*_STEPS_V2, "anchor_id"),
+        "advantages": ("anchor_id",),  # (v1-v2 shards carried the steps' columns, state keys included)
         "anchor_stats": tuple(ANCHOR_STATS.names[ANCHOR_STATS.get_field_index("pure_share"):]),
     },
 }
@@ -158,17 +174,4 @@ ADDED_IN: dict[int, dict[str, tuple[str, ...]]] = {
 def absent_in(table: str, version: int) -> set[str]:
     """Columns of ``table`` that a shard written with schema ``version`` lacks."""
     return {c for v, added in ADDED_IN.items() if v > version for c in added.get(table, ())}
-
-
-def with_absent_columns(tbl: pa.Table, table: str) -> pa.Table:
-    """``tbl`` with the columns added to ``table`` since an older version appended as nulls where missing.
-
-    >>> old = STEPS.empty_table().drop_columns(["state_key", "admissible_key"])
-    >>> with_absent_columns(old, "steps").schema.field("state_key").type
-    DataType(uint64)
-    """
-    for name in sorted(absent_in(table, 1) - set(tbl.column_names)):
-        field = TABLES[table].field(name)
-        tbl = tbl.append_column(field.with_nullable(True), pa.nulls(tbl.num_rows, field.type))
-    return tbl
 

@@ -202,6 +202,15 @@ def read_schema(fs: pafs.FileSystem | None, path: str) -> pa.Schema:
         raise CorruptShard(f"{path}: not a readable Parquet file ({exc})") from exc
 
 
+def num_rows(fs: pafs.FileSystem | None, path: str) -> int:
+    """Rows of one Parquet file, from its footer; errors name the file."""
+    try:
+        with _open(fs, path) as f:
+            return f.metadata.num_rows
+    except (OSError, pa.ArrowException) as exc:
+        raise CorruptShard(f"{path}: not a readable Parquet file ({exc})") from exc
+
+
 def read_file(fs: pafs.FileSystem, path: str, table: str, columns: list[str] | None = None) -> pa.Table:
     """Read one shard (optionally projected), checking its schema first."""
     check_footer(fs, path, table)

@@ -1,11 +1,14 @@
 """The round's advantage job over committed steps shards, on one machine or a Dask cluster.
 
-Each output partition is one input shard plus the advantage columns, in
-the shard's row order (steps of an older schema version gain the newer
-columns as nulls), handed to ``sink(table, index, source_path)`` where the
-task runs (a Dask worker): the round driver passes storage's shard writer.
-Only the scalar columns are read into the computation; the token columns stay
-in the Arrow table read for the output and are never copied or shuffled.
+Each output partition is one input shard's step keys (``round, episode_id,
+step``) and advantage columns, in the shard's row order (the ``advantages``
+table of ``storage.schemas``), handed to ``sink("advantages", table, index,
+source_path)`` where the task runs (a Dask worker); each partition's anchor
+groups go the same way (``"anchor_groups"``), so the driver gathers only the
+per-group ``anchor_stats`` and memory stays bounded by a partition. The round
+driver passes storage's shard writer. Only the scalar columns are read; the
+token columns are never read, copied or rewritten (``run.scan("advantages")``
+joins them back from steps).
 
 - Shards hold whole groups (what rollout workers write): one task per shard.
 - A group spans shards: rows are bucketed by ``group_id`` (scalar columns
@@ -29,27 +32,26 @@ import polars as pl
 import pyarrow as pa
 from tqdm.auto import tqdm
 
-from storage.shards import read_schema, read_table
+from storage.schemas import ADVANTAGES
+from storage.shards import num_rows, read_schema, read_table
 
 from pipeline.advantage.config import AdvantageConfig
-from pipeline.advantage.engine import ADVANTAGE_COLUMNS, scalar_columns, compute_advantages
-from pipeline.advantage.purity import GROUPS_COLUMNS, anchor_groups
+from pipeline.advantage.engine import scalar_columns, compute_advantages
+from pipeline.advantage.purity import anchor_groups
 from pipeline.advantage.stats import STATS_COLUMNS, anchor_stats
 from pipeline.advantage.validate import AdvantageInputError
-from storage.schemas import with_absent_columns
 
-Sink = Callable[[pa.Table, int, str], Any]
-_ARROW_TYPES = {"anchor_group_size": pa.int32(), "anchor_id": pa.int32()}
+Sink = Callable[[str, pa.Table, int, str], Any]  # (table name, table, partition index, source shard path)
 _STATS_EXTRA = ("round", "task_id", "won", "observation", "state_key")
 
 
 @dataclass(frozen=True)
 class JobResult:
-    """What the job produced: sink results per input shard, per-group and per-anchor-group tables, and timing."""
+    """What the job produced: sink results per partition, the per-group table, and timing."""
 
-    outputs: list  # sink's return value for each input shard, in input order
+    outputs: list  # sink's return value for each input shard's advantages, in input order
+    group_outputs: list  # sink's return value for each partition's anchor_groups (sorted by group_id, anchor_id)
     anchor_stats: pl.DataFrame  # one row per (round, group_id), storage.schemas.ANCHOR_STATS columns
-    anchor_groups: pl.DataFrame  # one row per (round, group_id, anchor_id), storage.schemas.ANCHOR_GROUPS columns
     shuffled: bool  # True when groups spanned shards and rows were bucketed by group_id
     rows: int  # steps processed
     seconds: float  # wall time of the job
@@ -58,7 +60,7 @@ class JobResult:
     def summary(self) -> str:
         """One line with the physical-limit figure (steps/s per core), to 3 significant digits.
 
-        >>> JobResult([], None, None, False, 176, 0.04, 2).summary()
+        >>> JobResult([], [], None, False, 176, 0.04, 2).summary()
         '176 steps in 0.04 s on 2 core(s), one task per shard: 2.2 k steps/s/core'
         """
         rate = self.rows / max(self.seconds, 1e-9) / max(self.cores, 1)
@@ -126,14 +128,13 @@ def run_advantage_job(
     start = time.perf_counter()
     paths = [str(p) for p in paths]
     if not paths:
-        empty = pl.DataFrame(schema=STATS_COLUMNS), pl.DataFrame(schema=GROUPS_COLUMNS)
-        return JobResult([], *empty, False, 0, 0.0, ex.cores)
+        return JobResult([], [], pl.DataFrame(schema=STATS_COLUMNS), False, 0, 0.0, ex.cores)
     if groups_whole is None:
         groups_whole = not _split_groups(ex, paths, filesystem)
     job = _per_shard if groups_whole else _shuffled
-    outputs, stats, groups = job(ex, paths, cfg, sink, progress, filesystem)
+    outputs, groups, stats = job(ex, paths, cfg, sink, progress, filesystem)
     rows = int(stats["steps"].sum())
-    result = JobResult(outputs, stats, groups, not groups_whole, rows, time.perf_counter() - start, ex.cores)
+    result = JobResult(outputs, groups, stats, not groups_whole, rows, time.perf_counter() - start, ex.cores)
     if progress:
         print(result.summary())
     return result
@@ -146,18 +147,14 @@ def _per_shard(ex, paths: list[str], cfg: AdvantageConfig, sink: Sink, progress:
         results = ex.gather(done)
     except AdvantageInputError as err:
         raise AdvantageInputError(f"{err} (with groups_whole=True: if groups span shards, use None)") from err
-    stats = pl.concat([r[1] for r in results]).sort("round", "group_id")
+    stats = pl.concat([r[2] for r in results]).sort("round", "group_id")
     dup = stats.filter(pl.struct("round", "group_id").is_duplicated())["group_id"].unique().sort()
     if len(dup):
         raise AdvantageInputError(
             f"groups_whole=True but group_id(s) {dup.to_list()[:10]} span several shards; "
             "the written partitions are wrong: rerun with groups_whole=None"
         )
-    return [r[0] for r in results], stats, _concat_groups([r[2] for r in results])
-
-
-def _concat_groups(frames: list[pl.DataFrame]) -> pl.DataFrame:
-    return pl.concat(frames).sort("round", "group_id", "anchor_id")
+    return [r[0] for r in results], [r[1] for r in results], stats
 
 
 def _stage(ex, fn, arg_lists: list[tuple], desc: str, progress: bool) -> list:
@@ -181,28 +178,26 @@ def _group_ids(path: str, fs) -> np.ndarray:
     return np.unique(read_table(fs, path, ["group_id"])["group_id"].to_numpy())
 
 
-def read_scalars(path: str, cfg: AdvantageConfig, table: pa.Table | None = None, fs=None) -> pl.DataFrame:
+def read_scalars(path: str, cfg: AdvantageConfig, fs=None) -> pl.DataFrame:
     """The shard's scalar columns the engine and the statistics read (missing ones are reported by the engine)."""
-    names = table.column_names if table is not None else read_schema(fs, path).names
+    names = read_schema(fs, path).names
     wanted = scalar_columns(names, cfg) + list(_STATS_EXTRA)
-    cols = [c for c in dict.fromkeys(wanted) if c in names]
-    return pl.from_arrow(table.select(cols) if table is not None else read_table(fs, path, cols))
+    return pl.from_arrow(read_table(fs, path, [c for c in dict.fromkeys(wanted) if c in names]))
 
 
-def attach(table: pa.Table, result: pl.DataFrame) -> pa.Table:
-    """The input table with the advantage columns (non-null, storage types) appended."""
-    table = table.drop_columns([c for c in ADVANTAGE_COLUMNS if c in table.column_names])
-    table = with_absent_columns(table, "steps")
-    for name in ADVANTAGE_COLUMNS:
-        kind = _ARROW_TYPES.get(name, pa.float64())
-        table = table.append_column(pa.field(name, kind, nullable=False), pa.array(result[name].to_numpy(), kind))
-    return table
+def slim(result: pl.DataFrame) -> pa.Table:
+    """The stored ``advantages`` table of a result: step keys and advantage columns, in its row order."""
+    return result.select(ADVANTAGES.names).to_arrow().cast(ADVANTAGES)
+
+
+def _groups(result: pl.DataFrame, index: int, source: str, sink: Sink):
+    """Write a partition's anchor groups where it was computed; the sink's return value."""
+    return sink("anchor_groups", anchor_groups(result).to_arrow(), index, source)
 
 
 def _shard_task(path: str, index: int, cfg: AdvantageConfig, sink: Sink, fs):
-    table = read_table(fs, path)
-    result = compute_advantages(read_scalars(path, cfg, table), cfg)
-    return sink(attach(table, result), index, path), anchor_stats(result), anchor_groups(result)
+    result = compute_advantages(read_scalars(path, cfg, fs=fs), cfg)
+    return sink("advantages", slim(result), index, path), _groups(result, index, path, sink), anchor_stats(result)
 
 
 def _split_task(path: str, index: int, cfg: AdvantageConfig, parts: int, fs) -> list[pl.DataFrame]:
@@ -215,31 +210,31 @@ def _split_task(path: str, index: int, cfg: AdvantageConfig, parts: int, fs) -> 
     return [pieces.get((b,), frame.clear().drop("_bucket")) for b in range(parts)]
 
 
-def _bucket_task(pieces: list[pl.DataFrame], cfg: AdvantageConfig, n_shards: int):
+def _bucket_task(pieces: list[pl.DataFrame], index: int, cfg: AdvantageConfig, n_shards: int, sink: Sink):
     result = compute_advantages(pl.concat(pieces), cfg)
-    per_shard = result.select("_shard", "_row", *ADVANTAGE_COLUMNS).partition_by("_shard", as_dict=True)
-    empty = result.clear().select("_row", *ADVANTAGE_COLUMNS)
+    per_shard = result.select("_shard", "_row", *ADVANTAGES.names).partition_by("_shard", as_dict=True)
+    empty = result.clear().select("_row", *ADVANTAGES.names)
     shards = [per_shard[(i,)].drop("_shard") if (i,) in per_shard else empty for i in range(n_shards)]
-    return shards, anchor_stats(result), anchor_groups(result)
+    return shards, _groups(result, index, f"group_id bucket {index}", sink), anchor_stats(result)
 
 
 def _write_task(path: str, index: int, pieces: list[pl.DataFrame], sink: Sink, fs):
-    table = read_table(fs, path)
-    result = pl.concat(pieces).sort("_row")
-    if not np.array_equal(result["_row"].to_numpy(), np.arange(table.num_rows)):
-        raise RuntimeError(f"{path}: got advantages for {len(result)} of {table.num_rows} rows after the shuffle")
-    return sink(attach(table, result), index, path)
+    result, rows = pl.concat(pieces).sort("_row"), num_rows(fs, path)
+    if not np.array_equal(result["_row"].to_numpy(), np.arange(rows)):
+        raise RuntimeError(f"{path}: got advantages for {len(result)} of {rows} rows after the shuffle")
+    return sink("advantages", slim(result), index, path)
 
 
 def _shuffled(ex, paths: list[str], cfg: AdvantageConfig, sink: Sink, progress: bool, fs):
     n = len(paths)
     split = _stage(ex, _split_task, [(p, i, cfg, n, fs) for i, p in enumerate(paths)], "split by group_id", progress)
-    buckets = [ex.submit(_bucket_task, [ex.submit(operator.getitem, s, b) for s in split], cfg, n) for b in range(n)]
+    buckets = [ex.submit(_bucket_task, [ex.submit(operator.getitem, s, b) for s in split], b, cfg, n, sink)
+               for b in range(n)]
     shard_parts = [ex.submit(operator.getitem, b, 0) for b in buckets]
     args = [
         (p, i, [ex.submit(operator.getitem, part, i) for part in shard_parts], sink, fs) for i, p in enumerate(paths)
     ]
     outputs = ex.gather(_stage(ex, _write_task, args, "advantages", progress))
-    stats = ex.gather([ex.submit(operator.getitem, b, 1) for b in buckets])
-    groups = ex.gather([ex.submit(operator.getitem, b, 2) for b in buckets])
-    return outputs, pl.concat(stats).sort("round", "group_id"), _concat_groups(groups)
+    groups = ex.gather([ex.submit(operator.getitem, b, 1) for b in buckets])
+    stats = ex.gather([ex.submit(operator.getitem, b, 2) for b in buckets])
+    return outputs, groups, pl.concat(stats).sort("round", "group_id")

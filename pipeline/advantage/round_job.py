@@ -1,8 +1,9 @@
 """The advantage stage of a round in a run directory.
 
-Reads the round's committed ``steps`` shards, writes one ``advantages`` shard
-per steps shard (from the workers, through ``storage.write_shard``), the
-``anchor_stats`` and ``anchor_groups`` tables, then commits the ``advantages`` stage with the
+Reads the round's committed ``steps`` shards, writes one slim ``advantages``
+shard (step keys and advantage columns) and one ``anchor_groups`` shard per
+partition (from the workers, through ``storage.write_shard``), the
+``anchor_stats`` table, then commits the ``advantages`` stage with the
 trajectories' policy version. A committed stage is left alone (a rerun is a
 no-op); a crashed attempt's leftovers are cleared first.
 """
@@ -17,13 +18,15 @@ STAGE = "advantages"
 
 
 class StorageSink:
-    """Job sink writing an annotated shard into the run directory (pickled to the workers as the run's URI)."""
+    """Job sink writing a partition's table into the run directory (pickled to the workers as the run's URI)."""
+
+    PREFIX = {"advantages": "a", "anchor_groups": "g"}  # shard names: a00000, g00000, ...
 
     def __init__(self, run: storage.Run, round: int) -> None:
         self.run, self.round = run, round
 
-    def __call__(self, table, index: int, source: str) -> storage.ShardInfo:
-        return storage.write_shard(self.run, self.round, "advantages", table, f"a{index:05d}")
+    def __call__(self, name: str, table, index: int, source: str) -> storage.ShardInfo:
+        return storage.write_shard(self.run, self.round, name, table, f"{self.PREFIX[name]}{index:05d}")
 
 
 def run_advantage_round(
@@ -52,7 +55,7 @@ def run_advantage_round(
     result = run_advantage_job(
         paths, sink, cfg, client=client, groups_whole=groups_whole, progress=progress, filesystem=run.fs
     )
-    tables = [storage.write_shard(run, round, name, getattr(result, name), name)
-              for name in ("anchor_stats", "anchor_groups")]
-    run.commit(round, STAGE, [*result.outputs, *tables], config_hash or pipeline_config_hash(cfg), policy_version)
+    stats = storage.write_shard(run, round, "anchor_stats", result.anchor_stats, "anchor_stats")
+    files = [*result.outputs, *result.group_outputs, stats]
+    run.commit(round, STAGE, files, config_hash or pipeline_config_hash(cfg), policy_version)
     return result

@@ -70,7 +70,7 @@ def _trainer_running(pgid: int) -> bool:
 
 
 # The first file each stage writes, relative to round 0's folder: collect writes batch 0 of 2, then batch 1;
-# the advantage stage writes one shard per steps shard, then anchor_stats and anchor_groups, then commits.
+# the advantage stage writes an advantages and an anchor_groups shard per steps shard, then anchor_stats, then commits.
 FIRST_FILE = {"collect": "trajectories/steps/batch-000000.parquet",
               "advantage": "advantages/advantages/a00000.parquet"}
 

@@ -62,7 +62,7 @@ def test_other_schema_version_names_the_file(run):
     meta = dict(tbl.schema.metadata) | {b"gigpo.schema_version": b"0"}
     pq.write_table(tbl.replace_schema_metadata(meta), _shard(run, 0))
     _patch_size(run, 0)
-    message = r"000000/trajectories/steps/w0.parquet: schema version 0, expected 2"
+    message = r"000000/trajectories/steps/w0.parquet: schema version 0, expected 3"
     with pytest.raises(storage.SchemaMismatch, match=message):
         run.scan("steps", rounds=[0])
     assert run.read("steps", rounds=[1]).height > 0

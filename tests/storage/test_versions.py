@@ -1,4 +1,4 @@
-"""Schema versions: runs written with version 1 stay readable; unknown versions and broken shards are named."""
+"""Schema versions: runs written with versions 1 and 2 stay readable; unknown versions and broken shards are named."""
 from __future__ import annotations
 
 import hashlib
@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import storage
-from storage.schemas import ADDED_IN, STEPS, TABLE_KEY, VERSION_KEY
+from storage.schemas import ADDED_IN, ADVANTAGE_COLUMNS, ADVANTAGES, STEPS, TABLE_KEY, VERSION_KEY
 from storage.shards import put_atomic
 from storage.synthetic import synthetic_round
 
@@ -18,16 +18,53 @@ V1_STEPS = pa.schema([f for f in STEPS if f.name not in ADDED_IN[2]["steps"]])
 
 def write_v1_steps(run, r: int, steps: pl.DataFrame, version: bytes = b"1", schema=V1_STEPS) -> pl.DataFrame:
     """Commit ``steps`` (``schema``'s columns) as the version-1 code wrote them; return what was written."""
-    tbl = steps.select(schema.names).to_arrow().cast(schema)
-    tbl = tbl.replace_schema_metadata({VERSION_KEY: version, TABLE_KEY: b"steps"})
+    return write_old(run, r, "trajectories", "steps", steps, version, schema)
+
+
+def write_old(run, r: int, stage: str, table: str, frame: pl.DataFrame, version: bytes, schema) -> pl.DataFrame:
+    """Commit ``frame`` (``schema``'s columns) as one shard of ``table``, as older code wrote it."""
+    tbl = frame.select(schema.names).to_arrow().cast(schema)
+    tbl = tbl.replace_schema_metadata({VERSION_KEY: version, TABLE_KEY: table.encode()})
     sink = pa.BufferOutputStream()
     pq.write_table(tbl, sink, compression="zstd")
     payload = sink.getvalue().to_pybytes()
-    put_atomic(run.fs, f"{run.stage_dir(r, 'trajectories')}/steps/w0.parquet", payload)
-    info = storage.ShardInfo(path="steps/w0.parquet", bytes=len(payload), sha256=hashlib.sha256(payload).hexdigest(),
-                             table="steps", rows=tbl.num_rows)
-    run.commit(r, "trajectories", [info], "cfg", 0)
+    put_atomic(run.fs, f"{run.stage_dir(r, stage)}/{table}/w0.parquet", payload)
+    info = storage.ShardInfo(path=f"{table}/w0.parquet", bytes=len(payload),
+                             sha256=hashlib.sha256(payload).hexdigest(), table=table, rows=tbl.num_rows)
+    run.commit(r, stage, [info], "cfg", 0)
     return pl.from_arrow(tbl)
+
+
+def with_advantages(steps: pl.DataFrame) -> pl.DataFrame:
+    """``steps`` plus made-up advantage columns that differ row by row."""
+    i = pl.int_range(pl.len())
+    return steps.with_columns(*(i.cast(pl.Float64).alias(f.name) * k for k, f in enumerate(ADVANTAGE_COLUMNS[:3])),
+                              (i % 5).cast(pl.Int32).alias("anchor_group_size"), (i * 0.5 - 3).alias("advantage"),
+                              (i % 3).cast(pl.Int32).alias("anchor_id"))
+
+
+def test_slim_advantages_read_back_as_the_joined_table(tmp_path):
+    run = storage.open_run(str(tmp_path))
+    steps = synthetic_round(0, groups=2, group_size=2, seed=0)[0].sample(fraction=1.0, shuffle=True, seed=3)
+    run.commit(0, "trajectories", [storage.write_shard(run, 0, "steps", steps, "w0")], "cfg", 0)
+    full = with_advantages(steps)
+    stored = full.select(ADVANTAGES.names).reverse()  # keys, not positions, carry the join
+    info = storage.write_shard(run, 0, "advantages", stored, "a0")
+    run.commit(0, "advantages", [info], "adv", 0)
+    assert pq.read_schema(f"{run.stage_dir(0, 'advantages')}/advantages/a0.parquet").names == ADVANTAGES.names
+    assert run.read("advantages").equals(full)  # the steps' rows, in their order, with the advantage columns
+
+
+def test_v2_advantages_with_token_columns_stay_readable(tmp_path):
+    run = storage.open_run(str(tmp_path))
+    steps = synthetic_round(0, groups=2, group_size=2, seed=0)[0]
+    write_old(run, 0, "trajectories", "steps", steps, b"2", STEPS)
+    old_schema = pa.schema(list(STEPS) + list(ADVANTAGES)[3:])
+    full = write_old(run, 0, "advantages", "advantages", with_advantages(steps), b"2", old_schema)
+    assert run.read("advantages").equals(full)
+    assert run.verify() == 2
+    with pytest.raises(storage.SchemaMismatch, match="unexpected column"):  # new shards must be slim
+        storage.write_shard(run, 1, "advantages", full, "a0")
 
 
 @pytest.mark.parametrize("scheme", ["path", "memory"])  # polars' own reader and the pyarrow dataset path
@@ -66,5 +103,5 @@ def test_v1_shard_lacking_a_v1_column_names_file_and_column(tmp_path):
 def test_unknown_version_names_the_file(tmp_path):
     run = storage.open_run(str(tmp_path))
     steps = synthetic_round(0, groups=1, group_size=2)[0]
-    with pytest.raises(storage.SchemaMismatch, match=r"steps/w0.parquet: schema version 3, expected 2 \(readable"):
-        write_v1_steps(run, 0, steps, version=b"3")
+    with pytest.raises(storage.SchemaMismatch, match=r"steps/w0.parquet: schema version 4, expected 3 \(readable"):
+        write_v1_steps(run, 0, steps, version=b"4")

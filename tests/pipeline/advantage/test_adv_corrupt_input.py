@@ -3,17 +3,19 @@ from __future__ import annotations
 
 import re
 
+import pyarrow.parquet as pq
 import pytest
 from distributed import Client, LocalCluster
 
 import storage
 from pipeline.advantage import AdvantageConfig
 from pipeline.advantage.round_job import run_advantage_round
+from storage.schemas import STEPS
 from storage.synthetic import synthetic_round
 
 
 def _corrupt_round(tmp_path) -> tuple[storage.Run, str]:
-    """Round 0 with two committed steps shards; one byte in the middle of the second is flipped."""
+    """Round 0 with two committed steps shards; one byte of the second's ``reward`` pages (a column the stage reads) is flipped."""
     run = storage.open_run(str(tmp_path / "run"))
     infos = []
     for s in range(2):
@@ -22,8 +24,9 @@ def _corrupt_round(tmp_path) -> tuple[storage.Run, str]:
                   storage.write_shard(run, 0, "episodes", episodes, f"w{s}")]
     run.commit(0, "trajectories", infos, "cfg", 0)
     path = f"{run.stage_dir(0, 'trajectories')}/steps/w1.parquet"
+    chunk = pq.ParquetFile(path).metadata.row_group(0).column(STEPS.get_field_index("reward"))
     data = bytearray(open(path, "rb").read())
-    data[len(data) // 2] ^= 0xFF
+    data[chunk.data_page_offset + chunk.total_compressed_size // 2] ^= 0xFF
     open(path, "wb").write(bytes(data))
     return run, path
 

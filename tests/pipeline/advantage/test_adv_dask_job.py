@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline.advantage import AdvantageConfig, AdvantageInputError, anchor_groups, anchor_stats, compute_advantages
-from pipeline.advantage.dask_job import run_advantage_job
+from pipeline.advantage.dask_job import run_advantage_job, slim
 from pipeline.advantage.round_job import run_advantage_round
 from pipeline.config import config_hash
 import storage
@@ -33,13 +33,13 @@ def client():
 
 
 class ParquetSink:
-    """Writes each annotated shard as plain Parquet; runs where the task runs."""
+    """Writes each partition's table as plain Parquet; runs where the task runs."""
 
     def __init__(self, out_dir: Path) -> None:
         self.out_dir = Path(out_dir)
 
-    def __call__(self, table, index, source):
-        path = self.out_dir / f"advantages-{index}.parquet"
+    def __call__(self, name, table, index, source):
+        path = self.out_dir / f"{name}-{index}.parquet"
         pq.write_table(table, path)
         return {"path": str(path), "rows": table.num_rows, "source": source, "pid": os.getpid()}
 
@@ -54,8 +54,18 @@ def write_shards(directory: Path, table, shard_of_row: list[int], n_shards: int)
     return paths
 
 
-def read_outputs(result) -> pl.DataFrame:
-    return pl.concat([pl.read_parquet(o["path"]) for o in result.outputs])
+def read_outputs(result, outputs: str = "outputs") -> pl.DataFrame:
+    return pl.concat([pl.read_parquet(o["path"]) for o in getattr(result, outputs)])
+
+
+def read_groups(result) -> pl.DataFrame:
+    """The anchor_groups partitions together, in (round, group_id, anchor_id) order."""
+    return read_outputs(result, "group_outputs").sort("round", "group_id", "anchor_id")
+
+
+def slim_of(expected: pl.DataFrame) -> pl.DataFrame:
+    """What the job stores of a full result: step keys and advantage columns."""
+    return pl.from_arrow(slim(expected))
 
 
 def round_frame(frame) -> pl.DataFrame:
@@ -79,17 +89,20 @@ def test_one_task_per_shard_when_groups_are_whole(client, tmp_path, frame, steps
     result = run_advantage_job(paths, ParquetSink(tmp_path / "out"), CFG, client=client, progress=False)
     assert not result.shuffled and result.rows == table.num_rows and result.cores == 2
     assert [o["source"] for o in result.outputs] == paths
-    assert all(o["pid"] != os.getpid() for o in result.outputs)  # the sink ran on the workers
+    assert all(o["pid"] != os.getpid() for o in result.outputs + result.group_outputs)  # the sink ran on the workers
     expected = compute_advantages(pl.from_arrow(table), CFG)
     for i, out in enumerate(result.outputs):
         written = pq.read_table(out["path"])
-        assert written.schema.equals(ADVANTAGES)
-        assert written.select(table.column_names).equals(pq.read_table(paths[i]))  # rows, order, tokens kept
-    assert read_outputs(result).sort(KEYS).equals(expected.sort(KEYS))
+        assert written.schema.equals(ADVANTAGES)  # keys and advantage columns only: no token column rewritten
+        keys = ["round", *KEYS]
+        assert written.select(keys).equals(pq.read_table(paths[i]).select(keys))  # the shard's rows, in its order
+    assert read_outputs(result).sort(KEYS).equals(slim_of(expected).sort(KEYS))
     assert result.anchor_stats.equals(anchor_stats(expected))
-    assert result.anchor_groups.equals(anchor_groups(expected))
+    assert read_groups(result).equals(anchor_groups(expected))
+    for out in result.group_outputs:  # each partition's anchor groups come sorted
+        assert pl.read_parquet(out["path"]).equals(pl.read_parquet(out["path"]).sort("round", "group_id", "anchor_id"))
     # each group's start anchor also holds a step 2 whose true state differs: one impure anchor group per group
-    assert result.anchor_groups["pure"].to_list().count(False) == 4
+    assert read_groups(result)["pure"].to_list().count(False) == 4
 
 
 def test_groups_split_across_shards_are_shuffled(client, tmp_path, frame, steps_table):
@@ -99,11 +112,12 @@ def test_groups_split_across_shards_are_shuffled(client, tmp_path, frame, steps_
     result = run_advantage_job(paths, ParquetSink(tmp_path / "out"), CFG, client=client, progress=False)
     assert result.shuffled
     expected = compute_advantages(pl.from_arrow(table), CFG)
-    assert read_outputs(result).sort(KEYS).equals(expected.sort(KEYS))
+    assert read_outputs(result).sort(KEYS).equals(slim_of(expected).sort(KEYS))
     for i, out in enumerate(result.outputs):
-        assert pq.read_table(out["path"]).select(table.column_names).equals(pq.read_table(paths[i]))
+        keys = ["round", *KEYS]
+        assert pq.read_table(out["path"]).select(keys).equals(pq.read_table(paths[i]).select(keys))
     assert result.anchor_stats.equals(anchor_stats(expected))
-    assert result.anchor_groups.equals(anchor_groups(expected))
+    assert read_groups(result).equals(anchor_groups(expected))
 
 
 def test_trusted_whole_groups_are_verified(client, tmp_path, frame, steps_table):
@@ -131,8 +145,8 @@ def test_forced_shuffle_and_in_process_runs_agree(client, tmp_path, frame, steps
 
 def test_no_shards(client):
     result = run_advantage_job([], ParquetSink("."), CFG, client=client, progress=False)
-    assert result.outputs == [] and result.rows == 0 and result.anchor_stats.columns[:2] == ["round", "group_id"]
-    assert result.anchor_groups.columns[:3] == ["round", "group_id", "anchor_id"]
+    assert result.outputs == result.group_outputs == [] and result.rows == 0
+    assert result.anchor_stats.columns[:2] == ["round", "group_id"]
 
 
 @st.composite
@@ -162,11 +176,11 @@ def test_dask_equals_polars(client, frame, steps_table, data, episode_stats, anc
     with tempfile.TemporaryDirectory() as tmp:
         paths = write_shards(Path(tmp), table, shard_of_row, n_shards)
         result = run_advantage_job(paths, ParquetSink(Path(tmp)), cfg, client=client, progress=False)
-        got = read_outputs(result).sort(KEYS)
+        got, groups = read_outputs(result).sort(KEYS), read_groups(result)
     expected = compute_advantages(pl.from_arrow(table), cfg).sort(KEYS)
-    assert got.equals(expected)
+    assert got.equals(slim_of(expected))
     assert result.anchor_stats.equals(anchor_stats(expected))
-    assert result.anchor_groups.equals(anchor_groups(expected))
+    assert groups.equals(anchor_groups(expected))
 
 
 def test_round_stage_through_storage(client, tmp_path, frame, steps_table):
@@ -186,5 +200,5 @@ def test_round_stage_through_storage(client, tmp_path, frame, steps_table):
     expected = compute_advantages(run.read("steps", rounds=[0]), CFG)
     assert run.read("advantages", rounds=[0]).sort(KEYS).equals(expected.sort(KEYS))
     assert run.read("anchor_stats", rounds=[0]).equals(anchor_stats(expected))
-    assert run.scan("anchor_groups", rounds=[0]).collect().equals(anchor_groups(expected))
+    assert run.read("anchor_groups", rounds=[0]).sort("group_id", "anchor_id").equals(anchor_groups(expected))
     assert run_advantage_round(run, 0, CFG, client=client, progress=False) is None  # committed: a rerun is a no-op
