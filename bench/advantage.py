@@ -173,7 +173,8 @@ def bench_out_of_core(rows: int, shard_rows: int, cfg: AdvantageConfig) -> None:
                 shard = alfworld_rows(shard_rows, seed=len(paths), first_group=first)
                 first = int(shard["group_id"].max()) + 1
                 shard = shard.with_columns(
-                    pl.lit(0, pl.Int32).alias("round"), pl.format("task-{}", "group_id").alias("task_id")
+                    pl.lit(0, pl.Int32).alias("round"), pl.format("task-{}", "group_id").alias("task_id"),
+                    pl.format("You arrive at loc {}.", pl.col("anchor_key") % 256).alias("observation"),
                 )
                 paths.append(f"{tmp}/steps-{len(paths):05d}.parquet")
                 shard.write_parquet(paths[-1])

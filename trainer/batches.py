@@ -1,9 +1,10 @@
-"""Advantage rows -> validated flat token arrays -> padded micro-batches.
+"""Advantage rows -> validated flat token arrays -> packed (or padded) micro-batches.
 
 Only ``prompt_ids``, ``response_ids``, ``response_logprobs`` and ``advantage`` are
 read. Rows live as flat numpy arrays (prompt + response concatenated per row)
 with offsets; a micro-batch is cut from them by index arithmetic, no per-row
-Python. Sequences are right-padded; the loss mask covers response tokens only.
+Python. Sequences are packed back to back (or right-padded); the loss mask covers
+response tokens only.
 
 >>> import polars as pl
 >>> df = pl.DataFrame({"prompt_ids": [[5, 6], [7]], "response_ids": [[8], [9, 10]],
@@ -11,7 +12,10 @@ Python. Sequences are right-padded; the loss mask covers response tokens only.
 >>> data = load_rows(df, vocab_size=16, max_seq_len=8)
 >>> mb = collate(data, np.array([0, 1]), pad_id=0, old_logprobs=data.rollout_logprobs)
 >>> mb.input_ids.tolist(), mb.resp_index.tolist(), mb.mask.tolist()
-([[5, 6, 8], [7, 9, 10]], [[1, 0], [0, 1]], [[1.0, 0.0], [1.0, 1.0]])
+([[5, 6, 8], [7, 9, 10]], [[1, 0], [3, 4]], [[1.0, 0.0], [1.0, 1.0]])
+>>> packed = collate(data, np.array([0, 1]), pad_id=0, old_logprobs=data.rollout_logprobs, packed=True)
+>>> packed.input_ids.tolist(), packed.position_ids.tolist(), packed.resp_index.tolist()
+([[5, 6, 8, 7, 9, 10]], [[0, 1, 2, 0, 1, 2]], [[1, 0], [3, 4]])
 """
 from __future__ import annotations
 
@@ -94,11 +98,17 @@ def load_rows(source: pl.DataFrame | pl.LazyFrame, vocab_size: int, max_seq_len:
 
 @dataclass
 class MicroBatch:
-    """Padded tensors of one micro-batch; ``[B, R]`` tensors are response-aligned (verl's layout)."""
+    """Tensors of one micro-batch; ``[B, R]`` tensors are response-aligned (verl's layout), one row per plan row.
 
-    input_ids: torch.Tensor  # [B, T] prompt + response, right-padded
-    attention_mask: torch.Tensor  # [B, T]
-    resp_index: torch.Tensor  # [B, R] position whose logits predict response token j
+    Padded: ``input_ids`` is ``[B, T]``, right-padded. Packed: ``[1, N]``, the rows'
+    sequences back to back with no padding, ``position_ids`` restarting at 0 for each
+    (the model attends within a sequence only).
+    """
+
+    input_ids: torch.Tensor  # [B, T] padded | [1, N] packed
+    attention_mask: torch.Tensor | None  # [B, T] padded | None packed
+    position_ids: torch.Tensor | None  # None padded | [1, N] packed: each token's position in its own sequence
+    resp_index: torch.Tensor  # [B, R] index into the flattened input whose logits predict response token j
     response_ids: torch.Tensor  # [B, R]
     mask: torch.Tensor  # [B, R] 1.0 on response tokens
     advantages: torch.Tensor  # [B, R] the row's advantage on every response token
@@ -106,39 +116,66 @@ class MicroBatch:
     ref_logprobs: torch.Tensor | None  # [B, R]
     seq_lens: np.ndarray  # [B] real lengths (0 for padding rows)
 
+    @property
+    def padding_share(self) -> float:
+        """Padded tokens / processed tokens."""
+        return 1.0 - float(self.seq_lens.sum()) / self.input_ids.numel()
+
 
 def collate(data: RoundData, rows: np.ndarray, pad_id: int, old_logprobs: np.ndarray,
-            ref_logprobs: np.ndarray | None = None) -> MicroBatch:
-    """Gather ``rows`` (``PAD_ROW`` = padding row) into a right-padded micro-batch."""
+            ref_logprobs: np.ndarray | None = None, packed: bool = False) -> MicroBatch:
+    """Gather ``rows`` (``PAD_ROW`` = padding row) into a micro-batch, right-padded or ``packed``."""
     real = rows != PAD_ROW
     idx = np.where(real, rows, 0)
-    p = np.where(real, data.prompt_len[idx], 1)
+    lens = np.where(real, data.prompt_len[idx] + data.resp_len[idx], 0)
+    inputs, offset = (_packed if packed else _padded)(data, idx, lens, pad_id)
     r = np.where(real, data.resp_len[idx], 0)
-    lens = p + r
-    t_ar, r_ar = np.arange(lens.max()), np.arange(max(int(r.max()), 1))
-    tok_valid = (t_ar < lens[:, None]) & real[:, None]
-    tok_idx = np.where(tok_valid, data.seq_start[idx][:, None] + t_ar, 0)
-    input_ids = np.where(tok_valid, data.tokens[tok_idx], pad_id)
-    attention = (t_ar < lens[:, None]).astype(np.int64)  # a padding row attends to its one pad token
+    r_ar = np.arange(max(int(r.max()), 1))
     resp_valid = r_ar < r[:, None]
-    resp_pos = np.where(resp_valid, p[:, None] + r_ar, 0)  # where response token j sits
+    resp_pos = data.prompt_len[idx][:, None] + r_ar  # where response token j sits in its sequence
     flat_idx = np.where(resp_valid, data.resp_start[idx][:, None] + r_ar, 0)
+    response_ids = np.where(resp_valid, data.tokens[np.where(resp_valid, data.seq_start[idx][:, None] + resp_pos, 0)],
+                            pad_id)
 
     def per_token(flat: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.where(resp_valid, flat[flat_idx], 0.0).astype(np.float32))
 
     adv = np.where(real, data.advantage[idx], 0.0)[:, None] * resp_valid
     return MicroBatch(
-        input_ids=torch.from_numpy(input_ids),
-        attention_mask=torch.from_numpy(attention),
-        resp_index=torch.from_numpy(np.maximum(resp_pos - 1, 0)),  # its logits come one position earlier
-        response_ids=torch.from_numpy(np.where(resp_valid, np.take_along_axis(input_ids, resp_pos, 1), pad_id)),
+        **inputs,
+        resp_index=torch.from_numpy(np.where(resp_valid, offset[:, None] + resp_pos - 1, 0)),  # one position earlier
+        response_ids=torch.from_numpy(response_ids),
         mask=torch.from_numpy(resp_valid.astype(np.float32)),
         advantages=torch.from_numpy(adv.astype(np.float32)),
         old_logprobs=per_token(old_logprobs),
         ref_logprobs=None if ref_logprobs is None else per_token(ref_logprobs),
-        seq_lens=np.where(real, lens, 0),
+        seq_lens=lens,
     )
+
+
+def _padded(data: RoundData, idx: np.ndarray, lens: np.ndarray, pad_id: int) -> tuple[dict, np.ndarray]:
+    """``[B, T]`` right-padded inputs (a padding row attends to its one pad token); each row's flat offset."""
+    width = max(int(lens.max()), 1)
+    t_ar = np.arange(width)
+    tok_valid = t_ar < lens[:, None]
+    input_ids = np.where(tok_valid, data.tokens[np.where(tok_valid, data.seq_start[idx][:, None] + t_ar, 0)], pad_id)
+    attention = (t_ar < np.maximum(lens, 1)[:, None]).astype(np.int64)
+    inputs = dict(input_ids=torch.from_numpy(input_ids), attention_mask=torch.from_numpy(attention), position_ids=None)
+    return inputs, np.arange(len(idx)) * width
+
+
+def _packed(data: RoundData, idx: np.ndarray, lens: np.ndarray, pad_id: int) -> tuple[dict, np.ndarray]:
+    """``[1, N]`` sequences back to back, positions restarting per sequence; each row's flat offset.
+
+    A micro-batch of padding rows only holds one pad token (every rank must run a forward).
+    """
+    total = int(lens.sum())
+    offset = np.cumsum(lens) - lens
+    pos = np.arange(total) - np.repeat(offset, lens)
+    ids = data.tokens[np.repeat(data.seq_start[idx], lens) + pos] if total else np.full(1, pad_id)
+    pos = pos if total else np.zeros(1, np.int64)
+    inputs = dict(input_ids=torch.from_numpy(ids)[None], attention_mask=None, position_ids=torch.from_numpy(pos)[None])
+    return inputs, offset
 
 
 def make_plan(data: RoundData, cfg, world_size: int) -> np.ndarray:

@@ -63,9 +63,8 @@ def export_hf(engine, lm, src_path: str | Path, out_dir: str | Path, rank: int) 
     with deepspeed.zero.GatheredParameters(params, modifier_rank=None, enabled=engine.zero_optimization_stage() == 3):
         if rank == 0:
             out.mkdir(parents=True, exist_ok=True)
-            state = {k: v.detach().clone() for k, v in lm.state_dict().items()}
             lm.config.dtype = next(p.dtype for p in params if p.is_floating_point())  # bf16 on GPU
-            lm.save_pretrained(out, state_dict=state)
+            lm.save_pretrained(out)  # straight from the live (gathered) parameters: no second copy of the weights
             _copy_side_files(Path(src_path), out)
     _barrier()
     return out

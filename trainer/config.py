@@ -49,7 +49,9 @@ class TrainerConfig:
     ppo_epochs: int = 1  # passes over the round's rows
     mini_batch_size: int = 256  # rows per optimizer step, all ranks together
     micro_batch_size: int = 8  # rows per forward/backward on one rank
-    logprob_micro_batch_size: int = 16  # rows per no-grad forward (old/ref log-probs) on one rank
+    logprob_micro_batch_size: int = 32  # rows per no-grad forward (old/ref log-probs) on one rank
+    packing: bool = True  # pack a micro-batch's sequences back to back, no padding (False: right-padded)
+    logit_chunk_tokens: int = 1024  # response tokens per LM-head chunk: fp32 logits of one chunk at most (0: all)
     max_seq_len: int | None = None  # longest prompt+response accepted; None: the model's max_position_embeddings
     shuffle: bool = True  # shuffle rows each epoch (seeded) before cutting mini-batches
     seed: int = 0  # seed of the row shuffle
@@ -81,7 +83,7 @@ class TrainerConfig:
             self._check(getattr(self, name) >= 1, name, "expected >= 1")
         self._check(self.loss == "ppo" or self.kl_coef == 0, "kl_coef",
                     "expected 0 with loss='sft' (no reference policy)")
-        for name in ("warmup_steps", "save_every", "num_threads"):
+        for name in ("warmup_steps", "save_every", "num_threads", "logit_chunk_tokens"):
             self._check(getattr(self, name) >= 0, name, "expected >= 0")
         self._check(self.max_seq_len is None or self.max_seq_len >= 2, "max_seq_len", "expected None or >= 2")
         self._check(self.zero_stage in (0, 1, 2, 3), "zero_stage", "expected 0, 1, 2 or 3")

@@ -154,7 +154,7 @@ def build_engine(cfg: TrainerConfig, policy_path: str | Path, world_size: int):
     deepspeed = import_deepspeed()
     bf16 = use_bf16(cfg)
     lm = load_causal_lm(policy_path, torch.float32, cfg.gradient_checkpointing)
-    module = LogProbModel(lm, cfg.temperature)
+    module = LogProbModel(lm, cfg.temperature, cfg.logit_chunk_tokens)
 
     def optimizer(params):
         return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)

@@ -1,4 +1,4 @@
-"""Per-update metrics: loss parts, clip fractions, approx KL, entropy, grad norm, tokens/s, MFU.
+"""Per-update metrics: loss parts, clip fractions, approx KL, entropy, grad norm, tokens/s, padding share, MFU.
 
 Micro-batch statistics are sums (loss shares, token counts) kept as device tensors,
 added up over the accumulation steps, and copied to the host and all-reduced over
@@ -7,12 +7,12 @@ ranks once per optimizer step (one sync per step, none per micro-batch).
 >>> import torch
 >>> acc = StepAccumulator()
 >>> acc.add({"loss": torch.tensor(0.25), "clipped": torch.tensor(1.0), "response_tokens": torch.tensor(4.0)},
-...         tokens=10, flops=0.0)
+...         tokens=10, processed=12, flops=0.0)
 >>> acc.add({"loss": torch.tensor(0.5), "clipped": torch.tensor(0.0), "response_tokens": torch.tensor(4.0)},
-...         tokens=6, flops=0.0)
+...         tokens=6, processed=8, flops=0.0)
 >>> m = acc.finish(seconds=2.0, grad_norm=1.5, lr=1e-6, peak_flops=None)
->>> m["loss"], m["clip_frac"], m["tokens_per_s"]
-(0.75, 0.125, 8.0)
+>>> m["loss"], m["clip_frac"], m["tokens_per_s"], m["padding_share"]
+(0.75, 0.125, 8.0, 0.2)
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ import torch
 PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12}
 _TENSORS = ("loss", "pg_loss", "kl_loss", "entropy", "clipped", "clipped_lower", "approx_kl_sum",
             "response_tokens")
-_SUMMED = _TENSORS + ("tokens", "flops")
+_SUMMED = _TENSORS + ("tokens", "processed", "flops")
 
 
 def peak_flops(configured: float | None) -> float | None:
@@ -53,11 +53,13 @@ class StepAccumulator:
         self.stats: dict[str, torch.Tensor] = {}
         self.host: dict[str, float] = defaultdict(float)
 
-    def add(self, stats: dict[str, torch.Tensor], tokens: int, flops: float) -> None:
+    def add(self, stats: dict[str, torch.Tensor], tokens: int, processed: int, flops: float) -> None:
+        """Add a micro-batch: its statistics, real tokens, FLOPs and the tokens it processed, padding included."""
         for key in _TENSORS:
             value = stats[key].double() if key in stats else 0.0
             self.stats[key] = self.stats[key] + value if key in self.stats else value
         self.host["tokens"] += tokens
+        self.host["processed"] += processed
         self.host["flops"] += flops
 
     def loss(self) -> float:
@@ -69,7 +71,7 @@ class StepAccumulator:
         """All-reduce the sums (when a process group exists) and derive the step's metrics."""
         device = next(v.device for v in self.stats.values() if isinstance(v, torch.Tensor))
         local = torch.stack([torch.as_tensor(self.stats.get(k, 0.0), dtype=torch.float64, device=device)
-                             for k in _TENSORS]).cpu().tolist() + [self.host["tokens"], self.host["flops"]]
+                             for k in _TENSORS]).cpu().tolist() + [self.host[k] for k in _SUMMED[len(_TENSORS):]]
         s = dict(zip(_SUMMED, _all_reduce(local)))
         ntok = max(s["response_tokens"], 1.0)
         out = {k: s[k] for k in ("loss", "pg_loss", "kl_loss", "entropy")}
@@ -80,6 +82,7 @@ class StepAccumulator:
             grad_norm=grad_norm,
             lr=lr,
             tokens=s["tokens"],
+            padding_share=(s["processed"] - s["tokens"]) / s["processed"] if s["processed"] else 0.0,  # padded share
             response_tokens=s["response_tokens"],
             step_time_s=seconds,
             tokens_per_s=s["tokens"] / seconds if seconds > 0 else float("nan"),

@@ -130,14 +130,13 @@ class _Stepper:
         set_lr(engine, lr)
         acc, start, pre_norm = StepAccumulator(), time.perf_counter(), float("nan")
         for j, rows in enumerate(plan_step[:, self.rank]):
-            mb = _to(collate(data, rows, 0, self.old_flat, self.ref_flat), engine.device)
-            lp, ent = engine(mb.input_ids, mb.attention_mask, mb.resp_index, mb.response_ids,
-                             entropy_grad=cfg.entropy_coeff > 0)
+            mb = _to(collate(data, rows, 0, self.old_flat, self.ref_flat, cfg.packing), engine.device)
+            lp, ent = engine(*_inputs(mb), entropy_grad=cfg.entropy_coeff > 0)
             out = sft_loss(lp, ent, mb.mask, cfg, num_tokens, num_seqs) if cfg.loss == "sft" else \
                 policy_loss(lp, ent, mb.old_logprobs, mb.advantages, mb.mask, cfg, mb.ref_logprobs, num_tokens,
                             num_seqs)
             engine.backward(out.loss * self.world, scale_wrt_gas=False)  # DeepSpeed averages over ranks
-            acc.add(out.stats, tokens=int(mb.seq_lens.sum()),
+            acc.add(out.stats, tokens=int(mb.seq_lens.sum()), processed=mb.input_ids.numel(),
                     flops=train_flops(self.flops_shape[0], mb.seq_lens, *self.flops_shape[1:]))
             if j == len(plan_step) - 1:  # boundary: check before the optimizer applies anything
                 if not np.isfinite(loss := acc.loss()):
@@ -165,7 +164,7 @@ def _round_start_logprobs(engine, cfg, data, ref_path, state_dir, fp, rank, worl
             stored["old"] = _logprobs(engine, data, cfg, rank, world)
         if cfg.kl_coef > 0:
             ref = LogProbModel(load_causal_lm(ref_path, torch.bfloat16 if use_bf16(cfg) else torch.float32),
-                               cfg.temperature).to(engine.device).eval()
+                               cfg.temperature, cfg.logit_chunk_tokens).to(engine.device).eval()
             stored["ref"] = _logprobs(ref, data, cfg, rank, world)
             del ref
         if state_dir is not None and stored:
@@ -183,9 +182,8 @@ def _logprobs(model, data: RoundData, cfg: TrainerConfig, rank: int, world: int)
     flat = torch.zeros(data.n_response_tokens, dtype=torch.float32)
     dummy = np.zeros(data.n_response_tokens, dtype=np.float32)
     for mine in rows[:, rank]:  # every rank runs the same number of forwards (ZeRO-3 gathers collectively)
-        mb = collate(data, mine, 0, dummy)
-        dev = _to(mb, _device(model))
-        lp, _ = model(dev.input_ids, dev.attention_mask, dev.resp_index, dev.response_ids, with_entropy=False)
+        mb = collate(data, mine, 0, dummy, packed=cfg.packing)
+        lp, _ = model(*_inputs(_to(mb, _device(model))), with_entropy=False)
         real = mine != PAD_ROW
         idx = data.resp_start[np.where(real, mine, 0)][:, None] + np.arange(mb.mask.shape[1])
         keep = mb.mask.numpy() > 0
@@ -208,6 +206,11 @@ def _empty_round(cfg: TrainerConfig, policy_path, out_dir, data: RoundData, rank
 
         shutil.copytree(policy_path, out_dir, dirs_exist_ok=True)
     return TrainResult(Path(out_dir), 0, 0, 0, data.dropped_empty, skipped="empty round")
+
+
+def _inputs(mb: MicroBatch) -> tuple:
+    """``LogProbModel.forward``'s tensor arguments of a micro-batch."""
+    return mb.input_ids, mb.attention_mask, mb.position_ids, mb.resp_index, mb.response_ids, mb.mask
 
 
 def _to(mb: MicroBatch, device) -> MicroBatch:

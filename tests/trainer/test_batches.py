@@ -1,4 +1,4 @@
-"""Advantage rows -> validated flat arrays -> padded micro-batches and step plans."""
+"""Advantage rows -> validated flat arrays -> packed or padded micro-batches and step plans."""
 from __future__ import annotations
 
 import numpy as np
@@ -23,14 +23,28 @@ def test_collate_pads_right_and_masks_responses():
     mb = collate(data, np.array([1, 0, PAD_ROW]), pad_id=0, old_logprobs=data.rollout_logprobs)
     assert mb.input_ids.tolist() == [[7, 9, 10], [5, 6, 8], [0, 0, 0]]
     assert mb.attention_mask.tolist() == [[1, 1, 1], [1, 1, 1], [1, 0, 0]]
-    # logits at position p-1+j predict response token j; padding points at position 0
-    assert mb.resp_index.tolist() == [[0, 1], [1, 0], [0, 0]]
+    # logits at flat position row * T + p - 1 + j predict response token j; padding points at position 0
+    assert mb.resp_index.tolist() == [[0, 1], [4, 0], [0, 0]]
     assert mb.response_ids.tolist() == [[9, 10], [8, 0], [0, 0]]
     assert mb.mask.tolist() == [[1, 1], [1, 0], [0, 0]]
     assert mb.advantages.tolist() == [[-1, -1], [1, 0], [0, 0]]
     assert mb.old_logprobs.tolist() == [[-1, -2], [-0.5, 0], [0, 0]]
     assert mb.seq_lens.tolist() == [3, 3, 0]
-    assert mb.ref_logprobs is None
+    assert mb.ref_logprobs is None and mb.position_ids is None
+    assert mb.padding_share == pytest.approx(3 / 9, abs=1e-15)
+
+
+def test_collate_packs_without_padding():
+    data = load_rows(_frame(), vocab_size=16, max_seq_len=8)
+    mb = collate(data, np.array([2, PAD_ROW, 1, 0]), pad_id=0, old_logprobs=data.rollout_logprobs, packed=True)
+    assert mb.input_ids.tolist() == [[1, 2, 3, 4, 4, 4, 7, 9, 10, 5, 6, 8]]
+    assert mb.position_ids.tolist() == [[0, 1, 2, 3, 4, 5, 0, 1, 2, 0, 1, 2]]
+    assert mb.attention_mask is None and mb.padding_share == 0.0
+    assert mb.resp_index.tolist() == [[2, 3, 4], [0, 0, 0], [6, 7, 0], [10, 0, 0]]
+    assert mb.response_ids.tolist() == [[4, 4, 4], [0, 0, 0], [9, 10, 0], [8, 0, 0]]
+    assert mb.mask.tolist() == [[1, 1, 1], [0, 0, 0], [1, 1, 0], [1, 0, 0]]
+    assert mb.old_logprobs.tolist() == [[-1, -1, -1], [0, 0, 0], [-1, -2, 0], [-0.5, 0, 0]]
+    assert mb.seq_lens.tolist() == [6, 0, 3, 3]
 
 
 def test_load_rows_projects_only_needed_columns_and_keeps_order():
@@ -115,8 +129,9 @@ def test_config_errors_name_the_field():
     assert from_dict(TrainerConfig, {"betas": [0.9, 0.95]}).betas == (0.9, 0.95)
 
 
-def test_collate_all_padding_micro_batch():
+@pytest.mark.parametrize("packed", [False, True])
+def test_collate_all_padding_micro_batch(packed):
     data = load_rows(_frame(), vocab_size=16, max_seq_len=8)
-    mb = collate(data, np.array([PAD_ROW, PAD_ROW]), pad_id=0, old_logprobs=data.rollout_logprobs)
-    assert mb.input_ids.tolist() == [[0], [0]] and mb.resp_index.tolist() == [[0], [0]]
-    assert mb.mask.sum().item() == 0
+    mb = collate(data, np.array([PAD_ROW, PAD_ROW]), pad_id=0, old_logprobs=data.rollout_logprobs, packed=packed)
+    assert mb.input_ids.tolist() == ([[0]] if packed else [[0], [0]]) and mb.resp_index.tolist() == [[0], [0]]
+    assert mb.mask.sum().item() == 0 and mb.padding_share == 1.0

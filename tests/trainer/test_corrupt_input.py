@@ -1,4 +1,4 @@
-"""The trainer refuses corrupt input, naming the file: a flipped byte in an advantages shard or in the policy."""
+"""The trainer refuses corrupt input, naming the file: a flipped byte in a steps shard or in the policy."""
 from __future__ import annotations
 
 import re
@@ -26,14 +26,15 @@ def _mid_column(path: str, name: str) -> int:
     return (col.dictionary_page_offset or col.data_page_offset) + col.total_compressed_size // 2
 
 
-def test_flipped_byte_in_advantages_shard_is_named(tmp_path, make_rows):
+def test_flipped_byte_in_steps_shard_is_named(tmp_path, make_rows):
+    """The trainer's token columns come from the steps shards (joined to the slim advantages)."""
     run = storage.open_run(str(tmp_path / "run"))
-    from tests.trainer.test_rounds import _advantages
+    from tests.trainer.test_rounds import _advantages, commit_advantages
 
-    run.commit(0, "advantages", [storage.write_shard(run, 0, "advantages", _advantages(0), "a")], "adv", 0)
+    commit_advantages(run, 0, _advantages(0))
     rows = load_rows(run.scan("advantages", rounds=[0]), vocab_size=500, max_seq_len=64)  # intact: it reads
     assert rows.n_rows == run.manifest(0, "advantages").rows("advantages")
-    path = f"{run.stage_dir(0, 'advantages')}/advantages/a.parquet"
+    path = f"{run.stage_dir(0, 'trajectories')}/steps/s.parquet"
     _flip(path, _mid_column(path, "prompt_ids"))
     with pytest.raises(storage.CorruptShard, match=rf"^{re.escape(path)}: cannot read row group 0 \(.*CRC checksum"):
         load_rows(run.scan("advantages", rounds=[0]), vocab_size=500, max_seq_len=64)  # what train_from_run reads

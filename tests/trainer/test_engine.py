@@ -157,6 +157,21 @@ def test_lr_warmup_and_metrics_per_step(tiny_model, tmp_path, make_rows):
     assert all(np.isfinite(m["grad_norm"]) and m["grad_norm"] > 0 for m in res.metrics)
 
 
+def test_packed_and_padded_rounds_train_alike(tiny_model, tmp_path, make_rows):
+    """Through DeepSpeed: the same losses and weights; only the padded path processes padding."""
+    rows = make_rows(6, seed=3, prompt=(2, 20))
+    cfg = dict(kl_coef=0.01, old_logprobs="recompute", lr=1e-3, mini_batch_size=6, micro_batch_size=3)
+    runs = {packing: train_round(TrainerConfig(packing=packing, **cfg), tiny_model, rows, tmp_path / f"{packing}",
+                                 ref_path=tiny_model, **QUIET) for packing in (True, False)}
+    lens = (rows["prompt_ids"].list.len() + rows["response_ids"].list.len()).to_numpy()
+    plan = np.sort(lens)[::-1].reshape(2, 3)  # one mini-batch, sorted by length, cut in two micro-batches
+    padded = 1 - lens.sum() / (plan.max(axis=1) * 3).sum()
+    assert [m["padding_share"] for m in runs[True].metrics] == [0.0]
+    assert runs[False].metrics[0]["padding_share"] == pytest.approx(padded, abs=1e-12) and padded > 0.1
+    for key in ("loss", "pg_loss", "kl_loss", "entropy", "grad_norm"):
+        assert runs[True].metrics[0][key] == pytest.approx(runs[False].metrics[0][key], abs=1e-5)
+
+
 def test_state_dir_removed_after_export_unless_kept(tiny_model, tmp_path, make_rows):
     cfg = dict(kl_coef=0.0, mini_batch_size=2, micro_batch_size=2, save_every=1, optimizer_state="reset")
     train_round(TrainerConfig(**cfg), tiny_model, make_rows(4), tmp_path / "a", state_dir=tmp_path / "sa", **QUIET)

@@ -48,17 +48,13 @@ def test_two_rounds_with_kept_state_equal_one_continuous_run(tiny_model, tmp_pat
     assert _max_diff(start, load_weights(fresh.checkpoint)) > 1e-4
 
 
-def _commit_advantages(run: storage.Run, round: int, rows) -> None:
-    run.commit(round, "advantages", [storage.write_shard(run, round, "advantages", rows, "a")], "adv", round)
-
-
 def test_the_previous_state_outlives_a_crashed_round(tiny_model, tmp_path, make_rows, load_weights):
-    from tests.trainer.test_rounds import _advantages
+    from tests.trainer.test_rounds import _advantages, commit_advantages
 
     run = storage.open_run(str(tmp_path / "run"))
     state = {r: run.stage_dir(r, STATE_STAGE) for r in (0, 1)}
     for r in (0, 1):
-        _commit_advantages(run, r, _advantages(r))
+        commit_advantages(run, r, _advantages(r), r)
     train_from_run(run, 0, CFG, tiny_model, **QUIET)
     assert os.path.isfile(f"{state[0]}/latest")
 
@@ -76,7 +72,7 @@ def test_the_previous_state_outlives_a_crashed_round(tiny_model, tmp_path, make_
     # The same two rounds without a crash in another run give the same weights.
     other = storage.open_run(str(tmp_path / "other"))
     for r in (0, 1):
-        _commit_advantages(other, r, _advantages(r))
+        commit_advantages(other, r, _advantages(r), r)
     train_from_run(other, 0, CFG, tiny_model, **QUIET)
     train_from_run(other, 1, CFG, other.stage_dir(0, "checkpoint"), **QUIET)
     assert _max_diff(load_weights(run.stage_dir(1, "checkpoint")), load_weights(other.stage_dir(1, "checkpoint"))) \

@@ -29,11 +29,19 @@ def _advantages(round: int) -> pl.DataFrame:
         advantage=(pl.col("step") % 3 - 1).cast(pl.Float64), anchor_id=pl.col("step"))
 
 
+def commit_advantages(run: storage.Run, round: int, rows: pl.DataFrame, policy_version: int = 0) -> None:
+    """Commit ``rows`` (steps + advantage columns) as a round's trajectories and slim advantages stages."""
+    steps = storage.write_shard(run, round, "steps", rows.select(storage.TABLES["steps"].names), "s")
+    run.commit(round, "trajectories", [steps], "rollout", policy_version)
+    adv = storage.write_shard(run, round, "advantages", rows.select(storage.TABLES["advantages"].names), "a")
+    run.commit(round, "advantages", [adv], "adv", policy_version)
+
+
 def test_bad_shard_rows_are_named_by_episode_and_step(tiny_model, tmp_path):
     run = storage.open_run(str(tmp_path / "run"))
     df = _advantages(0)
     df = df.with_columns(advantage=pl.when(pl.int_range(pl.len()) == 3).then(float("nan")).otherwise("advantage"))
-    run.commit(0, "advantages", [storage.write_shard(run, 0, "advantages", df, "a")], "adv", 0)
+    commit_advantages(run, 0, df)
     key = df.row(3, named=True)
     with pytest.raises(ValueError, match=rf"'advantage' of row 3 \(round=0, episode_id={key['episode_id']}, "
                                          rf"step={key['step']}\) is nan"):
@@ -48,8 +56,7 @@ def test_train_from_run_commits_checkpoint_once(tiny_model, tmp_path):
         train_from_run(run, 0, cfg, tiny_model, progress=False)
 
     df = _advantages(0)
-    info = storage.write_shard(run, round=0, table="advantages", data=df, shard="adv-0")
-    run.commit(0, "advantages", [info], config_hash="adv", policy_version=0)
+    commit_advantages(run, 0, df)
     res = train_from_run(run, 0, cfg, tiny_model, progress=False)
     assert res.rows == df.height and res.steps == -(-df.height // 4)
 
