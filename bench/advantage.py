@@ -148,9 +148,13 @@ def bench_dask(rows: int, shard_rows: int, cfg: AdvantageConfig) -> None:
             with LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=":0") as cluster, \
                     Client(cluster) as client:
                 run.begin(0, "advantages", overwrite=True)
+                cpu, wall = cpu_seconds(client), time.perf_counter()
                 result = run_advantage_round(run, 0, cfg, client=client, progress=False)
-                rates[workers] = result.rows / result.seconds
-                print(f"  {workers} worker(s): {result.summary()}")
+                wall, cpu = time.perf_counter() - wall, cpu_seconds(client) - cpu
+                rates[workers] = result.rows / wall
+                print(f"  {workers} worker(s): {result.summary()}; whole stage with commit {wall:.2f} s: "
+                      f"{result.rows / wall / workers / 1e6:.2f} M steps/s/core (wall), "
+                      f"{result.rows / cpu / 1e6:.2f} M steps per CPU-second (workers + driver, {cpu:.2f} s)")
         print(f"  2 workers vs 1: {rates[2] / rates[1]:.2f}x  (this machine has {psutil.cpu_count()} cores, shared)")
         read, _, scalars = timed(lambda: read_scalars(paths[0], cfg), repeat=3)
         compute, _, result = timed(lambda: compute_advantages(scalars, cfg), repeat=3)
@@ -161,6 +165,12 @@ def bench_dask(rows: int, shard_rows: int, cfg: AdvantageConfig) -> None:
               f"anchor stats + groups {stats:.3f} s, slim storage write {write:.3f} s")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def cpu_seconds(client) -> float:
+    """CPU seconds used so far by this process and the cluster's worker processes (user + system)."""
+    workers = client.run(lambda: sum(psutil.Process().cpu_times()[:2]))
+    return sum(workers.values()) + time.process_time()
 
 
 def bench_out_of_core(rows: int, shard_rows: int, cfg: AdvantageConfig) -> None:

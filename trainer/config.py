@@ -51,7 +51,7 @@ class TrainerConfig:
     micro_batch_size: int = 8  # rows per forward/backward on one rank
     logprob_micro_batch_size: int = 32  # rows per no-grad forward (old/ref log-probs) on one rank
     packing: bool = True  # pack a micro-batch's sequences back to back, no padding (False: right-padded)
-    logit_chunk_tokens: int = 1024  # response tokens per LM-head chunk: fp32 logits of one chunk at most (0: all)
+    logit_chunk_tokens: int = 512  # response tokens per LM-head chunk: fp32 logits of one chunk at most (0: all)
     max_seq_len: int | None = None  # longest prompt+response accepted; None: the model's max_position_embeddings
     shuffle: bool = True  # shuffle rows each epoch (seeded) before cutting mini-batches
     seed: int = 0  # seed of the row shuffle

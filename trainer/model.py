@@ -21,18 +21,17 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from trainer import attention
+
 
 def attention_backend() -> str:
-    """flash_attention_2 (varlen kernels for packed sequences) on CUDA when flash-attn is installed, else sdpa.
-
-    With sdpa, packed sequences attend through a block-diagonal causal mask
-    (Hugging Face builds it from the restarting ``position_ids``): exact, O(N^2) mask memory.
-    """
+    """flash_attention_2 (varlen kernels for packed sequences) on CUDA when flash-attn is installed, else
+    ``packed_sdpa`` (``trainer.attention``: SDPA per packed sequence, exact, no [N x N] mask)."""
     import importlib.util
 
     from trainer.engine import has_cuda
 
-    return "flash_attention_2" if has_cuda() and importlib.util.find_spec("flash_attn") else "sdpa"
+    return "flash_attention_2" if has_cuda() and importlib.util.find_spec("flash_attn") else attention.NAME
 
 
 def load_causal_lm(path: str | Path, dtype: torch.dtype, gradient_checkpointing: bool = False) -> nn.Module:

@@ -44,6 +44,18 @@ class TrainResult:
     metrics: list[dict] = field(default_factory=list)  # one dict per optimizer step taken by this call
     skipped: str | None = None  # why the round was skipped (empty round with empty_round="skip")
     continued: bool = False  # the optimizer state of ``optimizer_from`` (the previous round) was loaded
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time of load, engine, logprobs, update, export
+
+
+class _Clock:
+    """Wall seconds per phase: ``mark(name)`` ends phase ``name`` (begun at the previous mark)."""
+
+    def __init__(self) -> None:
+        self.last, self.seconds = time.perf_counter(), {}
+
+    def mark(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name], self.last = now - self.last, now
 
 
 def train_round(cfg: TrainerConfig, policy_path: str | Path, rows: pl.DataFrame | pl.LazyFrame,
@@ -75,18 +87,22 @@ def train_round(cfg: TrainerConfig, policy_path: str | Path, rows: pl.DataFrame 
         if path is not None:
             verify_stage_dir(path)
     rank, world = init_distributed()
+    clock = _Clock()
     model_cfg = AutoConfig.from_pretrained(policy_path, local_files_only=True)
     max_len = cfg.max_seq_len or model_cfg.max_position_embeddings
     data = load_rows(rows, model_cfg.vocab_size, max_len,
                      check_logprobs=cfg.loss == "ppo" and cfg.old_logprobs == "rollout")
     if data.n_rows == 0:
         return _empty_round(cfg, policy_path, out_dir, data, rank)
+    clock.mark("load")
     engine, lm = build_engine(cfg, policy_path, world)
     fp = ckpt.fingerprint(data, cfg, world)
     done = ckpt.load_state(engine, state_dir, fp)
     continued = done == 0 and cfg.optimizer_state == "keep" and ckpt.load_previous(engine, optimizer_from, cfg)
+    clock.mark("engine")
     old_flat, ref_flat = (data.rollout_logprobs, None) if cfg.loss == "sft" else \
         _round_start_logprobs(engine, cfg, data, ref_path, state_dir, fp, rank, world, done)
+    clock.mark("logprobs")
     plan = make_plan(data, cfg, world)
     stepper = _Stepper(engine, lm, cfg, data, old_flat, ref_flat, rank, world)
     metrics, saved = [], done
@@ -104,11 +120,14 @@ def train_round(cfg: TrainerConfig, policy_path: str | Path, rows: pl.DataFrame 
     keep = cfg.optimizer_state == "keep" and state_dir is not None
     if keep and saved != len(plan):  # the next round starts from this state
         ckpt.save_state(engine, state_dir, len(plan), fp, rank)
+    clock.mark("update")
     out = ckpt.export_hf(engine, lm, policy_path, out_dir, rank)
     if not cfg.keep_state and not keep:
         ckpt.clear_state(state_dir, rank)
+    clock.mark("export")
     _report(metrics, rank)
-    return TrainResult(out, len(plan), done, data.n_rows, data.dropped_empty, metrics, continued=continued)
+    return TrainResult(out, len(plan), done, data.n_rows, data.dropped_empty, metrics, continued=continued,
+                       seconds=clock.seconds)
 
 
 class _Stepper:

@@ -8,20 +8,25 @@ import torch
 from trainer.batches import PAD_ROW, collate, load_rows
 from trainer.config import TrainerConfig
 from trainer.loss import policy_loss
-from trainer.model import LogProbModel, token_logprobs
+from trainer.model import LogProbModel, attention_backend, token_logprobs
 
 TOL = 1e-5
 
 
-@pytest.fixture(scope="module")
-def lm():
+def _lm(attn: str):
+    """The same random tiny Qwen2 (GQA: 2 query heads, 1 key/value head) with attention ``attn``."""
     from transformers import AutoModelForCausalLM, Qwen2Config
 
     torch.manual_seed(0)
     config = Qwen2Config(vocab_size=500, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                          num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=128,
-                         attn_implementation="sdpa", use_cache=False)
+                         attn_implementation=attn, use_cache=False)
     return AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
+
+
+@pytest.fixture(scope="module")
+def lm():
+    return _lm("sdpa")
 
 
 def _forward(model: LogProbModel, data, rows: np.ndarray, packed: bool):
@@ -36,18 +41,23 @@ def _forward(model: LogProbModel, data, rows: np.ndarray, packed: bool):
     return lp.detach(), ent.detach(), loss.detach(), grads, mb.mask
 
 
-def test_packed_equals_padded(lm, make_rows):
+@pytest.mark.parametrize("attn, packed", [
+    (attention_backend(), True),  # the trainer's CPU path: SDPA per packed sequence
+    ("sdpa", True),  # transformers' block-diagonal mask over the packed row
+    (attention_backend(), False),  # padded rows through the trainer's attention (causal, no mask)
+])
+def test_packed_equals_padded(lm, make_rows, attn, packed):
+    """Against the reference: right-padded rows, transformers' SDPA with the padding mask."""
     data = load_rows(make_rows(6, seed=1, prompt=(3, 30)), vocab_size=500, max_seq_len=128)
     rows = np.array([4, 0, PAD_ROW, 5, 2, 1])
-    model = LogProbModel(lm)
-    lp_pad, ent_pad, loss_pad, grad_pad, mask = _forward(model, data, rows, packed=False)
-    lp_pack, ent_pack, loss_pack, grad_pack, _ = _forward(model, data, rows, packed=True)
+    lp_pad, ent_pad, loss_pad, grad_pad, mask = _forward(LogProbModel(lm), data, rows, packed=False)
+    lp, ent, loss, grad, _ = _forward(LogProbModel(_lm(attn)), data, rows, packed=packed)
     assert mask.sum() == data.resp_len[rows[rows != PAD_ROW]].sum()
     assert lp_pad[mask > 0].abs().min() > 0.1 and (lp_pad[mask == 0] == 0).all()  # real log-probs on tokens only
-    torch.testing.assert_close(lp_pack, lp_pad, rtol=0, atol=TOL)
-    torch.testing.assert_close(ent_pack, ent_pad, rtol=0, atol=TOL)
-    torch.testing.assert_close(loss_pack, loss_pad, rtol=0, atol=TOL)
-    torch.testing.assert_close(grad_pack, grad_pad, rtol=0, atol=TOL)
+    torch.testing.assert_close(lp, lp_pad, rtol=0, atol=TOL)
+    torch.testing.assert_close(ent, ent_pad, rtol=0, atol=TOL)
+    torch.testing.assert_close(loss, loss_pad, rtol=0, atol=TOL)
+    torch.testing.assert_close(grad, grad_pad, rtol=0, atol=TOL)
 
 
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
