@@ -206,6 +206,9 @@ class Run:
     def scan(self, table: str, rounds: Iterable[int] | None = None, full_check: bool = False) -> pl.LazyFrame:
         """A LazyFrame over the committed shards of ``table`` in ``rounds`` (default: every round).
 
+        A view table (``storage.schemas.VIEWS``: ``advantages``) reads as its stored
+        columns joined onto its base table's rows on the keys (``steps``' columns first).
+
         Verified: sizes, footers and schemas now, page checksums as pages are
         read (``CorruptShard`` naming the file at ``collect``); ``full_check``
         also hashes every file now.

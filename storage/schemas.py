@@ -11,16 +11,16 @@ advantages' ``anchor_id``, the purity columns of ``anchor_stats`` and the
 keys and the advantage columns: the advantage stage no longer rewrites the
 steps' token columns. Shards of versions 1-2 still carry every steps column;
 readers skip them. ``VIEWS`` say how a table is read: ``run.scan("advantages")``
-joins the stored columns to the round's ``steps`` on the keys
-(``ADVANTAGES_VIEW``), so users and the trainer see one table as before.
+joins the stored columns to the round's ``steps`` on the keys, so users and the
+trainer see one table (steps columns, then the advantage columns) as before.
 
 >>> from storage.schemas import TABLES
 >>> TABLES["steps"].field("anchor_key").type
 DataType(uint64)
 >>> sorted(absent_in("steps", 1))
 ['admissible_key', 'state_key']
->>> ADVANTAGES.names[:3], VIEW_SCHEMAS["advantages"].names[-1]
-(['round', 'episode_id', 'step'], 'anchor_id')
+>>> ADVANTAGES.names[:3], VIEWS["advantages"]
+(['round', 'episode_id', 'step'], ('steps', ('round', 'episode_id', 'step')))
 """
 from __future__ import annotations
 
@@ -144,11 +144,6 @@ TABLES: dict[str, pa.Schema] = {
 
 # Tables read as a join: table -> (the table its stored columns join onto, the join keys).
 VIEWS: dict[str, tuple[str, tuple[str, ...]]] = {"advantages": ("steps", ADVANTAGE_KEYS)}
-# What ``run.scan(table)`` returns for a view: the base table's columns, then the stored non-key ones.
-VIEW_SCHEMAS: dict[str, pa.Schema] = {
-    name: pa.schema(list(TABLES[base]) + [f for f in TABLES[name] if f.name not in keys])
-    for name, (base, keys) in VIEWS.items()
-}
 
 # Which stage of a round commits each table.
 TABLE_STAGE: dict[str, str] = {
