@@ -29,7 +29,8 @@ from pipeline.rollout.collect import collect  # noqa: E402
 from pipeline.run_config import RunConfig  # noqa: E402
 from pipeline.runtime.cluster import connect
 from pipeline.runtime.workers import live_workers  # noqa: E402
-from pipeline.runtime.loggers import log_round  # noqa: E402
+from pipeline.runtime.live import fig  # noqa: E402
+from pipeline.runtime.loggers import Trackers  # noqa: E402
 from pipeline.stages.derived import complete_derived  # noqa: E402
 from pipeline.stages.evaluate import evaluate  # noqa: E402
 from pipeline.stages.metrics import StageClock, gather  # noqa: E402
@@ -49,7 +50,8 @@ def kept_with_other_config(run: storage.Run, r: int, cfg: RunConfig) -> list[str
             if (m := run.manifest(r, stage)) is not None and m.config_hash != config_hash(getattr(cfg, section))]
 
 
-def run_round(r: int, cfg: RunConfig, run: storage.Run, client, games, held_out, base: str) -> None:
+def run_round(r: int, cfg: RunConfig, run: storage.Run, client, games, held_out, base: str,
+              trackers: Trackers) -> None:
     """One round, as a recipe; each stage is a no-op when already committed."""
     clock, h = StageClock(run, r), config_hash(cfg)
     for stage in kept_with_other_config(run, r, cfg):
@@ -69,19 +71,11 @@ def run_round(r: int, cfg: RunConfig, run: storage.Run, client, games, held_out,
     cores = sum(w["nthreads"] for w in live_workers(client).values())
     metrics = gather(run, r, clock.seconds, read_train_steps(run, r), cores)
     commit_metrics(run, metrics, h)
-    log_round(metrics, cfg.logging, run.root)
-    print(f"round {r}: success {metrics.success_rate:.3f}, held-out {_fig(metrics.eval_success_rate)}, anchored share "
-          f"{metrics.anchored_share:.3f}, loss {_fig(metrics.loss)}, stage seconds "
-          + ", ".join(f"{k} {v:.1f}" for k, v in metrics.stage_seconds.items()), flush=True)
-
-
-def _fig(x: float | None) -> str:
-    """A figure of the round line to 4 significant digits ('-' when absent).
-
-    >>> _fig(1.4104144710263763e-07), _fig(0.75), _fig(None)
-    ('1.41e-07', '0.75', '-')
-    """
-    return "-" if x is None else f"{x:.4g}"
+    trackers.catch_up()
+    print(f"round {r}: success {metrics.success_rate:.3f}, held-out {fig(metrics.eval_success_rate)}, anchored share "
+          f"{metrics.anchored_share:.3f}, loss {fig(metrics.loss)}, kl {fig(metrics.kl)}, grad norm "
+          f"{fig(metrics.grad_norm)}, stage seconds " + ", ".join(f"{k} {v:.1f}" for k, v in metrics.stage_seconds.items()),
+          flush=True)
 
 
 def rounds_to_run(run: storage.Run, total: int) -> list[int]:
@@ -104,8 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     run = storage.open_run(cfg.run_dir)
     try:
-        with run.lock():
-            complete_derived(run, cfg.logging)
+        with run.lock(), Trackers(cfg.logging, run, to_dict(cfg)) as trackers:
+            complete_derived(run, trackers)
             todo = rounds_to_run(run, cfg.rounds)
             if not todo and (cfg.rounds or run.is_committed(WARM_ROUND, METRICS_STAGE)):
                 print(f"{cfg.run_dir}: all {cfg.rounds} round(s) are committed; nothing to do")
@@ -116,8 +110,9 @@ def main(argv: list[str] | None = None) -> int:
             with connect(cfg.cluster) as client:
                 start = warm_start(client, run, cfg, games, base)
                 evaluate_before(client, run, cfg, held_out, start)
+                trackers.catch_up()
                 for r in todo:
-                    run_round(r, cfg, run, client, games, held_out, start)
+                    run_round(r, cfg, run, client, games, held_out, start, trackers)
     except storage.RunLocked as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3

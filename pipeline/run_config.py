@@ -154,7 +154,7 @@ class RunConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)  # train stage
     evaluation: EvalConfig = field(default_factory=EvalConfig)  # evaluate stage
     cluster: ClusterConfig = field(default_factory=ClusterConfig)  # Dask placement
-    logging: LoggingConfig = field(default_factory=LoggingConfig)  # experiment trackers (TensorBoard)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)  # experiment trackers (TensorBoard, Weights & Biases)
 
     def __post_init__(self) -> None:
         if self.rounds < 0 or self.tasks_per_round < 1:

@@ -25,7 +25,7 @@ from pipeline.config import config_hash
 from pipeline.rollout.collect import collect
 from pipeline.rollout.config import RolloutConfig
 from pipeline.run_config import RunConfig, WarmStartConfig
-from pipeline.runtime.loggers import log_round
+from pipeline.runtime.live import fig
 from pipeline.stages.evaluate import evaluate
 from pipeline.stages.metrics import StageClock, gather
 from pipeline.stages.record import METRICS_STAGE, commit_metrics
@@ -89,7 +89,6 @@ def evaluate_before(client, run: storage.Run, cfg: RunConfig, held_out: list[str
         return  # no warm start, nothing evaluated: round 0 is the first record
     metrics = gather(run, WARM_ROUND, clock.seconds, read_train_steps(run, WARM_ROUND), cores=1)
     commit_metrics(run, metrics, config_hash(cfg))
-    log_round(metrics, cfg.logging, run.root)
-    print(f"before round 0: held-out {metrics.eval_success_rate}"
-          + (f", expert success {metrics.success_rate:.3f}, SFT loss {metrics.loss}"
+    print(f"before round 0: held-out {fig(metrics.eval_success_rate)}"
+          + (f", expert success {metrics.success_rate:.3f}, SFT loss {fig(metrics.loss)}"
              if run.is_committed(WARM_ROUND, "trajectories") else ""), flush=True)

@@ -42,21 +42,6 @@ def test_report_of_empty_run_is_a_clear_error(tmp_path, capsys):
     assert "no committed round has metrics yet" in capsys.readouterr().err
 
 
-def test_tensorboard_scalars_are_written(tmp_path):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    from pipeline.runtime.loggers import LoggingConfig, log_round
-
-    for r in (0, 1):
-        log_round(_metrics(r), LoggingConfig(tensorboard=True), str(tmp_path))
-    events = EventAccumulator(str(tmp_path / "tensorboard"))
-    events.Reload()
-    assert [(e.step, e.value) for e in events.Scalars("success_rate")] == [(0, 0.0), (1, 0.25)]
-    assert [e.value for e in events.Scalars("stage_seconds/collect")] == [6.0, 6.0]
-    log_round(_metrics(2), LoggingConfig(), str(tmp_path / "off"))
-    assert not (tmp_path / "off").exists()
-
-
 def test_report_shows_the_baseline_before_round_0(tmp_path):
     run = storage.open_run(str(tmp_path))
     before = RoundMetrics(round=-1, policy_version=-1, success_rate=1.0, eval_success_rate=0.125, loss=0.5,
