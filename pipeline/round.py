@@ -4,9 +4,10 @@
     dask-submit [--scheduler tcp://host:8786] pipeline/round.py --config configs/local.yaml
 
 Before round 0 (as round -1, see ``pipeline.stages.warm_start``): optional expert
-demonstrations and SFT of the base model on them, then a held-out evaluation of
-the starting policy. Round r collects with round r-1's committed checkpoint
-(round 0: the starting policy, also the KL reference), computes GiGPO
+demonstrations and SFT of the base model on them, or a fork of another run's
+round (``pipeline.stages.fork``), then a held-out evaluation of the starting
+policy. Round r collects with round r-1's committed checkpoint (round 0: the
+starting policy; the KL reference is ``trainer.reference``), computes GiGPO
 advantages, trains, evaluates the new checkpoint on held-out tasks and commits
 its metrics. Every stage is committed by a
 manifest; a rerun (after a crash, or with a larger ``--rounds``) skips what
@@ -35,7 +36,8 @@ from pipeline.stages.derived import complete_derived  # noqa: E402
 from pipeline.stages.evaluate import evaluate  # noqa: E402
 from pipeline.stages.metrics import StageClock, gather  # noqa: E402
 from pipeline.stages.record import METRICS_STAGE, commit_metrics  # noqa: E402
-from pipeline.stages.setup import base_model, check_paths, policy_for, prepare_games, round_tasks  # noqa: E402
+from pipeline.stages.setup import (base_model, check_paths, policy_for, prepare_games, reference_policy,  # noqa: E402
+                                   round_tasks)
 from pipeline.stages.train import read_train_steps, train  # noqa: E402
 from pipeline.stages.warm_start import WARM_ROUND, evaluate_before, warm_start  # noqa: E402
 
@@ -50,21 +52,21 @@ def kept_with_other_config(run: storage.Run, r: int, cfg: RunConfig) -> list[str
             if (m := run.manifest(r, stage)) is not None and m.config_hash != config_hash(getattr(cfg, section))]
 
 
-def run_round(r: int, cfg: RunConfig, run: storage.Run, client, games, held_out, base: str,
+def run_round(r: int, cfg: RunConfig, run: storage.Run, client, games, held_out, start: str, ref: str | None,
               trackers: Trackers) -> None:
     """One round, as a recipe; each stage is a no-op when already committed."""
     clock, h = StageClock(run, r), config_hash(cfg)
     for stage in kept_with_other_config(run, r, cfg):
         print(f"warning: round {r}: the committed {stage!r} stage was made with another "
               f"{STAGE_SECTIONS[stage]!r} config; it is kept as it is", file=sys.stderr, flush=True)
-    policy = policy_for(run, r, base)
+    policy = policy_for(run, r, start)
     with clock("collect", done=run.is_committed(r, "trajectories")):
         tasks = round_tasks(games, r, cfg.tasks_per_round, cfg.games.seed)
         collect(client, run, r, policy, tasks, cfg.rollout, policy_version=r)
     with clock("advantage", done=run.is_committed(r, "advantages")):
         run_advantage_round(run, r, cfg.advantage, client=client, progress=cfg.rollout.progress)
     with clock("train", done=run.is_committed(r, "checkpoint")):
-        train(client, run, r, policy, base, cfg.trainer, cfg.cluster)
+        train(client, run, r, policy, ref, cfg.trainer, cfg.cluster)
     if cfg.evaluation.after(r, cfg.rounds):
         with clock("evaluate", done=run.is_committed(r, "evaluation")):
             evaluate(client, run, r, run.stage_dir(r, "checkpoint"), held_out, cfg.rollout, cfg.evaluation)
@@ -111,8 +113,9 @@ def main(argv: list[str] | None = None) -> int:
                 start = warm_start(client, run, cfg, games, base)
                 evaluate_before(client, run, cfg, held_out, start)
                 trackers.catch_up()
+                ref = reference_policy(cfg.trainer.reference, base, start)
                 for r in todo:
-                    run_round(r, cfg, run, client, games, held_out, start, trackers)
+                    run_round(r, cfg, run, client, games, held_out, start, ref, trackers)
     except storage.RunLocked as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3

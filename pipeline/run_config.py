@@ -100,6 +100,14 @@ class WarmStartConfig:
 
 
 @dataclass(frozen=True)
+class ForkConfig:
+    """Where a forked run starts (``pipeline.stages.fork``): round ``round`` of the run at ``run``."""
+
+    run: str  # the source run directory (local or shared filesystem)
+    round: int | None = None  # its round whose committed checkpoint this run starts from (None: its newest)
+
+
+@dataclass(frozen=True)
 class ClusterConfig:
     """Where the round's tasks run."""
 
@@ -149,6 +157,7 @@ class RunConfig:
     tiny_model: TinyModelConfig = field(default_factory=TinyModelConfig)  # its shape, when base_model is tiny
     games: GamesConfig = field(default_factory=GamesConfig)  # what is played
     warm_start: WarmStartConfig | None = None  # expert demonstrations + SFT before round 0 (None: none)
+    fork: ForkConfig | None = None  # start from a round of another run instead (None: no fork)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)  # collect stage
     advantage: AdvantageConfig = field(default_factory=AdvantageConfig)  # advantage stage
     trainer: TrainerConfig = field(default_factory=TrainerConfig)  # train stage
@@ -160,3 +169,6 @@ class RunConfig:
         if self.rounds < 0 or self.tasks_per_round < 1:
             raise ValueError(f"RunConfig.rounds must be >= 0 and tasks_per_round >= 1, got {self.rounds}, "
                              f"{self.tasks_per_round}")
+        if self.fork is not None and self.warm_start is not None and self.warm_start.enabled:
+            raise ValueError("RunConfig.fork: a forked run starts from the source's checkpoint, so it has no warm "
+                             "start; remove the warm_start section or set warm_start.enabled=false")

@@ -47,7 +47,8 @@ def prepare_games(cfg: GamesConfig, run: storage.Run) -> tuple[list[str], list[s
 
 
 def check_paths(cfg: RunConfig) -> None:
-    """Refuse, before any work, a ``base_model`` that is no checkpoint or a ``games.data_dir`` with unusable games.
+    """Refuse, before any work, a ``base_model`` that is no checkpoint, a ``fork`` without its source round
+    or a ``games.data_dir`` with unusable games.
 
     Raises ``ConfigError`` naming the key (every bad game of a split at once).
 
@@ -61,6 +62,12 @@ def check_paths(cfg: RunConfig) -> None:
             check_checkpoint(cfg.base_model)
         except CheckpointError as exc:
             raise ConfigError(f"base_model: {exc}") from exc
+    if cfg.fork is not None:
+        from pipeline.stages.fork import source_round
+
+        if os.path.abspath(cfg.fork.run) == os.path.abspath(cfg.run_dir):
+            raise ConfigError(f"fork.run: {cfg.fork.run} is this run's own directory (run_dir); fork into a new one")
+        source_round(cfg.fork)
     if cfg.games.data_dir is not None:
         for split in dict.fromkeys((cfg.games.train_split, cfg.games.eval_split)):
             try:
@@ -118,6 +125,15 @@ def round_tasks(games: list[str], round: int, count: int, seed: int) -> list[str
     while len(picks) < count:
         picks += rng.sample(games, min(len(games), count - len(picks)))
     return picks
+
+
+def reference_policy(choice: str, base: str, start: str) -> str | None:
+    """The KL reference of ``trainer.reference``: the starting policy, the base model, or none.
+
+    >>> reference_policy("start", "/m/base", "/run/rounds/-00001/checkpoint"), reference_policy("none", "b", "s")
+    ('/run/rounds/-00001/checkpoint', None)
+    """
+    return {"start": start, "base": base, "none": None}[choice]
 
 
 def policy_for(run: storage.Run, round: int, base: str) -> str:
