@@ -36,7 +36,7 @@ from pipeline.stages.derived import complete_derived  # noqa: E402
 from pipeline.stages.evaluate import evaluate  # noqa: E402
 from pipeline.stages.metrics import StageClock, gather  # noqa: E402
 from pipeline.stages.record import METRICS_STAGE, commit_metrics  # noqa: E402
-from pipeline.stages.setup import (base_model, check_paths, policy_for, prepare_games, reference_policy,  # noqa: E402
+from pipeline.stages.setup import (base_model, check_cluster, check_paths, policy_for, prepare_games, reference_policy,  # noqa: E402
                                    round_tasks)
 from pipeline.stages.train import read_train_steps, train  # noqa: E402
 from pipeline.stages.warm_start import WARM_ROUND, evaluate_before, warm_start  # noqa: E402
@@ -85,6 +85,18 @@ def rounds_to_run(run: storage.Run, total: int) -> list[int]:
     return [r for r in range(total) if not run.is_committed(r, METRICS_STAGE)]
 
 
+def drive(run: storage.Run, cfg: RunConfig, client, todo: list[int], trackers: Trackers) -> None:
+    """Games, base model, warm start (or fork), baseline, then the rounds ``todo``."""
+    games, held_out = prepare_games(cfg.games, run)
+    base = base_model(cfg, run)
+    start = warm_start(client, run, cfg, games, base)
+    evaluate_before(client, run, cfg, held_out, start)
+    trackers.catch_up()
+    ref = reference_policy(cfg.trainer.reference, base, start)
+    for r in todo:
+        run_round(r, cfg, run, client, games, held_out, start, ref, trackers)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="pipeline/round.py", description=__doc__.splitlines()[0])
     ap.add_argument("--config", help="YAML run config (default: built-in defaults)")
@@ -107,15 +119,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{cfg.run_dir}: all {cfg.rounds} round(s) are committed; nothing to do")
                 return 0
             storage.save_config(run, to_dict(cfg), hash_index(cfg))  # every manifest's config_hash resolves
-            games, held_out = prepare_games(cfg.games, run)
-            base = base_model(cfg, run)
             with connect(cfg.cluster) as client:
-                start = warm_start(client, run, cfg, games, base)
-                evaluate_before(client, run, cfg, held_out, start)
-                trackers.catch_up()
-                ref = reference_policy(cfg.trainer.reference, base, start)
-                for r in todo:
-                    run_round(r, cfg, run, client, games, held_out, start, ref, trackers)
+                check_cluster(client, cfg)
+                drive(run, cfg, client, todo, trackers)
+    except ConfigError as exc:  # the cluster cannot run the config (train ranks vs batch sizes): nothing done
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
     except storage.RunLocked as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3

@@ -114,12 +114,14 @@ class ClusterConfig:
     scheduler: str | None = None  # scheduler address; None: $DASK_SCHEDULER_ADDRESS, else a LocalCluster
     n_workers: int = 2  # LocalCluster worker processes
     threads_per_worker: int = 1  # LocalCluster threads per worker
-    train_ranks: int = 1  # training processes (one Dask task each, pinned to distinct workers)
+    train_ranks: int | str = "auto"  # training processes, one per worker; auto: workers offering train_resources (1 if none)
     train_resources: dict = field(default_factory=dict)  # Dask resources per training task, e.g. {"GPU": 1}
 
     def __post_init__(self) -> None:
-        if self.n_workers < 1 or self.threads_per_worker < 1 or self.train_ranks < 1:
-            raise ValueError("ClusterConfig.n_workers, threads_per_worker and train_ranks must be >= 1")
+        if self.n_workers < 1 or self.threads_per_worker < 1:
+            raise ValueError("ClusterConfig.n_workers and threads_per_worker must be >= 1")
+        if self.train_ranks != "auto" and not (isinstance(self.train_ranks, int) and self.train_ranks >= 1):
+            raise ValueError(f"ClusterConfig.train_ranks must be 'auto' or an integer >= 1, got {self.train_ranks!r}")
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from pipeline.rollout.collect import make_groups
 from pipeline.rollout.config import RolloutConfig
 from pipeline.rollout.task import play_groups, release_resources
 from pipeline.run_config import EvalConfig
+from pipeline.runtime.workers import able_workers, spread
 
 STAGE = "evaluation"
 EVAL_SEED_ROUND = -2  # every evaluation samples with the same seeds: rounds differ only by their policy
@@ -40,7 +41,7 @@ def play_held_out(client, policy: str, tasks: list[str], rollout: RolloutConfig,
     """Play ``cfg.tasks`` of ``tasks`` with ``policy`` (``cfg.group_size`` episodes each); the episodes' outcomes."""
     rollout = eval_rollout(rollout, cfg)
     groups = make_groups(tasks[: cfg.tasks])
-    per = rollout.groups_per_batch
+    per = spread(len(groups), rollout.groups_per_batch, len(able_workers(client, rollout.resources)))
     futures = [client.submit(_play, policy, groups[i:i + per], rollout, round, round + 1, i // per, pure=False,
                              resources=rollout.resources or None, key=f"evaluate-r{round}-b{i // per}")
                for i in range(0, len(groups), per)]

@@ -19,6 +19,7 @@ from pipeline.envs.alfworld_gen import generate_games
 from pipeline.envs.data import AlfworldDataConfig, collect_games
 from pipeline.policy.base import CheckpointError, check_checkpoint
 from pipeline.run_config import GamesConfig, RunConfig
+from pipeline.runtime.workers import check_batches, resolve_ranks
 
 CHECKPOINT = "checkpoint"
 
@@ -74,6 +75,20 @@ def check_paths(cfg: RunConfig) -> None:
                 collect_games(AlfworldDataConfig(data_dir=cfg.games.data_dir, split=split))
             except GameFileError as exc:
                 raise ConfigError(f"games.data_dir: {exc}") from exc
+
+
+def check_cluster(client, cfg: RunConfig) -> int:
+    """The train ranks the cluster gives ``cfg``; ``ConfigError`` naming keys and working values when its
+    mini-batches (the trainer's, the warm start's) cannot be shared by that many ranks."""
+    c = cfg.cluster
+    ranks = resolve_ranks(client, c.train_ranks, c.train_resources)
+    how = f" (cluster.train_ranks=auto: {ranks} worker(s) offer {c.train_resources})" \
+        if c.train_ranks == "auto" and c.train_resources else ""
+    sections = {"trainer": (cfg.trainer.mini_batch_size, cfg.trainer.micro_batch_size)}
+    if cfg.warm_start is not None and cfg.warm_start.enabled:
+        sections["warm_start"] = (cfg.warm_start.mini_batch_size, cfg.warm_start.micro_batch_size)
+    check_batches(sections, ranks, how)
+    return ranks
 
 
 def base_model(cfg: RunConfig, run: storage.Run) -> str:

@@ -37,7 +37,7 @@ import yaml
 import storage
 from pipeline.config import to_dict
 from pipeline.run_config import ClusterConfig
-from pipeline.runtime.workers import live_workers
+from pipeline.runtime.workers import able_workers, live_workers, resolve_ranks
 from pipeline.runtime.lifeline import tied
 from pipeline.runtime.live import TOPIC, LiveSteps, forward
 from pipeline.stages.record import read_metrics, step_axis
@@ -57,16 +57,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _qualifying(client, resources: dict) -> list[str]:
-    info = live_workers(client)
-    return sorted(a for a, w in info.items()
-                  if all(w.get("resources", {}).get(k, 0) >= v for k, v in resources.items()))
-
-
 def _workers_for(client, ranks: int, resources: dict, wait_s: float = 0.0) -> list[str]:
     """``ranks`` workers offering ``resources``, waiting up to ``wait_s`` for enough of them."""
     deadline = time.monotonic() + wait_s
-    while len(fit := _qualifying(client, resources)) < ranks and time.monotonic() < deadline:
+    while len(fit := able_workers(client, resources)) < ranks and time.monotonic() < deadline:
         time.sleep(POLL_S)
     if len(fit) < ranks:
         raise RuntimeError(f"cluster.train_ranks={ranks} with train_resources={resources}: only {len(fit)} "
@@ -207,11 +201,12 @@ def train(client, run: storage.Run, round: int, policy: str, ref: str | None, cf
         return
     storage.verify_stage_dir(policy)
     offset = sum(steps for r, (_, steps) in step_axis(run, read_metrics(run)).items() if r < round)
+    ranks = resolve_ranks(client, cluster.train_ranks, cluster.train_resources)  # every attempt: the same world
     for attempt in range(TRAIN_ATTEMPTS):
         if run.is_committed(round, STAGE):
             return
         tag = uuid.uuid4().hex[:8]  # a key of its own: never the cancelled task of a dead driver or attempt
-        workers = _workers_for(client, cluster.train_ranks, cluster.train_resources,
+        workers = _workers_for(client, ranks, cluster.train_resources,
                                wait_s=WORKER_WAIT_S if attempt else 0.0)
         hosts = [urlparse(w).hostname for w in workers]
         port = client.run(_free_port, workers=[workers[0]])[workers[0]]
