@@ -31,6 +31,7 @@ from pipeline.policy.base import CheckpointError, check_checkpoint
 from pipeline.run_config import RunConfig
 from pipeline.runtime.cluster import connect
 from pipeline.stages.evaluate import EVAL_SEED_ROUND, play_held_out
+from pipeline.stages.retention import kept_checkpoints, retired
 from pipeline.stages.setup import CHECKPOINT, check_paths, prepare_games
 from storage.shards import put_atomic
 from storage.uri import resolve
@@ -46,10 +47,10 @@ def resolve_checkpoint(run: storage.Run, value: str) -> tuple[str, int, str]:
         except CheckpointError as exc:
             raise ConfigError(f"--checkpoint: {exc}") from exc
         return value, EVAL_SEED_ROUND, os.path.basename(os.path.normpath(value))
-    if not run.is_committed(r, CHECKPOINT):
-        kept = [k for k in run.rounds() if run.is_committed(k, CHECKPOINT)]
-        raise ConfigError(f"--checkpoint {r}: {run.root} has no committed checkpoint of round {r} "
-                          f"(committed: {kept or 'none'})")
+    if not run.is_committed(r, CHECKPOINT) or retired(run, r):
+        kept = kept_checkpoints(run)
+        why = "was removed by retention (trainer.keep_checkpoints)" if retired(run, r) else "is not committed"
+        raise ConfigError(f"--checkpoint {r}: the checkpoint of round {r} of {run.root} {why} (kept: {kept or 'none'})")
     return run.stage_dir(r, CHECKPOINT), r, f"round-{r}"
 
 

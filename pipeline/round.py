@@ -36,6 +36,7 @@ from pipeline.stages.derived import complete_derived  # noqa: E402
 from pipeline.stages.evaluate import evaluate  # noqa: E402
 from pipeline.stages.metrics import StageClock, gather  # noqa: E402
 from pipeline.stages.record import METRICS_STAGE, commit_metrics  # noqa: E402
+from pipeline.stages.retention import prune  # noqa: E402
 from pipeline.stages.setup import (base_model, check_cluster, check_paths, policy_for, prepare_games, reference_policy,  # noqa: E402
                                    round_tasks)
 from pipeline.stages.train import read_train_steps, train  # noqa: E402
@@ -73,6 +74,7 @@ def run_round(r: int, cfg: RunConfig, run: storage.Run, client, games, held_out,
     cores = sum(w["nthreads"] for w in live_workers(client).values())
     metrics = gather(run, r, clock.seconds, read_train_steps(run, r), cores)
     commit_metrics(run, metrics, h)
+    prune(run, cfg.trainer)
     trackers.catch_up()
     print(f"round {r}: success {metrics.success_rate:.3f}, held-out {fig(metrics.eval_success_rate)}, anchored share "
           f"{metrics.anchored_share:.3f}, loss {fig(metrics.loss)}, kl {fig(metrics.kl)}, grad norm "

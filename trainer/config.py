@@ -62,6 +62,8 @@ class TrainerConfig:
     gradient_checkpointing: bool = False  # recompute activations in backward (large models)
     save_every: int = 4  # save DeepSpeed state every N optimizer steps for resume (0: never)
     keep_state: bool = False  # keep the DeepSpeed state after the round's checkpoint is exported
+    keep_checkpoints: int = 0  # retention: keep the newest N rounds' checkpoints (and states); 0 keeps all
+    keep_every: int = 0  # retention: also keep every checkpoint whose policy version is a multiple of M; 0: none
     peak_flops: float | None = None  # per-device peak FLOP/s for MFU; None: looked up from the GPU name
     num_threads: int = 0  # torch CPU threads per rank; 0: the host's cores (as the process may use) / its ranks
 
@@ -86,7 +88,7 @@ class TrainerConfig:
             self._check(getattr(self, name) >= 1, name, "expected >= 1")
         self._check(self.loss == "ppo" or self.kl_coef == 0, "kl_coef",
                     "expected 0 with loss='sft' (no reference policy)")
-        for name in ("warmup_steps", "save_every", "num_threads"):
+        for name in ("warmup_steps", "save_every", "num_threads", "keep_checkpoints", "keep_every"):
             self._check(getattr(self, name) >= 0, name, "expected >= 0")
         self._check(self.max_seq_len is None or self.max_seq_len >= 2, "max_seq_len", "expected None or >= 2")
         self._check(self.zero_stage in (0, 1, 2, 3), "zero_stage", "expected 0, 1, 2 or 3")

@@ -20,6 +20,7 @@ import shutil
 import storage
 from pipeline.config import ConfigError, config_hash
 from pipeline.run_config import ForkConfig
+from pipeline.stages.retention import kept_checkpoints, retired
 from trainer.checkpoint import TRAIN_STEPS
 from trainer.rounds import CHECKPOINT_STAGE, STATE_STAGE
 
@@ -33,11 +34,11 @@ def source_round(fork: ForkConfig) -> tuple[storage.Run, int]:
     if not os.path.isdir(os.path.join(fork.run, "rounds")):
         raise ConfigError(f"fork.run: {fork.run}: no run directory (no rounds/ folder)")
     src = storage.open_run(fork.run)
-    kept = [r for r in src.rounds() if src.is_committed(r, CHECKPOINT_STAGE)]
+    kept = kept_checkpoints(src)
     k = fork.round if fork.round is not None else (kept[-1] if kept else None)
     if k is None or k not in kept:
-        raise ConfigError(f"fork.round: {fork.run} has no committed checkpoint of round {k} "
-                          f"(committed: {kept or 'none'})")
+        why = "was removed by retention" if k is not None and retired(src, k) else "is not committed"
+        raise ConfigError(f"fork.round: the checkpoint of round {k} of {fork.run} {why} (kept: {kept or 'none'})")
     return src, k
 
 

@@ -54,7 +54,7 @@ def test_round_checkpoint_is_evaluated_by_task_type_into_a_table(run_dir, capsys
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--checkpoint", "5"], "--checkpoint 5: {run} has no committed checkpoint of round 5 (committed: [0])"),
+    (["--checkpoint", "5"], "--checkpoint 5: the checkpoint of round 5 of {run} is not committed (kept: [0])"),
     (["--checkpoint", "/nonexistent/model"], "--checkpoint: /nonexistent/model: policy checkpoint directory not found"),
     (["--checkpoint", "0", "--episodes", "3"], "--episodes 3: expected a positive multiple of evaluation.group_size=2 "
                                                "(e.g. 2)"),

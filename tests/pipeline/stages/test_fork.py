@@ -69,7 +69,7 @@ def test_fork_copies_the_checkpoint_and_state_and_round_0_continues_adamw(source
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["fork.round=5"], "fork.round: {src} has no committed checkpoint of round 5 (committed: {kept})"),
+    (["fork.round=5"], "fork.round: the checkpoint of round 5 of {src} is not committed (kept: {kept})"),
     (["fork.run=/nonexistent"], "fork.run: /nonexistent: no run directory (no rounds/ folder)"),
     (["run_dir={src}"], "fork.run: {src} is this run's own directory (run_dir); fork into a new one"),
     (["warm_start.tasks=4"], "fork: a forked run starts from the source's checkpoint, so it has no warm start; "
