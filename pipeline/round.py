@@ -40,7 +40,7 @@ from pipeline.stages.retention import prune  # noqa: E402
 from pipeline.stages.setup import (base_model, check_cluster, check_paths, policy_for, prepare_games, reference_policy,  # noqa: E402
                                    round_tasks)
 from pipeline.stages.train import read_train_steps, train  # noqa: E402
-from pipeline.stages.warm_start import WARM_ROUND, evaluate_before, warm_start  # noqa: E402
+from pipeline.stages.warm_start import WARM_ROUND, derived_sections, evaluate_before, warm_start  # noqa: E402
 
 # The config section whose hash each stage's manifest records.
 STAGE_SECTIONS = {"trajectories": "rollout", "advantages": "advantage", "checkpoint": "trainer",
@@ -82,6 +82,13 @@ def run_round(r: int, cfg: RunConfig, run: storage.Run, client, games, held_out,
           flush=True)
 
 
+def save_resolved_config(run: storage.Run, cfg: RunConfig) -> str | None:
+    """Save ``cfg`` unless saved, so every manifest's config_hash resolves, round -1's derived settings included."""
+    derived = derived_sections(cfg)
+    return storage.save_config(run, to_dict(cfg), hash_index(cfg) | {k: config_hash(v) for k, v in derived.items()},
+                               {k: to_dict(v) for k, v in derived.items()})
+
+
 def rounds_to_run(run: storage.Run, total: int) -> list[int]:
     """Rounds below ``total`` whose metrics are not committed yet (in order)."""
     return [r for r in range(total) if not run.is_committed(r, METRICS_STAGE)]
@@ -120,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             if not todo and (cfg.rounds or run.is_committed(WARM_ROUND, METRICS_STAGE)):
                 print(f"{cfg.run_dir}: all {cfg.rounds} round(s) are committed; nothing to do")
                 return 0
-            storage.save_config(run, to_dict(cfg), hash_index(cfg))  # every manifest's config_hash resolves
+            save_resolved_config(run, cfg)
             with connect(cfg.cluster) as client:
                 check_cluster(client, cfg)
                 drive(run, cfg, client, todo, trackers)

@@ -54,6 +54,14 @@ def sft_trainer(trainer: TrainerConfig, ws: WarmStartConfig) -> TrainerConfig:
                                optimizer_state="reset", keep_state=False)
 
 
+def derived_sections(cfg: RunConfig) -> dict:
+    """The settings round -1's stages run with besides the config's sections, by the name they are saved under."""
+    ws = cfg.warm_start
+    if ws is None or not ws.enabled or cfg.fork is not None:
+        return {}
+    return {"warm_start.rollout": demo_rollout(cfg.rollout, ws), "warm_start.trainer": sft_trainer(cfg.trainer, ws)}
+
+
 def warm_start(client, run: storage.Run, cfg: RunConfig, games: list[str], base: str) -> str:
     """The policy round 0 starts from: round -1's SFT checkpoint (or the fork's copy), else ``base``.
 
