@@ -31,6 +31,7 @@ class RoundMetrics:
     success_rate: float = 0.0  # share of collected episodes won
     episode_length: float = 0.0  # mean steps per collected episode
     invalid_action_share: float = 0.0  # share of steps whose response had no valid <action>
+    response_length: float | None = None  # mean response tokens per collected step
     eval_success_rate: float | None = None  # share of held-out episodes won (None: not evaluated)
     anchored_share: float = 0.0  # share of steps in non-singleton anchor groups (GiGPO's step signal)
     anchor_groups_per_group: float = 0.0  # mean distinct anchor states per episode group
