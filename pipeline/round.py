@@ -4,9 +4,10 @@
     dask-submit [--scheduler tcp://host:8786] pipeline/round.py --config configs/local.yaml
 
 Before round 0 (as round -1, see ``pipeline.stages.warm_start``): optional expert
-demonstrations and SFT of the base model on them, then a held-out evaluation of
-the starting policy. Round r collects with round r-1's committed checkpoint
-(round 0: the starting policy, also the KL reference), computes GiGPO
+demonstrations and SFT of the base model on them, or a fork of another run's
+round (``pipeline.stages.fork``), then a held-out evaluation of the starting
+policy. Round r collects with round r-1's committed checkpoint (round 0: the
+starting policy; the KL reference is ``trainer.reference``), computes GiGPO
 advantages, trains, evaluates the new checkpoint on held-out tasks and commits
 its metrics. Every stage is committed by a
 manifest; a rerun (after a crash, or with a larger ``--rounds``) skips what
@@ -29,14 +30,17 @@ from pipeline.rollout.collect import collect  # noqa: E402
 from pipeline.run_config import RunConfig  # noqa: E402
 from pipeline.runtime.cluster import connect
 from pipeline.runtime.workers import live_workers  # noqa: E402
-from pipeline.runtime.loggers import log_round  # noqa: E402
+from pipeline.runtime.live import fig  # noqa: E402
+from pipeline.runtime.loggers import Trackers  # noqa: E402
 from pipeline.stages.derived import complete_derived  # noqa: E402
 from pipeline.stages.evaluate import evaluate  # noqa: E402
 from pipeline.stages.metrics import StageClock, gather  # noqa: E402
 from pipeline.stages.record import METRICS_STAGE, commit_metrics  # noqa: E402
-from pipeline.stages.setup import base_model, check_paths, policy_for, prepare_games, round_tasks  # noqa: E402
+from pipeline.stages.retention import prune  # noqa: E402
+from pipeline.stages.setup import (base_model, check_cluster, check_paths, policy_for, prepare_games, reference_policy,  # noqa: E402
+                                   round_tasks)
 from pipeline.stages.train import read_train_steps, train  # noqa: E402
-from pipeline.stages.warm_start import WARM_ROUND, evaluate_before, warm_start  # noqa: E402
+from pipeline.stages.warm_start import WARM_ROUND, derived_sections, evaluate_before, warm_start  # noqa: E402
 
 # The config section whose hash each stage's manifest records.
 STAGE_SECTIONS = {"trajectories": "rollout", "advantages": "advantage", "checkpoint": "trainer",
@@ -49,44 +53,57 @@ def kept_with_other_config(run: storage.Run, r: int, cfg: RunConfig) -> list[str
             if (m := run.manifest(r, stage)) is not None and m.config_hash != config_hash(getattr(cfg, section))]
 
 
-def run_round(r: int, cfg: RunConfig, run: storage.Run, client, games, held_out, base: str) -> None:
+def run_round(r: int, cfg: RunConfig, run: storage.Run, client, games, held_out, start: str, ref: str | None,
+              trackers: Trackers) -> None:
     """One round, as a recipe; each stage is a no-op when already committed."""
     clock, h = StageClock(run, r), config_hash(cfg)
     for stage in kept_with_other_config(run, r, cfg):
         print(f"warning: round {r}: the committed {stage!r} stage was made with another "
               f"{STAGE_SECTIONS[stage]!r} config; it is kept as it is", file=sys.stderr, flush=True)
-    policy = policy_for(run, r, base)
+    policy = policy_for(run, r, start)
     with clock("collect", done=run.is_committed(r, "trajectories")):
         tasks = round_tasks(games, r, cfg.tasks_per_round, cfg.games.seed)
         collect(client, run, r, policy, tasks, cfg.rollout, policy_version=r)
     with clock("advantage", done=run.is_committed(r, "advantages")):
         run_advantage_round(run, r, cfg.advantage, client=client, progress=cfg.rollout.progress)
     with clock("train", done=run.is_committed(r, "checkpoint")):
-        train(client, run, r, policy, base, cfg.trainer, cfg.cluster)
+        train(client, run, r, policy, ref, cfg.trainer, cfg.cluster)
     if cfg.evaluation.after(r, cfg.rounds):
         with clock("evaluate", done=run.is_committed(r, "evaluation")):
             evaluate(client, run, r, run.stage_dir(r, "checkpoint"), held_out, cfg.rollout, cfg.evaluation)
     cores = sum(w["nthreads"] for w in live_workers(client).values())
     metrics = gather(run, r, clock.seconds, read_train_steps(run, r), cores)
     commit_metrics(run, metrics, h)
-    log_round(metrics, cfg.logging, run.root)
-    print(f"round {r}: success {metrics.success_rate:.3f}, held-out {_fig(metrics.eval_success_rate)}, anchored share "
-          f"{metrics.anchored_share:.3f}, loss {_fig(metrics.loss)}, stage seconds "
-          + ", ".join(f"{k} {v:.1f}" for k, v in metrics.stage_seconds.items()), flush=True)
+    prune(run, cfg.trainer)
+    trackers.catch_up()
+    print(f"round {r}: success {metrics.success_rate:.3f}, held-out {fig(metrics.eval_success_rate)}, anchored share "
+          f"{metrics.anchored_share:.3f}, loss {fig(metrics.loss)}, kl {fig(metrics.kl)}, grad norm "
+          f"{fig(metrics.grad_norm)}, stage seconds " + ", ".join(f"{k} {v:.1f}" for k, v in metrics.stage_seconds.items()),
+          flush=True)
 
 
-def _fig(x: float | None) -> str:
-    """A figure of the round line to 4 significant digits ('-' when absent).
-
-    >>> _fig(1.4104144710263763e-07), _fig(0.75), _fig(None)
-    ('1.41e-07', '0.75', '-')
-    """
-    return "-" if x is None else f"{x:.4g}"
+def save_resolved_config(run: storage.Run, cfg: RunConfig) -> str | None:
+    """Save ``cfg`` unless saved, so every manifest's config_hash resolves, round -1's derived settings included."""
+    derived = derived_sections(cfg)
+    return storage.save_config(run, to_dict(cfg), hash_index(cfg) | {k: config_hash(v) for k, v in derived.items()},
+                               {k: to_dict(v) for k, v in derived.items()})
 
 
 def rounds_to_run(run: storage.Run, total: int) -> list[int]:
     """Rounds below ``total`` whose metrics are not committed yet (in order)."""
     return [r for r in range(total) if not run.is_committed(r, METRICS_STAGE)]
+
+
+def drive(run: storage.Run, cfg: RunConfig, client, todo: list[int], trackers: Trackers) -> None:
+    """Games, base model, warm start (or fork), baseline, then the rounds ``todo``."""
+    games, held_out = prepare_games(cfg.games, run)
+    base = base_model(cfg, run)
+    start = warm_start(client, run, cfg, games, base)
+    evaluate_before(client, run, cfg, held_out, start)
+    trackers.catch_up()
+    ref = reference_policy(cfg.trainer.reference, base, start)
+    for r in todo:
+        run_round(r, cfg, run, client, games, held_out, start, ref, trackers)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,20 +121,19 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     run = storage.open_run(cfg.run_dir)
     try:
-        with run.lock():
-            complete_derived(run, cfg.logging)
+        with run.lock(), Trackers(cfg.logging, run, to_dict(cfg)) as trackers:
+            complete_derived(run, trackers)
             todo = rounds_to_run(run, cfg.rounds)
             if not todo and (cfg.rounds or run.is_committed(WARM_ROUND, METRICS_STAGE)):
                 print(f"{cfg.run_dir}: all {cfg.rounds} round(s) are committed; nothing to do")
                 return 0
-            storage.save_config(run, to_dict(cfg), hash_index(cfg))  # every manifest's config_hash resolves
-            games, held_out = prepare_games(cfg.games, run)
-            base = base_model(cfg, run)
+            save_resolved_config(run, cfg)
             with connect(cfg.cluster) as client:
-                start = warm_start(client, run, cfg, games, base)
-                evaluate_before(client, run, cfg, held_out, start)
-                for r in todo:
-                    run_round(r, cfg, run, client, games, held_out, start)
+                check_cluster(client, cfg)
+                drive(run, cfg, client, todo, trackers)
+    except ConfigError as exc:  # the cluster cannot run the config (train ranks vs batch sizes): nothing done
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
     except storage.RunLocked as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3

@@ -100,18 +100,28 @@ class WarmStartConfig:
 
 
 @dataclass(frozen=True)
+class ForkConfig:
+    """Where a forked run starts (``pipeline.stages.fork``): round ``round`` of the run at ``run``."""
+
+    run: str  # the source run directory (local or shared filesystem)
+    round: int | None = None  # its round whose committed checkpoint this run starts from (None: its newest)
+
+
+@dataclass(frozen=True)
 class ClusterConfig:
     """Where the round's tasks run."""
 
     scheduler: str | None = None  # scheduler address; None: $DASK_SCHEDULER_ADDRESS, else a LocalCluster
     n_workers: int = 2  # LocalCluster worker processes
     threads_per_worker: int = 1  # LocalCluster threads per worker
-    train_ranks: int = 1  # training processes (one Dask task each, pinned to distinct workers)
+    train_ranks: int | str = "auto"  # training processes, one per worker; auto: workers offering train_resources (1 if none)
     train_resources: dict = field(default_factory=dict)  # Dask resources per training task, e.g. {"GPU": 1}
 
     def __post_init__(self) -> None:
-        if self.n_workers < 1 or self.threads_per_worker < 1 or self.train_ranks < 1:
-            raise ValueError("ClusterConfig.n_workers, threads_per_worker and train_ranks must be >= 1")
+        if self.n_workers < 1 or self.threads_per_worker < 1:
+            raise ValueError("ClusterConfig.n_workers and threads_per_worker must be >= 1")
+        if self.train_ranks != "auto" and not (isinstance(self.train_ranks, int) and self.train_ranks >= 1):
+            raise ValueError(f"ClusterConfig.train_ranks must be 'auto' or an integer >= 1, got {self.train_ranks!r}")
 
 
 @dataclass(frozen=True)
@@ -149,14 +159,18 @@ class RunConfig:
     tiny_model: TinyModelConfig = field(default_factory=TinyModelConfig)  # its shape, when base_model is tiny
     games: GamesConfig = field(default_factory=GamesConfig)  # what is played
     warm_start: WarmStartConfig | None = None  # expert demonstrations + SFT before round 0 (None: none)
+    fork: ForkConfig | None = None  # start from a round of another run instead (None: no fork)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)  # collect stage
     advantage: AdvantageConfig = field(default_factory=AdvantageConfig)  # advantage stage
     trainer: TrainerConfig = field(default_factory=TrainerConfig)  # train stage
     evaluation: EvalConfig = field(default_factory=EvalConfig)  # evaluate stage
     cluster: ClusterConfig = field(default_factory=ClusterConfig)  # Dask placement
-    logging: LoggingConfig = field(default_factory=LoggingConfig)  # experiment trackers (TensorBoard)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)  # experiment trackers (TensorBoard, Weights & Biases)
 
     def __post_init__(self) -> None:
         if self.rounds < 0 or self.tasks_per_round < 1:
             raise ValueError(f"RunConfig.rounds must be >= 0 and tasks_per_round >= 1, got {self.rounds}, "
                              f"{self.tasks_per_round}")
+        if self.fork is not None and self.warm_start is not None and self.warm_start.enabled:
+            raise ValueError("RunConfig.fork: a forked run starts from the source's checkpoint, so it has no warm "
+                             "start; remove the warm_start section or set warm_start.enabled=false")

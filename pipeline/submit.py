@@ -4,6 +4,8 @@
     dask-submit --scheduler tcp://host:8786 pipeline/round.py ...    # on the cluster's scheduler host
     dask-submit --scheduler tcp://host:8786 --detach pipeline/round.py ...   # print the job id, return
     dask-submit --scheduler tcp://host:8786 --logs JOB [--follow]    # a job's log (and exit code)
+    dask-submit --scheduler tcp://host:8786 --list                   # the jobs: id, state, started, command
+    dask-submit --scheduler tcp://host:8786 --cancel JOB             # stop a job's driver and its processes
 
 Also available as ``dask submit`` (the ``dask_cli`` entry-point group).
 
@@ -11,7 +13,11 @@ With ``--scheduler`` the script is shipped to the scheduler's host and started
 there as a detached process whose ``DASK_SCHEDULER_ADDRESS`` points at the
 scheduler, so ``distributed.Client()`` in the script connects to the cluster.
 It survives the submitting terminal; its log and exit code stay on the
-scheduler host under ````~/.dask-submit/JOB`` (or ``$DASK_SUBMIT_HOME/JOB``). Without ``--scheduler`` a
+scheduler host under ``~/.dask-submit/JOB`` (or ``$DASK_SUBMIT_HOME/JOB``).
+``--cancel`` sends SIGTERM to the job's process group (the driver and every
+process it started on that host), SIGKILL after ``CANCEL_GRACE_S``, and
+records exit code 143; the driver's Dask tasks are released with its client
+(a trainer rank stops once its task is, see ``pipeline.stages.train``). Without ``--scheduler`` a
 LocalCluster (non-daemonic workers, so tasks may start processes) is started
 and the script runs against it here.
 
@@ -20,9 +26,12 @@ Exit codes: the script's own when followed to its end; 0 when detached;
 """
 from __future__ import annotations
 
+import asyncio
 import codecs
+import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -32,6 +41,8 @@ from pathlib import Path
 import click
 
 UNREACHABLE, UNKNOWN_JOB = 3, 4
+CANCELLED = 143  # the exit code recorded for a cancelled job (128 + SIGTERM)
+CANCEL_GRACE_S = 10.0  # seconds between SIGTERM and SIGKILL of a cancelled job's processes
 
 
 def _jobs() -> Path:
@@ -45,13 +56,67 @@ def _start(job: str, source: str, name: str, args: list[str], cwd: str, dask_sch
     folder.mkdir(parents=True)
     script = folder / name
     script.write_text(source)
-    env = os.environ | {"DASK_SCHEDULER_ADDRESS": dask_scheduler.address, "PYTHONUNBUFFERED": "1"}
+    env = os.environ | {"DASK_SCHEDULER_ADDRESS": dask_scheduler.address, "PYTHONUNBUFFERED": "1",
+                        "DASK_LOGGING__DISTRIBUTED": "warning"}  # the job's log: its own output, no Dask INFO chatter
     wrapper = '"$@" > "$LOG" 2>&1; echo $? > "$CODE.tmp" && mv "$CODE.tmp" "$CODE"'
-    subprocess.Popen(["sh", "-c", wrapper, "sh", sys.executable, str(script), *args],
-                     cwd=cwd if os.path.isdir(cwd) else str(folder), start_new_session=True,
-                     env=env | {"LOG": str(folder / "log"), "CODE": str(folder / "exitcode")},
-                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(["sh", "-c", wrapper, "sh", sys.executable, str(script), *args],
+                            cwd=cwd if os.path.isdir(cwd) else str(folder), start_new_session=True,
+                            env=env | {"LOG": str(folder / "log"), "CODE": str(folder / "exitcode")},
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    (folder / "job.json").write_text(json.dumps({"pid": proc.pid, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                                                 "command": " ".join([name, *args])}))
     return str(folder)
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a process of group ``pgid`` still runs (zombies, dead but not yet reaped, do not count)."""
+    import psutil
+
+    try:
+        os.waitpid(pgid, os.WNOHANG)  # reap the wrapper once it ended, when this process started it
+    except ChildProcessError:
+        pass
+    for proc in psutil.process_iter(["status"]):
+        try:
+            if os.getpgid(proc.pid) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                return True
+        except (ProcessLookupError, psutil.Error):
+            pass
+    return False
+
+
+def _jobs_table() -> list[dict]:
+    """Every job on this host (run on the scheduler): id, state, start, command; oldest first."""
+    rows = []
+    for folder in sorted(p for p in _jobs().glob("*") if (p / "job.json").is_file()):
+        info = json.loads((folder / "job.json").read_text())
+        code = folder / "exitcode"
+        state = ("cancelled" if (folder / "cancelled").exists() else f"exit {code.read_text().strip()}") \
+            if code.exists() else "running" if _group_alive(info["pid"]) else "lost (no exit code)"
+        rows.append({"job": folder.name, "state": state, "started": info["started"], "command": info["command"]})
+    return rows
+
+
+async def _cancel(job: str, grace_s: float = CANCEL_GRACE_S) -> str | None:
+    """Stop job ``job``'s process group (awaited on the scheduler's loop); what happened, None for an unknown job."""
+    folder = _jobs() / job
+    if not (folder / "job.json").is_file():
+        return None
+    if (folder / "exitcode").exists():
+        return f"job {job} had already ended"
+    pgid = json.loads((folder / "job.json").read_text())["pid"]  # the wrapper leads its own session and group
+    (folder / "cancelled").touch()
+    sig, deadline = signal.SIGTERM, time.monotonic() + grace_s
+    while _group_alive(pgid):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            break
+        await asyncio.sleep(0.2)
+        if time.monotonic() > deadline:
+            sig = signal.SIGKILL
+    (folder / "exitcode").write_text(f"{CANCELLED}\n")
+    return f"job {job} cancelled: its processes on the scheduler host are gone (exit code {CANCELLED})"
 
 
 def _read(job: str, offset: int, limit: int = 1 << 20) -> tuple[bytes | None, int | None]:
@@ -114,24 +179,19 @@ def _run_local(script: str, args: tuple[str, ...]) -> int:
 @click.option("--detach", is_flag=True, help="start the job on the cluster and return at once")
 @click.option("--logs", "logs_of", metavar="JOB", default=None, help="print the log of a submitted job")
 @click.option("--follow", is_flag=True, help="with --logs: keep printing until the job ends")
+@click.option("--list", "list_jobs", is_flag=True, help="list the jobs on the scheduler host")
+@click.option("--cancel", "cancel_job", metavar="JOB", default=None, help="stop a job and its processes")
 @click.option("--connect-timeout", default=10.0, show_default=True, help="seconds to wait for the scheduler")
 @click.argument("script", required=False)
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def cli(scheduler, detach, logs_of, follow, connect_timeout, script, args):
+def cli(scheduler, detach, logs_of, follow, list_jobs, cancel_job, connect_timeout, script, args):
     """Run SCRIPT [ARGS] against a Dask cluster (see the module docstring)."""
-    if logs_of:
+    if logs_of or list_jobs or cancel_job:
         if not scheduler:
-            raise click.UsageError("--logs needs --scheduler")
+            raise click.UsageError("--logs, --list and --cancel need --scheduler")
         client = _connect(scheduler, connect_timeout)
-        if follow:
-            sys.exit(_follow(client, logs_of))
-        data, code = client.run_on_scheduler(_read, logs_of, 0, -1)
-        if data is None:
-            click.echo(f"dask-submit: no job {logs_of!r} on this scheduler", err=True)
-            sys.exit(UNKNOWN_JOB)
-        click.echo(data.decode(errors="replace") + ("" if code is None else f"[dask-submit] exit code {code}\n"),
-                   nl=False)
-        sys.exit(0)
+        sys.exit(_logs(client, logs_of, follow) if logs_of else _list(client) if list_jobs else
+                 _cancel_cmd(client, cancel_job))
     if not script or not os.path.isfile(script):
         raise click.UsageError(f"script {script!r}: no such file")
     if not scheduler:
@@ -145,6 +205,34 @@ def cli(scheduler, detach, logs_of, follow, connect_timeout, script, args):
         click.echo(job)
         sys.exit(0)
     sys.exit(_follow(client, job))
+
+
+def _logs(client, job: str, follow: bool) -> int:
+    if follow:
+        return _follow(client, job)
+    data, code = client.run_on_scheduler(_read, job, 0, -1)
+    if data is None:
+        click.echo(f"dask-submit: no job {job!r} on this scheduler", err=True)
+        return UNKNOWN_JOB
+    click.echo(data.decode(errors="replace") + ("" if code is None else f"[dask-submit] exit code {code}\n"), nl=False)
+    return 0
+
+
+def _list(client) -> int:
+    rows = client.run_on_scheduler(_jobs_table)
+    click.echo(f"{'job':<24}{'state':<22}{'started':<21}command")
+    for r in rows:
+        click.echo(f"{r['job']:<24}{r['state']:<22}{r['started']:<21}{r['command']}")
+    return 0
+
+
+def _cancel_cmd(client, job: str) -> int:
+    said = client.run_on_scheduler(_cancel, job)
+    if said is None:
+        click.echo(f"dask-submit: no job {job!r} on this scheduler", err=True)
+        return UNKNOWN_JOB
+    click.echo(said)
+    return 0
 
 
 def main() -> None:

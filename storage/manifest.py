@@ -40,6 +40,8 @@ class Manifest:
     files: list[ShardInfo]  # every file of the stage; nothing else exists for readers
     schema_version: int = SCHEMA_VERSION  # storage schema version of the table shards
     created_at: str = field(default="", compare=False)  # ISO time of the commit
+    retired: list[ShardInfo] = field(default_factory=list)  # files removed on purpose since the commit (retention)
+    retired_note: str = ""  # why they were removed
 
     def rows(self, table: str) -> int:
         """Total rows of ``table`` in this stage."""
@@ -57,6 +59,7 @@ class Manifest:
         try:
             raw = json.loads(text)
             raw["files"] = [ShardInfo(**f) for f in raw["files"]]
+            raw["retired"] = [ShardInfo(**f) for f in raw.get("retired", [])]
             return cls(**raw)
         except (ValueError, TypeError, KeyError) as exc:
             raise ValueError(f"{where}: not a valid stage manifest ({exc})") from exc

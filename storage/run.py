@@ -21,6 +21,7 @@ truncated file, an unreadable manifest raise a ``StorageError`` naming it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import os
 import re
@@ -133,6 +134,27 @@ class Run:
         shards.put_atomic(self.fs, f"{folder}/{MANIFEST_NAME}", new.to_json().encode())
         self._sweep(folder, set(paths))
         return new
+
+    def retire(self, round: int, stage: str, keep: Iterable[str], note: str) -> list[ShardInfo]:
+        """Remove a committed stage's files but ``keep``, on purpose; the files retired (now or before).
+
+        The manifest is rewritten first, naming the files under ``retired``
+        (with ``note``), then they are deleted: ``audit``/``storage verify``
+        check only ``files``, so retired files are no loss, and a crash in
+        between leaves files no manifest names, deleted by the next call.
+        """
+        m = self.manifest(round, stage)
+        if m is None:
+            raise StageNotCommitted(f"{self.stage_dir(round, stage)}: stage {stage!r} of round {round} is not "
+                                    "committed: nothing to retire")
+        keep = set(keep)
+        folder = self.stage_dir(round, stage)
+        if gone := [f for f in m.files if f.path not in keep]:
+            m = dataclasses.replace(m, files=[f for f in m.files if f.path in keep], retired=m.retired + gone,
+                                    retired_note=note)
+            shards.put_atomic(self.fs, f"{folder}/{MANIFEST_NAME}", m.to_json().encode())
+        self._sweep(folder, {f.path for f in m.files})
+        return m.retired
 
     def _sweep(self, folder: str, keep: set[str]) -> None:
         """Delete files of a committed stage that its manifest does not name."""

@@ -8,6 +8,9 @@ process may use (an inherited ``OMP_NUM_THREADS`` is not followed).
     python -m trainer --policy ckpt/r0 --data 'runs/x/rounds/000000/advantages/*.parquet' \\
         --out ckpt/r1 --set kl_coef=0 --set lr=1e-6
     deepspeed --num_gpus 8 --module trainer --run runs/x --round 3 --policy ckpt/r3 --ref ckpt/r0
+
+With ``--live`` rank 0 prints each optimizer step's metrics as one JSON line
+(``trainer.metrics.live_record``) as the step ends; the train stage forwards them to the driver.
 """
 from __future__ import annotations
 
@@ -38,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", help="YAML file with trainer fields (or a trainer: section)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
     p.add_argument("--metrics", help="write per-step metrics as JSON lines here (rank 0)")
+    p.add_argument("--live", action="store_true",
+                   help="print each optimizer step's metrics as a JSON line (rank 0; with --run), no progress bar")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: trainer.num_threads)")
     args = p.parse_args(argv)
     cfg = parse_config(args.config, args.set)
@@ -51,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
 
         from trainer.rounds import train_from_run
 
-        result = train_from_run(storage.open_run(args.run), args.round, cfg, args.policy, ref_path=args.ref)
+        result = train_from_run(storage.open_run(args.run), args.round, cfg, args.policy, ref_path=args.ref,
+                                on_step=_print_step if args.live else None, progress=not args.live)
     else:
         if not args.out:
             p.error("--data needs --out")
@@ -63,6 +69,15 @@ def main(argv: list[str] | None = None) -> int:
                              state_dir=args.state_dir)
     _finish(result, args.metrics)
     return 0
+
+
+def _print_step(step: int, total: int, metrics: dict) -> None:
+    import torch.distributed as dist
+
+    from trainer.metrics import live_record
+
+    if not dist.is_initialized() or dist.get_rank() == 0:  # metrics are reduced over ranks: rank 0 has them all
+        print(live_record(step, total, metrics), flush=True)
 
 
 def _finish(result, metrics_path: str | None) -> None:

@@ -32,7 +32,7 @@ from trainer.config import TrainerConfig
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".msgpack", ".h5")
 PRECOMPUTED = "precomputed.pt"
-_NOT_IN_FINGERPRINT = ("num_threads",)  # settings that do not change what is computed
+_NOT_IN_FINGERPRINT = ("num_threads", "keep_checkpoints", "keep_every")  # settings that change nothing computed
 
 
 class StateMismatchError(RuntimeError):

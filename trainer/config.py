@@ -21,6 +21,7 @@ PRECISIONS = ("auto", "fp32", "bf16")
 EMPTY_ROUND = ("error", "skip")
 LOSSES = ("ppo", "sft")
 OPTIMIZER_STATES = ("keep", "reset")
+REFERENCES = ("start", "base", "none")
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class TrainerConfig:
     clip_ratio_c: float = 3.0  # dual-clip bound on -A*ratio for negative advantages (must be > 1)
     loss_agg_mode: str = "token-mean"  # token-mean | seq-mean-token-sum | seq-mean-token-mean, over the mini-batch
     kl_coef: float = 0.01  # weight of the KL-to-reference loss (0 disables it and the reference model)
+    reference: str = "start"  # KL reference: start (round 0's policy: warm start, fork or base) | base | none
     kl_loss_type: str = "low_var_kl"  # low_var_kl (k3, clamped to [-10, 10]) | kl (k1) | abs | mse (k2)
     entropy_coeff: float = 0.0  # entropy bonus: loss -= entropy_coeff * aggregated entropy
     temperature: float = 1.0  # rollout sampling temperature; logits are divided by it (as verl does)
@@ -62,6 +64,8 @@ class TrainerConfig:
     gradient_checkpointing: bool = False  # recompute activations in backward (large models)
     save_every: int = 4  # save DeepSpeed state every N optimizer steps for resume (0: never)
     keep_state: bool = False  # keep the DeepSpeed state after the round's checkpoint is exported
+    keep_checkpoints: int = 0  # retention: keep the newest N rounds' checkpoints (and states); 0 keeps all
+    keep_every: int = 0  # retention: also keep every checkpoint whose policy version is a multiple of M; 0: none
     peak_flops: float | None = None  # per-device peak FLOP/s for MFU; None: looked up from the GPU name
     num_threads: int = 0  # torch CPU threads per rank; 0: the host's cores (as the process may use) / its ranks
 
@@ -73,6 +77,9 @@ class TrainerConfig:
         self._check_choice("empty_round", EMPTY_ROUND)
         self._check_choice("loss", LOSSES)
         self._check_choice("optimizer_state", OPTIMIZER_STATES)
+        self._check_choice("reference", REFERENCES)
+        self._check(self.reference != "none" or self.kl_coef == 0, "reference",
+                    f"'none' (no KL reference) needs kl_coef=0, got kl_coef={self.kl_coef}")
         for name in ("clip_ratio_low", "clip_ratio_high"):
             self._check(0 <= getattr(self, name) < 1, name, "expected 0 <= value < 1")
         self._check(self.clip_ratio_c > 1.0, "clip_ratio_c", "expected > 1 (dual-clip lower bound)")
@@ -83,7 +90,8 @@ class TrainerConfig:
             self._check(getattr(self, name) >= 1, name, "expected >= 1")
         self._check(self.loss == "ppo" or self.kl_coef == 0, "kl_coef",
                     "expected 0 with loss='sft' (no reference policy)")
-        for name in ("warmup_steps", "save_every", "num_threads", "logit_chunk_tokens"):
+        for name in ("warmup_steps", "save_every", "num_threads", "logit_chunk_tokens", "keep_checkpoints",
+                     "keep_every"):
             self._check(getattr(self, name) >= 0, name, "expected >= 0")
         self._check(self.max_seq_len is None or self.max_seq_len >= 2, "max_seq_len", "expected None or >= 2")
         self._check(self.zero_stage in (0, 1, 2, 3), "zero_stage", "expected 0, 1, 2 or 3")

@@ -16,6 +16,7 @@ ranks once per optimizer step (one sync per step, none per micro-batch).
 """
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 
 import numpy as np
@@ -26,6 +27,16 @@ PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e1
 _TENSORS = ("loss", "pg_loss", "kl_loss", "entropy", "clipped", "clipped_lower", "approx_kl_sum",
             "response_tokens")
 _SUMMED = _TENSORS + ("tokens", "processed", "flops")
+LIVE_PREFIX = "gigpo-step "  # a stdout line of ``python -m trainer --live``: this prefix, then one JSON object
+
+
+def live_record(step: int, total: int, metrics: dict) -> str:
+    """The stdout line ``python -m trainer --live`` prints after each optimizer step (rank 0).
+
+    >>> live_record(2, 5, {"loss": 0.5})
+    'gigpo-step {"step": 2, "total": 5, "loss": 0.5}'
+    """
+    return LIVE_PREFIX + json.dumps({"step": step, "total": total, **metrics})
 
 
 def peak_flops(configured: float | None) -> float | None:

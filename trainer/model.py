@@ -43,10 +43,21 @@ def load_causal_lm(path: str | Path, dtype: torch.dtype, gradient_checkpointing:
         raise FileNotFoundError(f"policy checkpoint {str(path)!r} has no config.json; expected a HF checkpoint dir")
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True,
                                                  attn_implementation=attention_backend())
+    bars_once()
     model.config.use_cache = False
     if gradient_checkpointing:
         model.gradient_checkpointing_enable()
     return model
+
+
+def bars_once() -> None:
+    """Call after each model load: transformers' ``Loading weights`` bar shows at a process's first load only.
+
+    A rollout worker loads each round's checkpoint, a trainer its policy and reference: one bar per process.
+    """
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
 
 class LogProbModel(nn.Module):

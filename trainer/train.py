@@ -60,7 +60,7 @@ class _Clock:
 
 def train_round(cfg: TrainerConfig, policy_path: str | Path, rows: pl.DataFrame | pl.LazyFrame,
                 out_dir: str | Path, *, ref_path: str | Path | None = None, state_dir: str | Path | None = None,
-                optimizer_from: str | Path | None = None, on_step: Callable[[int, dict], None] | None = None,
+                optimizer_from: str | Path | None = None, on_step: Callable[[int, int, dict], None] | None = None,
                 progress: bool = True) -> TrainResult:
     """Train ``policy_path`` on a round's advantage rows; export the new policy to ``out_dir``.
 
@@ -70,8 +70,8 @@ def train_round(cfg: TrainerConfig, policy_path: str | Path, rows: pl.DataFrame 
     ``state_dir``: where DeepSpeed state is kept so a killed run resumes after its last
     saved optimizer step (with ``optimizer_state: keep``, also the round's final state).
     ``optimizer_from``: the previous round's ``state_dir``; with ``keep`` a fresh round
-    starts from its state (when there is one). ``on_step(step, metrics)``
-    runs after each optimizer step (and its state save). Joins an existing
+    starts from its state (when there is one). ``on_step(step, total, metrics)``
+    runs after each optimizer step (and its state save): steps done, steps of the round, the step's metrics. Joins an existing
     torch.distributed group, or creates a 1-rank one.
 
     Example (a real checkpoint directory and an advantages frame ``df``)::
@@ -116,7 +116,7 @@ def train_round(cfg: TrainerConfig, policy_path: str | Path, rows: pl.DataFrame 
             saved = step + 1
             ckpt.save_state(engine, state_dir, saved, fp, rank)
         if on_step is not None:
-            on_step(step + 1, m)
+            on_step(step + 1, len(plan), m)
     keep = cfg.optimizer_state == "keep" and state_dir is not None
     if keep and saved != len(plan):  # the next round starts from this state
         ckpt.save_state(engine, state_dir, len(plan), fp, rank)
@@ -169,7 +169,9 @@ class _Stepper:
         norm = float("nan") if norm is None else float(norm)
         if not np.isfinite(norm):  # raise before any export: a NaN policy must never be committed
             raise FloatingPointError(f"non-finite gradient norm at optimizer step {step}")
-        return acc.finish(time.perf_counter() - start, norm, lr, self.peak, self.world)
+        m = acc.finish(time.perf_counter() - start, norm, lr, self.peak, self.world)
+        m["response_length"] = m["response_tokens"] / max(num_seqs, 1.0)  # mean response tokens per row
+        return m
 
 
 def _round_start_logprobs(engine, cfg, data, ref_path, state_dir, fp, rank, world, done):

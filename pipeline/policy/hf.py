@@ -32,6 +32,7 @@ from pipeline.policy.base import (
     register_backend,
     stop_token_ids,
 )
+from trainer.model import bars_once
 
 
 class _LogprobRecorder(LogitsProcessor):
@@ -64,6 +65,7 @@ class HFBackend(PolicyBackend):
             model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, policy.dtype))
         except (OSError, ValueError) as exc:
             raise CheckpointError(f"{path}: cannot load the model weights ({exc})") from exc
+        bars_once()
         self.model = model.to(policy.device).eval()
         self.stop_ids = stop_token_ids(self.tokenizer, model.generation_config, sampling.stop_token_ids)
         pad = self.tokenizer.pad_token_id

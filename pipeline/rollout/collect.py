@@ -1,7 +1,8 @@
 """``collect``: one round's trajectories, played by Dask tasks, committed as the ``trajectories`` stage.
 
-One task per batch of ``groups_per_batch`` groups (placed on workers that
-have ``config.resources``, e.g. ``GPU=1``; anywhere on a LocalCluster), each
+One task per batch of at most ``groups_per_batch`` groups, and at least one
+task per worker that has ``config.resources`` (e.g. ``GPU=1``; any worker on a
+LocalCluster), so every GPU plays (``pipeline.runtime.workers.spread``); each
 writing one steps and one episodes shard. A failed task is retried by Dask
 and rewrites the same shard names; nothing is visible to readers until every
 task is done and the stage is committed. A committed round is not redone.
@@ -26,7 +27,7 @@ from pipeline.config import config_hash
 from pipeline.envs.data import task_id
 from pipeline.policy.base import verify_checkpoint
 from pipeline.rollout.config import RolloutConfig
-from pipeline.runtime.workers import live_workers
+from pipeline.runtime.workers import able_workers, spread
 from pipeline.rollout.task import DAEMON_ERROR, BatchResult, is_daemon, release_resources, rollout_batch
 from pipeline.rollout.worker import Group
 
@@ -48,8 +49,7 @@ def _check_workers(client, resources: dict) -> None:
         raise RuntimeError(DAEMON_ERROR)
     if not resources:
         return
-    workers = live_workers(client).values()
-    if not any(all(w.get("resources", {}).get(k, 0) >= v for k, v in resources.items()) for w in workers):
+    if not able_workers(client, resources):
         raise RuntimeError(f"RolloutConfig.resources={resources}: no Dask worker offers them, so rollout tasks "
                            "would wait forever; start workers with --resources (e.g. `dask cuda worker "
                            "--resources GPU=1`) or set rollout.resources: {} on CPU")
@@ -71,7 +71,8 @@ def collect(client, run: Run | str, round: int, policy_path: str, tasks: list[st
     _check_workers(client, config.resources)
     version = round if policy_version is None else int(policy_version)
     groups = make_groups(tasks)
-    batches = [groups[i:i + config.groups_per_batch] for i in range(0, len(groups), config.groups_per_batch)]
+    per = spread(len(groups), config.groups_per_batch, len(able_workers(client, config.resources)))
+    batches = [groups[i:i + per] for i in range(0, len(groups), per)]
     run.begin(round, STAGE)  # drops a crashed attempt's leftovers
     tag = uuid.uuid4().hex[:8]
     futures = [client.submit(rollout_batch, run, round, version, str(policy_path), b, batch, config,

@@ -1,20 +1,30 @@
-"""Optional experiment trackers fed from each round's committed metrics.
+"""Experiment trackers fed from each round's committed metrics, on one global step axis.
 
-TensorBoard (``logging.tensorboard: true``) writes ``RUN/tensorboard``; it
-needs the ``tensorboard`` package (the ``test`` and ``train`` extras have it).
-Metrics are written after the round's metrics stage is committed, with the
-round as the step. ``RUN/tensorboard/_logged_rounds.json`` records the rounds
-whose events are flushed (written after the flush), so a driver start can log
-the rounds a crash left unlogged; a crash between the flush and the record
-logs a round once more at most (with the same values).
+TensorBoard (``logging.tensorboard: true``) writes ``RUN/tensorboard``; it needs
+the ``tensorboard`` package (the ``test`` and ``train`` extras have it).
+Weights & Biases (``logging.wandb: {project: ..., mode: offline}``) writes one
+W&B run per GiGPO run (``RUN/wandb``); it needs the ``wandb`` extra.
+
+After a round's metrics stage is committed, each tracker gets the round's
+per-step trainer metrics (``train/<name>``; the warm start's as ``sft/<name>``)
+at their global steps (every optimizer step of the run counted once, see
+``pipeline.stages.record.step_axis``), then the round's figures (``loss``,
+``eval_success_rate``, ``stage_seconds/<stage>``, ``round``, ...) at the
+round's last step. ``_logged_rounds.json`` in a tracker's folder records the
+rounds it has (written after its flush), so a driver start logs the rounds a
+crash left unlogged; a crash between the flush and the record logs a round
+once more at most (with the same values).
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from dataclasses import asdict, dataclass
 
-from pipeline.stages.record import RoundMetrics
+import storage
+from pipeline.runtime.trackers import TensorBoard, Wandb, WandbConfig
+from pipeline.stages.record import RoundMetrics, read_metrics, step_axis
 
 LOGGED = "_logged_rounds.json"
 
@@ -24,6 +34,13 @@ class LoggingConfig:
     """Where round metrics go besides ``RUN/metrics.jsonl``."""
 
     tensorboard: bool = False  # write TensorBoard scalars to RUN/tensorboard
+    wandb: WandbConfig | None = None  # a Weights & Biases run (None: none)
+
+    def __post_init__(self) -> None:
+        for key, package, extra in (("tensorboard", "tensorboard", "train"), ("wandb", "wandb", "wandb")):
+            if getattr(self, key) and importlib.util.find_spec(package) is None:
+                raise ValueError(f"LoggingConfig.{key} is set but the {package} package is not installed "
+                                 f"(pip install -e .[{extra}])")
 
 
 def scalars(metrics: RoundMetrics) -> dict[str, float]:
@@ -33,44 +50,92 @@ def scalars(metrics: RoundMetrics) -> dict[str, float]:
     2.0
     """
     out = {k: float(v) for k, v in asdict(metrics).items()
-           if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("round", "policy_version")}
+           if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "policy_version"}
     out.update({f"stage_seconds/{k}": float(v) for k, v in metrics.stage_seconds.items()})
     return out
 
 
-def log_round(metrics: RoundMetrics, cfg: LoggingConfig, run_root: str) -> None:
-    """Send one round's metrics to the configured trackers (unless already logged)."""
-    log_rounds([metrics], cfg, run_root)
+def step_scalars(round: int, step: dict) -> dict[str, float]:
+    """One trainer step's numeric metrics, named ``train/<name>`` (round -1, the warm start: ``sft/<name>``).
+
+    >>> step_scalars(-1, {"loss": 0.5, "note": "x"})
+    {'sft/loss': 0.5}
+    """
+    prefix = "sft" if round < 0 else "train"
+    return {f"{prefix}/{k}": float(v) for k, v in step.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
-def log_rounds(records: list[RoundMetrics], cfg: LoggingConfig, run_root: str) -> list[int]:
-    """Send the rounds of ``records`` that are not logged yet to the trackers; return those rounds."""
-    if not cfg.tensorboard:
-        return []
-    folder = os.path.join(run_root, "tensorboard")
-    done = logged_rounds(folder)
-    todo = [m for m in records if m.round not in done]
-    if not todo:
-        return []
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError as exc:
-        raise RuntimeError("logging.tensorboard is true but the tensorboard package is not installed "
-                           "(pip install tensorboard)") from exc
-    with SummaryWriter(folder) as writer:
+class Trackers:
+    """The run's trackers for one driver: ``with Trackers(cfg.logging, run) as t: ... t.catch_up()``.
+
+    Each writer opens on first use, so a run with nothing new to log gets no new file.
+    """
+
+    def __init__(self, cfg: LoggingConfig, run: storage.Run, config: dict | None = None):
+        self.cfg, self.run, self.config, self.open = cfg, run, config or {}, {}
+
+    def __enter__(self) -> "Trackers":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def folders(self) -> dict[str, str]:
+        """Each enabled tracker's folder in the run."""
+        names = ["tensorboard"] * self.cfg.tensorboard + ["wandb"] * (self.cfg.wandb is not None)
+        return {name: os.path.join(self.run.root, name) for name in names}
+
+    def catch_up(self) -> list[int]:
+        """Log every committed round a tracker lacks; return those rounds."""
+        folders = self.folders()
+        if not folders:
+            return []
+        records = read_metrics(self.run)
+        axis, logged = step_axis(self.run, records), set()
+        for name, folder in folders.items():
+            done = logged_rounds(folder)
+            todo = [m for m in records if m.round not in done]
+            if todo:
+                self._write(name, todo, axis)
+                _record(folder, sorted(done | {m.round for m in todo}))
+                logged |= {m.round for m in todo}
+        return sorted(logged)
+
+    def _write(self, name: str, todo: list[RoundMetrics], axis: dict[int, tuple[int, int]]) -> None:
+        from pipeline.stages.train import read_train_steps
+
+        writer = self._writer(name)
         for m in todo:
-            for name, value in scalars(m).items():
-                writer.add_scalar(name, value, m.round)
-    rounds = sorted(done | {m.round for m in todo})  # recorded only once the writer has flushed and closed
+            start, steps = axis[m.round]
+            for i, step in enumerate(read_train_steps(self.run, m.round)):
+                writer.write(start + i + 1, step_scalars(m.round, step))
+            writer.write(start + steps, scalars(m))
+        writer.flush()
+
+    def _writer(self, name: str):
+        if name not in self.open:
+            folder = self.folders()[name]
+            self.open[name] = TensorBoard(folder) if name == "tensorboard" else \
+                Wandb(self.cfg.wandb, folder, self.run.root, self.config)
+        return self.open[name]
+
+    def close(self) -> None:
+        for writer in self.open.values():
+            writer.close()
+        self.open = {}
+
+
+def _record(folder: str, rounds: list[int]) -> None:
+    os.makedirs(folder, exist_ok=True)
     tmp = os.path.join(folder, f".tmp-{os.getpid()}-{LOGGED}")
     with open(tmp, "w") as fh:
         json.dump(rounds, fh)
     os.replace(tmp, os.path.join(folder, LOGGED))
-    return [m.round for m in todo]
 
 
 def logged_rounds(folder: str) -> set[int]:
-    """Rounds whose TensorBoard events in ``folder`` are flushed (per its record)."""
+    """Rounds whose tracker events in ``folder`` are flushed (per its record)."""
     try:
         with open(os.path.join(folder, LOGGED)) as fh:
             return set(json.load(fh))

@@ -4,7 +4,8 @@ Sampling runs at ``evaluation.temperature`` with ``evaluation.group_size``
 episodes per task, on the same rollout tasks and env pools as collect, with the
 same sampling seeds at every evaluation of a run (a fixed held-out set: rounds
 differ only by their policy); only the per-episode outcome is kept
-(``storage.schemas.EVALUATION``).
+(``storage.schemas.EVALUATION``). ``play_held_out`` plays without committing
+(``python -m pipeline.evaluate``, evaluation-only).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from pipeline.rollout.collect import make_groups
 from pipeline.rollout.config import RolloutConfig
 from pipeline.rollout.task import play_groups, release_resources
 from pipeline.run_config import EvalConfig
+from pipeline.runtime.workers import able_workers, spread
 
 STAGE = "evaluation"
 EVAL_SEED_ROUND = -2  # every evaluation samples with the same seeds: rounds differ only by their policy
@@ -34,19 +36,26 @@ def _play(policy: str, groups, rollout: RolloutConfig, round: int, version: int,
     return episodes.select("round", "policy_version", "task_id", "episode_id", "won", "score", "length")
 
 
-def evaluate(client, run: storage.Run, round: int, policy: str, tasks: list[str], rollout: RolloutConfig,
-             cfg: EvalConfig) -> float | None:
-    """Evaluate round ``round``'s checkpoint on ``tasks``; the success rate (None when disabled or done)."""
-    if run.is_committed(round, STAGE) or not tasks or cfg.tasks == 0:
-        return None
+def play_held_out(client, policy: str, tasks: list[str], rollout: RolloutConfig, cfg: EvalConfig,
+                  round: int) -> pl.DataFrame:
+    """Play ``cfg.tasks`` of ``tasks`` with ``policy`` (``cfg.group_size`` episodes each); the episodes' outcomes."""
     rollout = eval_rollout(rollout, cfg)
     groups = make_groups(tasks[: cfg.tasks])
-    per = rollout.groups_per_batch
+    per = spread(len(groups), rollout.groups_per_batch, len(able_workers(client, rollout.resources)))
     futures = [client.submit(_play, policy, groups[i:i + per], rollout, round, round + 1, i // per, pure=False,
                              resources=rollout.resources or None, key=f"evaluate-r{round}-b{i // per}")
                for i in range(0, len(groups), per)]
     table = pl.concat(client.gather(futures)).sort("episode_id")
     client.run(release_resources, rollout.policy.free_between_rounds)
+    return table
+
+
+def evaluate(client, run: storage.Run, round: int, policy: str, tasks: list[str], rollout: RolloutConfig,
+             cfg: EvalConfig) -> float | None:
+    """Evaluate round ``round``'s checkpoint on ``tasks``; the success rate (None when disabled or done)."""
+    if run.is_committed(round, STAGE) or not tasks or cfg.tasks == 0:
+        return None
+    table = play_held_out(client, policy, tasks, rollout, cfg, round)
     run.begin(round, STAGE)
     info = storage.write_shard(run, round, "evaluation", table, "evaluation")
     run.commit(round, STAGE, [info], config_hash(cfg), round + 1)

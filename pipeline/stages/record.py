@@ -31,6 +31,7 @@ class RoundMetrics:
     success_rate: float = 0.0  # share of collected episodes won
     episode_length: float = 0.0  # mean steps per collected episode
     invalid_action_share: float = 0.0  # share of steps whose response had no valid <action>
+    response_length: float | None = None  # mean response tokens per collected step
     eval_success_rate: float | None = None  # share of held-out episodes won (None: not evaluated)
     anchored_share: float = 0.0  # share of steps in non-singleton anchor groups (GiGPO's step signal)
     anchor_groups_per_group: float = 0.0  # mean distinct anchor states per episode group
@@ -52,6 +53,7 @@ class RoundMetrics:
     advantage_steps_per_s_per_core: float | None = None  # advantage job throughput per core
     train_tokens_per_s: float | None = None  # trained tokens per second
     mfu: float | None = None  # model FLOPs utilisation of training (GPU only)
+    train_steps: int | None = None  # optimizer steps of the round's training (None: recorded before this field)
     stage_seconds: dict[str, float] = field(default_factory=dict)  # wall time of each stage
 
     def to_json(self) -> str:
@@ -81,6 +83,27 @@ def read_metrics(run: storage.Run) -> list[RoundMetrics]:
         if run.is_committed(r, METRICS_STAGE):
             out.append(RoundMetrics.from_json(run.read_bytes(r, METRICS_STAGE, METRICS_FILE).decode()))
     return out
+
+
+def step_axis(run: storage.Run, records: list[RoundMetrics]) -> dict[int, tuple[int, int]]:
+    """``round -> (global step before its training, its optimizer steps)``: one step axis across rounds.
+
+    Every optimizer step of the run, the warm start's SFT steps included, has one
+    global step; ``records`` are all committed rounds, in order.
+
+    >>> import tempfile
+    >>> run = storage.open_run(tempfile.mkdtemp())
+    >>> step_axis(run, [RoundMetrics(-1, -1, train_steps=4), RoundMetrics(0, 0, train_steps=3),
+    ...                 RoundMetrics(1, 1, train_steps=3)])
+    {-1: (0, 4), 0: (4, 3), 1: (7, 3)}
+    """
+    from pipeline.stages.train import read_train_steps
+
+    axis, total = {}, 0
+    for m in sorted(records, key=lambda m: m.round):
+        steps = m.train_steps if m.train_steps is not None else len(read_train_steps(run, m.round))
+        axis[m.round], total = (total, steps), total + steps
+    return axis
 
 
 def write_jsonl(run: storage.Run) -> None:

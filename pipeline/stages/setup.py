@@ -19,6 +19,7 @@ from pipeline.envs.alfworld_gen import generate_games
 from pipeline.envs.data import AlfworldDataConfig, collect_games
 from pipeline.policy.base import CheckpointError, check_checkpoint
 from pipeline.run_config import GamesConfig, RunConfig
+from pipeline.runtime.workers import check_batches, resolve_ranks
 
 CHECKPOINT = "checkpoint"
 
@@ -47,7 +48,8 @@ def prepare_games(cfg: GamesConfig, run: storage.Run) -> tuple[list[str], list[s
 
 
 def check_paths(cfg: RunConfig) -> None:
-    """Refuse, before any work, a ``base_model`` that is no checkpoint or a ``games.data_dir`` with unusable games.
+    """Refuse, before any work, a ``base_model`` that is no checkpoint, a ``fork`` without its source round
+    or a ``games.data_dir`` with unusable games.
 
     Raises ``ConfigError`` naming the key (every bad game of a split at once).
 
@@ -61,12 +63,32 @@ def check_paths(cfg: RunConfig) -> None:
             check_checkpoint(cfg.base_model)
         except CheckpointError as exc:
             raise ConfigError(f"base_model: {exc}") from exc
+    if cfg.fork is not None:
+        from pipeline.stages.fork import source_round
+
+        if os.path.abspath(cfg.fork.run) == os.path.abspath(cfg.run_dir):
+            raise ConfigError(f"fork.run: {cfg.fork.run} is this run's own directory (run_dir); fork into a new one")
+        source_round(cfg.fork)
     if cfg.games.data_dir is not None:
         for split in dict.fromkeys((cfg.games.train_split, cfg.games.eval_split)):
             try:
                 collect_games(AlfworldDataConfig(data_dir=cfg.games.data_dir, split=split))
             except GameFileError as exc:
                 raise ConfigError(f"games.data_dir: {exc}") from exc
+
+
+def check_cluster(client, cfg: RunConfig) -> int:
+    """The train ranks the cluster gives ``cfg``; ``ConfigError`` naming keys and working values when its
+    mini-batches (the trainer's, the warm start's) cannot be shared by that many ranks."""
+    c = cfg.cluster
+    ranks = resolve_ranks(client, c.train_ranks, c.train_resources)
+    how = f" (cluster.train_ranks=auto: {ranks} worker(s) offer {c.train_resources})" \
+        if c.train_ranks == "auto" and c.train_resources else ""
+    sections = {"trainer": (cfg.trainer.mini_batch_size, cfg.trainer.micro_batch_size)}
+    if cfg.warm_start is not None and cfg.warm_start.enabled:
+        sections["warm_start"] = (cfg.warm_start.mini_batch_size, cfg.warm_start.micro_batch_size)
+    check_batches(sections, ranks, how)
+    return ranks
 
 
 def base_model(cfg: RunConfig, run: storage.Run) -> str:
@@ -118,6 +140,15 @@ def round_tasks(games: list[str], round: int, count: int, seed: int) -> list[str
     while len(picks) < count:
         picks += rng.sample(games, min(len(games), count - len(picks)))
     return picks
+
+
+def reference_policy(choice: str, base: str, start: str) -> str | None:
+    """The KL reference of ``trainer.reference``: the starting policy, the base model, or none.
+
+    >>> reference_policy("start", "/m/base", "/run/rounds/-00001/checkpoint"), reference_policy("none", "b", "s")
+    ('/run/rounds/-00001/checkpoint', None)
+    """
+    return {"start": start, "base": base, "none": None}[choice]
 
 
 def policy_for(run: storage.Run, round: int, base: str) -> str:

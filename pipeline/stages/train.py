@@ -10,6 +10,10 @@ threads are sized explicitly (``trainer.num_threads``, else the host's cores
 shared by the ranks on it): a process a Dask task starts would otherwise inherit
 the nanny's ``OMP_NUM_THREADS=1``.
 
+Each optimizer step's metrics (loss, KL, entropy, grad norm, clip fraction,
+response length, tokens/s, MFU on GPU) reach the driver's console as the step
+ends (``pipeline.runtime.live``), numbered on the run's global step axis.
+
 No trainer outlives what started it: it dies with its Dask worker (a
 parent-death signal), and its rank task kills it once the task is cancelled
 (the driver died, or stopped the ranks after losing a worker), so no late
@@ -23,6 +27,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from urllib.parse import urlparse
@@ -32,8 +37,10 @@ import yaml
 import storage
 from pipeline.config import to_dict
 from pipeline.run_config import ClusterConfig
-from pipeline.runtime.workers import live_workers
+from pipeline.runtime.workers import able_workers, live_workers, resolve_ranks
 from pipeline.runtime.lifeline import tied
+from pipeline.runtime.live import TOPIC, LiveSteps, forward
+from pipeline.stages.record import read_metrics, step_axis
 from trainer.checkpoint import TRAIN_STEPS
 from trainer.config import TrainerConfig
 from trainer.engine import thread_count, thread_env
@@ -50,16 +57,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _qualifying(client, resources: dict) -> list[str]:
-    info = live_workers(client)
-    return sorted(a for a, w in info.items()
-                  if all(w.get("resources", {}).get(k, 0) >= v for k, v in resources.items()))
-
-
 def _workers_for(client, ranks: int, resources: dict, wait_s: float = 0.0) -> list[str]:
     """``ranks`` workers offering ``resources``, waiting up to ``wait_s`` for enough of them."""
     deadline = time.monotonic() + wait_s
-    while len(fit := _qualifying(client, resources)) < ranks and time.monotonic() < deadline:
+    while len(fit := able_workers(client, resources)) < ranks and time.monotonic() < deadline:
         time.sleep(POLL_S)
     if len(fit) < ranks:
         raise RuntimeError(f"cluster.train_ranks={ranks} with train_resources={resources}: only {len(fit)} "
@@ -79,9 +80,14 @@ def _wanted() -> bool:
     return ts is not None and ts.state == "executing"
 
 
-def _supervise(cmd: list[str], env: dict, log) -> int | None:
-    """Run ``cmd`` tied to this process and killed once this task is cancelled; its exit code (None: killed)."""
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=tied())
+def _supervise(cmd: list[str], env: dict, log, emit) -> int | None:
+    """Run ``cmd`` tied to this process and killed once this task is cancelled; its exit code (None: killed).
+
+    Its output goes to ``log``, and its step records to ``emit`` as they come.
+    """
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=tied())
+    reader = threading.Thread(target=forward, args=(proc.stdout, log, emit), name="trainer-output", daemon=True)
+    reader.start()
     try:
         while True:
             try:
@@ -93,6 +99,19 @@ def _supervise(cmd: list[str], env: dict, log) -> int | None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        reader.join()
+        proc.stdout.close()
+
+
+def _emitter(round: int, tag: str, offset: int):
+    """Send a step record to the driver as a Dask event (a no-op outside a Dask task)."""
+    from distributed import get_worker
+
+    try:
+        worker = get_worker()
+    except ValueError:
+        return lambda m: None
+    return lambda m: worker.log_event(TOPIC, m | {"round": round, "tag": tag, "global_step": offset + m["step"]})
 
 
 def _without_nanny_malloc(env) -> dict[str, str]:
@@ -106,19 +125,22 @@ def _without_nanny_malloc(env) -> dict[str, str]:
 
 
 def train_rank(run_uri: str, round: int, policy: str, ref: str | None, trainer: dict, rank: int, world: int,
-               master: str, port: int, ranks_on_host: int = 1) -> None:
-    """One rank: run the trainer process; raise with its log's tail if it fails or is stopped."""
+               master: str, port: int, ranks_on_host: int = 1, tag: str = "", offset: int = 0) -> None:
+    """One rank: run the trainer process; raise with its log's tail if it fails or is stopped.
+
+    Its step records go to the driver as events tagged ``tag``, at global steps after ``offset``.
+    """
     threads = thread_count(trainer["num_threads"], ranks_on_host)
     with tempfile.TemporaryDirectory(prefix="gigpo-train-") as tmp:
         cfg_path, log_path = os.path.join(tmp, "trainer.yaml"), os.path.join(tmp, "log")
         with open(cfg_path, "w") as fh:
             yaml.safe_dump({"trainer": trainer}, fh)
         cmd = [sys.executable, "-m", "trainer", "--run", run_uri, f"--round={round}", "--policy", policy,
-               "--config", cfg_path, f"--threads={threads}"] + (["--ref", ref] if ref else [])
+               "--config", cfg_path, f"--threads={threads}", "--live"] + (["--ref", ref] if ref else [])
         env = _without_nanny_malloc(os.environ) | thread_env(threads) | {"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": "0",
                                                   "MASTER_ADDR": master, "MASTER_PORT": str(port)}
         with open(log_path, "w") as log:
-            code = _supervise(cmd, env, log)
+            code = _supervise(cmd, env, log, _emitter(round, tag, offset))
         if code != 0:
             tail = open(log_path).read()[-3000:]
             how = "was stopped: its task was cancelled" if code is None else f"exited with {code}"
@@ -175,23 +197,27 @@ def train(client, run: storage.Run, round: int, policy: str, ref: str | None, cf
     on the live workers (resuming from the trainer's saved state), up to
     ``TRAIN_ATTEMPTS`` times.
     """
-    if not run.is_committed(round, STAGE):
-        storage.verify_stage_dir(policy)
+    if run.is_committed(round, STAGE):
+        return
+    storage.verify_stage_dir(policy)
+    offset = sum(steps for r, (_, steps) in step_axis(run, read_metrics(run)).items() if r < round)
+    ranks = resolve_ranks(client, cluster.train_ranks, cluster.train_resources)  # every attempt: the same world
     for attempt in range(TRAIN_ATTEMPTS):
         if run.is_committed(round, STAGE):
             return
         tag = uuid.uuid4().hex[:8]  # a key of its own: never the cancelled task of a dead driver or attempt
-        workers = _workers_for(client, cluster.train_ranks, cluster.train_resources,
+        workers = _workers_for(client, ranks, cluster.train_resources,
                                wait_s=WORKER_WAIT_S if attempt else 0.0)
         hosts = [urlparse(w).hostname for w in workers]
         port = client.run(_free_port, workers=[workers[0]])[workers[0]]
         futures = [client.submit(train_rank, run.uri, round, policy, ref if cfg.kl_coef > 0 else None, to_dict(cfg),
-                                 rank, len(workers), hosts[0], port, hosts.count(hosts[rank]), workers=[w],
+                                 rank, len(workers), hosts[0], port, hosts.count(hosts[rank]), tag, offset, workers=[w],
                                  allow_other_workers=False,
                                  resources=cluster.train_resources or None, pure=False,
                                  key=f"train-r{round}-rank{rank}-{tag}")
                    for rank, w in enumerate(workers)]
-        lost = _wait_ranks(client, futures, workers)
+        with LiveSteps(client, tag):
+            lost = _wait_ranks(client, futures, workers)
         if not lost:
             return
         print(f"warning: round {round}: train worker(s) {lost} left the cluster; stopping the other ranks and "

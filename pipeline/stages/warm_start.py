@@ -25,8 +25,9 @@ from pipeline.config import config_hash
 from pipeline.rollout.collect import collect
 from pipeline.rollout.config import RolloutConfig
 from pipeline.run_config import RunConfig, WarmStartConfig
-from pipeline.runtime.loggers import log_round
+from pipeline.runtime.live import fig
 from pipeline.stages.evaluate import evaluate
+from pipeline.stages.fork import fork_start
 from pipeline.stages.metrics import StageClock, gather
 from pipeline.stages.record import METRICS_STAGE, commit_metrics
 from pipeline.stages.setup import CHECKPOINT, round_tasks
@@ -53,8 +54,16 @@ def sft_trainer(trainer: TrainerConfig, ws: WarmStartConfig) -> TrainerConfig:
                                optimizer_state="reset", keep_state=False)
 
 
+def derived_sections(cfg: RunConfig) -> dict:
+    """The settings round -1's stages run with besides the config's sections, by the name they are saved under."""
+    ws = cfg.warm_start
+    if ws is None or not ws.enabled or cfg.fork is not None:
+        return {}
+    return {"warm_start.rollout": demo_rollout(cfg.rollout, ws), "warm_start.trainer": sft_trainer(cfg.trainer, ws)}
+
+
 def warm_start(client, run: storage.Run, cfg: RunConfig, games: list[str], base: str) -> str:
-    """The policy round 0 starts from: round -1's SFT checkpoint, or ``base`` without a warm start.
+    """The policy round 0 starts from: round -1's SFT checkpoint (or the fork's copy), else ``base``.
 
     Once round 0 is collected its starting policy stays what it was, whatever the
     ``warm_start`` section says now: a committed warm start is kept, none is made.
@@ -62,12 +71,14 @@ def warm_start(client, run: storage.Run, cfg: RunConfig, games: list[str], base:
     ws = cfg.warm_start
     if run.is_committed(WARM_ROUND, CHECKPOINT):
         return run.stage_dir(WARM_ROUND, CHECKPOINT)
-    if ws is None or not ws.enabled:
+    if cfg.fork is None and (ws is None or not ws.enabled):
         return base
     if run.is_committed(0, "trajectories"):
-        print("warning: round 0 was collected from the base model; no warm start is made now", file=sys.stderr,
-              flush=True)
+        print("warning: round 0 was collected from the base model; no warm start or fork is made now",
+              file=sys.stderr, flush=True)
         return base
+    if cfg.fork is not None:
+        return fork_start(run, cfg.fork)
     clock = StageClock(run, WARM_ROUND)
     with clock("demos", done=run.is_committed(WARM_ROUND, "trajectories")):
         tasks = round_tasks(games, WARM_ROUND, ws.tasks, cfg.games.seed)
@@ -89,7 +100,6 @@ def evaluate_before(client, run: storage.Run, cfg: RunConfig, held_out: list[str
         return  # no warm start, nothing evaluated: round 0 is the first record
     metrics = gather(run, WARM_ROUND, clock.seconds, read_train_steps(run, WARM_ROUND), cores=1)
     commit_metrics(run, metrics, config_hash(cfg))
-    log_round(metrics, cfg.logging, run.root)
-    print(f"before round 0: held-out {metrics.eval_success_rate}"
-          + (f", expert success {metrics.success_rate:.3f}, SFT loss {metrics.loss}"
+    print(f"before round 0: held-out {fig(metrics.eval_success_rate)}"
+          + (f", expert success {metrics.success_rate:.3f}, SFT loss {fig(metrics.loss)}"
              if run.is_committed(WARM_ROUND, "trajectories") else ""), flush=True)

@@ -128,3 +128,31 @@ def test_every_manifest_hash_resolves_in_the_saved_config(tmp_path):
         assert (found, found_section) == (path, section), stage
         assert values == (to_dict(cfg) if section is None else to_dict(getattr(cfg, section)))
     assert storage.find_config(run, config_hash(cfg.trainer))[0][2]["lr"] == 3e-5
+
+
+def test_warm_start_stage_hashes_resolve_in_the_saved_config(tmp_path):
+    """Round -1's demonstrations and SFT run with settings derived from the config: their hashes resolve too."""
+    import storage
+    from pipeline.round import save_resolved_config
+    from pipeline.run_config import RunConfig
+    from pipeline.stages.warm_start import demo_rollout, sft_trainer
+
+    cfg = load(RunConfig, "configs/smoke.yaml", ["warm_start.tasks=4", "warm_start.lr=0.002", f"run_dir={tmp_path}"])
+    run = storage.open_run(str(tmp_path))
+    assert save_resolved_config(run, cfg) == f"{tmp_path}/configs/{config_hash(cfg)}.yaml"
+    for section, values in (("warm_start.rollout", demo_rollout(cfg.rollout, cfg.warm_start)),
+                            ("warm_start.trainer", sft_trainer(cfg.trainer, cfg.warm_start))):
+        (found,) = storage.find_config(run, config_hash(values))
+        assert found[1:] == (section, to_dict(values))
+    assert storage.find_config(run, config_hash(sft_trainer(cfg.trainer, cfg.warm_start)))[0][2]["lr"] == 0.002
+
+
+def test_the_cluster_recipe_on_8_gpus():
+    from pipeline.run_config import RunConfig
+
+    cfg = load(RunConfig, "configs/alfworld_qwen2.5_1.5b.yaml")
+    assert cfg.evaluation.tasks * cfg.evaluation.group_size == 128  # held-out episodes (verl-agent's size)
+    assert cfg.rollout.policy.max_model_len - cfg.rollout.sampling.max_new_tokens == 2048  # the prompt filter
+    assert cfg.rollout.policy.vllm_args == {"tensor_parallel_size": 1} and cfg.trainer.max_seq_len == 2560
+    assert (cfg.trainer.keep_checkpoints, cfg.trainer.keep_every) == (3, 10)
+    assert cfg.cluster.train_ranks == "auto" and cfg.trainer.mini_batch_size % (cfg.trainer.micro_batch_size * 8) == 0

@@ -30,31 +30,44 @@ def test_report_files_and_summary(tmp_path, capsys):
         commit_metrics(run, _metrics(r), "cfg")
     assert main([str(tmp_path)]) == 0
     names = [p.rsplit("/", 1)[1] for p in capsys.readouterr().out.split()]
-    assert names == ["success.png", "anchors.png", "purity.png", "stage_times.png", "summary.md"]
-    for name in names[:4]:
+    assert names == ["success.png", "training.png", "anchors.png", "purity.png", "stage_times.png", "summary.md"]
+    for name in names[:5]:
         assert (tmp_path / "report" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = summary([_metrics(1)]).splitlines()
     assert table[2] == "| 1 | 0.25 | 0.5 | 0 | 0 | 0.4 | 0.75 | - | - | - | - | - | 0.1 |"
 
 
+def test_no_line_hides_another_it_coincides_with():
+    import matplotlib.pyplot as plt
+
+    from pipeline.report import _lines
+
+    fig, ax = plt.subplots()
+    same = [0.25, 0.5, None]
+    _lines(ax, [-1, 0, 1], {name: same for name in "abcd"}, "t", "y")
+    lines = ax.get_lines()
+    assert [line.get_xdata().tolist() for line in lines] == [[-1, 0]] * 4
+    assert len({(line.get_marker(), line.get_linestyle()) for line in lines}) == 4
+    sizes, widths = [line.get_markersize() for line in lines], [line.get_linewidth() for line in lines]
+    assert sizes == sorted(sizes, reverse=True) and len(set(sizes)) == 4  # each drawn inside the one before
+    assert widths == sorted(widths, reverse=True) and len(set(widths)) == 4
+    assert lines[0].get_markerfacecolor() == "none"
+    plt.close(fig)
+
+
+def test_round_minus_1_has_no_anchor_figures_and_no_collect_figures_without_demos():
+    from pipeline.report import _col
+
+    before = RoundMetrics(round=-1, policy_version=-1, stage_seconds={"evaluate": 1.0})
+    demos = RoundMetrics(round=-1, policy_version=-1, success_rate=0.9, stage_seconds={"demos": 1.0})
+    assert _col([before, _metrics(0)], "anchored_share") == [None, 0.4]
+    assert _col([before, _metrics(0)], "success_rate") == [None, 0.0]
+    assert _col([demos], "success_rate") == [0.9] and _col([demos], "anchored_share") == [None]
+
+
 def test_report_of_empty_run_is_a_clear_error(tmp_path, capsys):
     assert main([str(tmp_path)]) == 1
     assert "no committed round has metrics yet" in capsys.readouterr().err
-
-
-def test_tensorboard_scalars_are_written(tmp_path):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    from pipeline.runtime.loggers import LoggingConfig, log_round
-
-    for r in (0, 1):
-        log_round(_metrics(r), LoggingConfig(tensorboard=True), str(tmp_path))
-    events = EventAccumulator(str(tmp_path / "tensorboard"))
-    events.Reload()
-    assert [(e.step, e.value) for e in events.Scalars("success_rate")] == [(0, 0.0), (1, 0.25)]
-    assert [e.value for e in events.Scalars("stage_seconds/collect")] == [6.0, 6.0]
-    log_round(_metrics(2), LoggingConfig(), str(tmp_path / "off"))
-    assert not (tmp_path / "off").exists()
 
 
 def test_report_shows_the_baseline_before_round_0(tmp_path):

@@ -1,10 +1,13 @@
 """dask-submit: local LocalCluster mode, detached cluster jobs with logs, and ``dask submit``."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 from distributed import LocalCluster
 
@@ -52,6 +55,43 @@ def test_cluster_mode_detach_logs_and_dask_cli(script, tmp_path, monkeypatch):
         via_dask = _run(BIN / "dask", "submit", "--scheduler", addr, script, "3")
         assert (via_dask.returncode, via_dask.stdout) == (3, "sum 6 args ['3']\n")
         unknown = _run(BIN / "dask-submit", "--scheduler", addr, "--logs", "nope")
+        assert (unknown.returncode, unknown.stderr) == (4, "dask-submit: no job 'nope' on this scheduler\n")
+
+
+LONG = """
+import logging, subprocess, time
+import distributed
+logging.getLogger("distributed.client").info("chatter")  # Dask INFO lines stay out of a job's log
+child = subprocess.Popen(["sleep", "300"])
+print("child", child.pid, flush=True)
+time.sleep(300)
+"""
+
+
+def test_list_and_cancel_leave_no_process_of_the_job(tmp_path, monkeypatch):
+    monkeypatch.setenv("DASK_SUBMIT_HOME", str(tmp_path / "jobs"))
+    (tmp_path / "long.py").write_text(LONG)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp",
+                      dashboard_address=None) as cluster:
+        cli = [BIN / "dask-submit", "--scheduler", cluster.scheduler_address]
+        job = _run(*cli, "--detach", tmp_path / "long.py", "a").stdout.strip()
+        log = tmp_path / "jobs" / job / "log"
+        deadline = time.monotonic() + 60
+        while "child" not in (log.read_text() if log.exists() else "") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        child = int(log.read_text().split()[1])
+        wrapper = json.loads((tmp_path / "jobs" / job / "job.json").read_text())["pid"]
+        listed = _run(*cli, "--list").stdout.splitlines()
+        assert listed[0].split() == ["job", "state", "started", "command"]
+        assert listed[1].startswith(f"{job:<24}{'running':<22}") and listed[1].endswith("long.py a")
+        cancelled = _run(*cli, "--cancel", job)
+        assert cancelled.stdout == (f"job {job} cancelled: its processes on the scheduler host are gone "
+                                    "(exit code 143)\n")
+        assert not psutil.pid_exists(child) and not psutil.pid_exists(wrapper)
+        assert _run(*cli, "--list").stdout.splitlines()[1].startswith(f"{job:<24}{'cancelled':<22}")
+        assert _run(*cli, "--logs", job).stdout == f"child {child}\n[dask-submit] exit code 143\n"
+        assert _run(*cli, "--cancel", job).stdout == f"job {job} had already ended\n"
+        unknown = _run(*cli, "--cancel", "nope")
         assert (unknown.returncode, unknown.stderr) == (4, "dask-submit: no job 'nope' on this scheduler\n")
 
 

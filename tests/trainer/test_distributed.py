@@ -75,7 +75,7 @@ CHILD = textwrap.dedent("""
     from trainer.train import train_round
 
     policy, data, out, state, kill_at, cfg = sys.argv[1:7]
-    def on_step(step, metrics):
+    def on_step(step, total, metrics):
         print(f"step {step}", flush=True)
         if step == int(kill_at):
             time.sleep(600)  # wait here for the parent's SIGKILL

@@ -1,4 +1,5 @@
-"""LogProbModel: packed micro-batches equal padded ones, chunked LM-head log-probs equal a full pass (fp32)."""
+"""LogProbModel: packed micro-batches equal padded ones, chunked LM-head log-probs equal a full pass (fp32);
+loading the policy shows the Loading-weights bar once per process."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,7 +9,7 @@ import torch
 from trainer.batches import PAD_ROW, collate, load_rows
 from trainer.config import TrainerConfig
 from trainer.loss import policy_loss
-from trainer.model import LogProbModel, attention_backend, token_logprobs
+from trainer.model import LogProbModel, attention_backend, load_causal_lm, token_logprobs
 
 TOL = 1e-5
 
@@ -93,3 +94,13 @@ def test_chunks_hold_one_chunk_of_logits(lm):
             token_logprobs(lm.get_output_embeddings(), hidden, ids, 1.0, chunk)
         saved[chunk] = sum(logits)
     assert saved[0] >= 12 * 500 and saved[3] == 0
+
+
+def test_loading_weights_bar_shows_at_the_first_load_only(tiny_model, capsys):
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.enable_progress_bar()  # as in a fresh trainer process: policy, then reference
+    load_causal_lm(tiny_model, torch.float32)
+    assert "Loading weights" in capsys.readouterr().err
+    load_causal_lm(tiny_model, torch.float32)
+    assert "Loading weights" not in capsys.readouterr().err

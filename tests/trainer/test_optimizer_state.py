@@ -58,7 +58,7 @@ def test_the_previous_state_outlives_a_crashed_round(tiny_model, tmp_path, make_
     train_from_run(run, 0, CFG, tiny_model, **QUIET)
     assert os.path.isfile(f"{state[0]}/latest")
 
-    def crash(step, metrics):
+    def crash(step, total, metrics):
         raise KeyboardInterrupt("killed mid-round")
 
     policy = run.stage_dir(0, "checkpoint")

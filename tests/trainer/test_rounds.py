@@ -85,3 +85,14 @@ def test_sft_trains_on_the_rounds_steps(tiny_model, tmp_path):
     manifest = run.manifest(-1, CHECKPOINT_STAGE)
     assert manifest.policy_version == 0 and manifest.config_hash == config_hash(cfg)
     assert run.rounds() == [-1]
+
+
+def test_on_step_gets_each_step_with_the_round_total_and_mean_response_length(tiny_model, tmp_path):
+    run = storage.open_run(str(tmp_path / "run"))
+    df = _advantages(0)  # response lengths 6 5 6 6 | 2 2 6 2 | 6 6 6 3 in mini-batches of 4 (no shuffle)
+    run.commit(0, "advantages", [storage.write_shard(run, 0, "advantages", df, "a")], "adv", 0)
+    seen = []
+    cfg = TrainerConfig(kl_coef=0.0, mini_batch_size=4, micro_batch_size=2, shuffle=False, save_every=0)
+    train_from_run(run, 0, cfg, tiny_model, progress=False,
+                   on_step=lambda step, total, m: seen.append((step, total, m["response_length"])))
+    assert seen == [(1, 3, 5.75), (2, 3, 3.0), (3, 3, 5.25)]

@@ -137,3 +137,14 @@ def test_vllm_logprobs_mode_matches_the_convention_or_refuses():
     assert logprobs_mode(SamplingConfig(temperature=0.5)) == "processed_logprobs"
     with pytest.raises(ValueError, match="use temperature=1.0 or top_p=1.0 and top_k=0"):
         logprobs_mode(SamplingConfig(temperature=0.5, top_p=0.9))
+
+
+def test_loading_weights_bar_shows_at_a_process_first_load_only(tiny, capsys):
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.enable_progress_bar()  # as in a fresh process
+    cfg = PolicyConfig(backend="hf", device="cpu")
+    HFBackend(tiny, cfg, SamplingConfig())
+    assert "Loading weights" in capsys.readouterr().err
+    HFBackend(tiny, cfg, SamplingConfig())
+    assert "Loading weights" not in capsys.readouterr().err

@@ -1,6 +1,7 @@
 """The reaper on real processes: what a task started and left untied dies with its SIGKILLed Dask worker."""
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -36,3 +37,28 @@ def test_processes_a_task_left_behind_die_with_their_worker():
         for pid in left:
             os.kill(pid, signal.SIGKILL)
         assert not left, "processes outlived their Dask worker"
+
+
+class _SlowTeardown:
+    def __del__(self):
+        time.sleep(8)  # as Python's module teardown of torch and transformers on a loaded machine
+
+
+def _slow_teardown() -> None:
+    """Leave an object whose teardown takes 8 s in this worker process's modules."""
+    import types
+
+    module = types.ModuleType("gigpo_slow_teardown")
+    module.obj = _SlowTeardown()
+    sys.modules[module.__name__] = module
+
+
+def test_closed_workers_end_without_module_teardown(caplog):
+    with caplog.at_level(logging.WARNING, logger="distributed.nanny"):
+        logging.getLogger("distributed.nanny").addHandler(caplog.handler)
+        try:
+            with connect(ClusterConfig(n_workers=1)) as client:
+                client.run(_slow_teardown)
+        finally:
+            logging.getLogger("distributed.nanny").removeHandler(caplog.handler)
+    assert not [r.getMessage() for r in caplog.records if "still alive" in r.getMessage()]

@@ -5,7 +5,7 @@ import json
 import os
 
 import storage
-from pipeline.runtime.loggers import LoggingConfig, log_round
+from pipeline.runtime.loggers import LoggingConfig, Trackers
 from pipeline.stages.derived import complete_derived
 from pipeline.stages.record import RoundMetrics, commit_metrics
 
@@ -22,16 +22,22 @@ def _events(folder) -> list[tuple[int, float]]:
 
 def test_rounds_a_crash_left_underived_are_completed_once(tmp_path, capsys):
     run = storage.open_run(str(tmp_path))
-    for r in (0, 1, 2):
-        commit_metrics(run, RoundMetrics(round=r, policy_version=r, success_rate=0.25 * r), "cfg")
-    log_round(RoundMetrics(round=0, policy_version=0), ON, str(tmp_path))  # round 0 was logged
+    commit_metrics(run, RoundMetrics(round=0, policy_version=0, train_steps=2), "cfg")
+    with Trackers(ON, run) as trackers:
+        assert trackers.catch_up() == [0]  # round 0 was logged
+    for r in (1, 2):
+        commit_metrics(run, RoundMetrics(round=r, policy_version=r, success_rate=0.25 * r, train_steps=2), "cfg")
     (tmp_path / "metrics.jsonl").write_text("")  # killed while the file had lost rounds 1 and 2
-    assert complete_derived(run, ON) == [1, 2]
-    assert f"{tmp_path}: logged round(s) [1, 2] to TensorBoard" in capsys.readouterr().out
+    with Trackers(ON, run) as trackers:
+        assert complete_derived(run, trackers) == [1, 2]
+    assert f"{tmp_path}: logged round(s) [1, 2] to the trackers" in capsys.readouterr().out
     assert [json.loads(line)["round"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [0, 1, 2]
     assert json.loads((tmp_path / "tensorboard/_logged_rounds.json").read_text()) == [0, 1, 2]
-    assert _events(tmp_path / "tensorboard") == [(0, 0.0), (1, 0.25), (2, 0.5)]
+    assert _events(tmp_path / "tensorboard") == [(2, 0.0), (4, 0.25), (6, 0.5)]
     files = sorted(os.listdir(tmp_path / "tensorboard"))
-    assert complete_derived(run, ON) == [] and sorted(os.listdir(tmp_path / "tensorboard")) == files
-    assert complete_derived(storage.open_run(str(tmp_path / "empty")), ON) == []
+    with Trackers(ON, run) as trackers:
+        assert complete_derived(run, trackers) == [] and sorted(os.listdir(tmp_path / "tensorboard")) == files
+    empty = storage.open_run(str(tmp_path / "empty"))
+    with Trackers(ON, empty) as trackers:
+        assert complete_derived(empty, trackers) == []
     assert not (tmp_path / "empty").exists()

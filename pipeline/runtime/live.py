@@ -1,0 +1,72 @@
+"""Per-step trainer metrics, live on the driver's console while a round trains.
+
+A rank task reads its ``python -m trainer --live`` process's output line by
+line (``forward``): every line goes to the rank's log, and each step record
+(``trainer.metrics.LIVE_PREFIX``) is also sent to the scheduler as a Dask event
+under ``TOPIC``. The driver subscribes for the time of the train stage
+(``LiveSteps``) and prints each step of the current attempt as one line:
+
+>>> print(step_line({"round": 3, "step": 2, "total": 8, "global_step": 42, "loss": 0.01234, "approx_kl": 1.5e-05,
+...                  "entropy": 2.3, "grad_norm": 0.5, "clip_frac": 0.0, "response_length": 11.94,
+...                  "tokens_per_s": 4454.2}))
+round 3 step 2/8 (global 42): loss 0.01234, kl 1.5e-05, entropy 2.3, grad norm 0.5, clip 0, response 11.9 tokens, 4454 tokens/s
+"""
+from __future__ import annotations
+
+import json
+import sys
+from typing import IO, Callable
+
+from trainer.metrics import LIVE_PREFIX
+
+TOPIC = "gigpo-train-steps"
+
+
+def fig(x: float | None) -> str:
+    """A figure to 4 significant digits ('-' when absent).
+
+    >>> fig(1.4104144710263763e-07), fig(0.75), fig(None)
+    ('1.41e-07', '0.75', '-')
+    """
+    return "-" if x is None else f"{x:.4g}"
+
+
+def step_line(m: dict) -> str:
+    """One driver line for a trainer step record."""
+    line = (f"round {m['round']} step {m['step']}/{m['total']} (global {m['global_step']}): loss {fig(m['loss'])}, "
+            f"kl {fig(m['approx_kl'])}, entropy {fig(m['entropy'])}, grad norm {fig(m['grad_norm'])}, "
+            f"clip {fig(m['clip_frac'])}, response {m['response_length']:.1f} tokens, "
+            f"{m['tokens_per_s']:.0f} tokens/s")
+    return line + (f", MFU {100 * m['mfu']:.1f}%" if m.get("mfu") is not None else "")
+
+
+def forward(stream: IO[bytes], log: IO[str], emit: Callable[[dict], None]) -> None:
+    """Copy ``stream``'s lines to ``log``; ``emit`` each step record (until the stream ends)."""
+    for raw in stream:
+        line = raw.decode("utf-8", errors="replace")
+        log.write(line)
+        log.flush()
+        if line.startswith(LIVE_PREFIX):
+            try:
+                emit(json.loads(line[len(LIVE_PREFIX):]))
+            except ValueError:  # a torn or foreign line is kept in the log only
+                pass
+
+
+class LiveSteps:
+    """``with LiveSteps(client, tag):`` prints the step records of the rank tasks tagged ``tag``."""
+
+    def __init__(self, client, tag: str, out: IO[str] | None = None):
+        self.client, self.tag, self.out = client, tag, out
+
+    def __enter__(self) -> "LiveSteps":
+        self.client.subscribe_topic(TOPIC, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.client.unsubscribe_topic(TOPIC)
+
+    def _handle(self, event: tuple) -> None:
+        _, msg = event
+        if msg.get("tag") == self.tag:
+            print(step_line(msg), file=self.out or sys.stdout, flush=True)

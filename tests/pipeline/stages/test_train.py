@@ -1,0 +1,53 @@
+"""The train stage's rank task: the trainer's step records reach the driver's console while it runs."""
+from __future__ import annotations
+
+import io
+import sys
+import time
+
+import pytest
+from distributed import Client, LocalCluster
+
+from pipeline.runtime.live import LiveSteps
+from pipeline.stages import train
+from trainer.metrics import live_record
+
+STEP = {"loss": 0.5, "approx_kl": 0.001, "entropy": 2.0, "grad_norm": 1.0, "clip_frac": 0.0,
+        "response_length": 10.0, "tokens_per_s": 100.0}
+
+
+def _fake_rank(tag: str, log_path: str) -> int | None:
+    """A rank task whose 'trainer' prints two step records 3 s apart, then a plain line."""
+    lines = [live_record(s, 2, STEP | {"loss": s / 4}) for s in (1, 2)]
+    code = "import time\n" + "".join(f"print({line!r}, flush=True); time.sleep(3)\n" for line in lines)
+    with open(log_path, "w") as log:
+        return train._supervise([sys.executable, "-c", code + "print('done')"], {}, log,
+                                train._emitter(3, tag, 40))
+
+
+@pytest.fixture(scope="module")
+def client():
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
+            Client(cluster) as c:
+        yield c
+
+
+def test_step_records_of_the_current_attempt_are_printed_on_the_driver(client, tmp_path):
+    out = io.StringIO()
+    with LiveSteps(client, "attempt-2", out):
+        stale = client.submit(_fake_rank, "attempt-1", str(tmp_path / "stale.log"), pure=False)
+        assert stale.result() == 0
+        current = client.submit(_fake_rank, "attempt-2", str(tmp_path / "log"), pure=False)
+        while not out.getvalue() and not current.done():
+            time.sleep(0.05)
+        assert not current.done(), "the first step was printed only once the trainer had ended"
+        assert current.result() == 0
+        deadline = time.monotonic() + 10
+        while out.getvalue().count("\n") < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+    assert out.getvalue().splitlines() == [
+        "round 3 step 1/2 (global 41): loss 0.25, kl 0.001, entropy 2, grad norm 1, clip 0, response 10.0 tokens, "
+        "100 tokens/s",
+        "round 3 step 2/2 (global 42): loss 0.5, kl 0.001, entropy 2, grad norm 1, clip 0, response 10.0 tokens, "
+        "100 tokens/s"]
+    assert (tmp_path / "log").read_text().splitlines()[-1] == "done"
