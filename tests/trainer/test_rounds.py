@@ -90,7 +90,7 @@ def test_sft_trains_on_the_rounds_steps(tiny_model, tmp_path):
 def test_on_step_gets_each_step_with_the_round_total_and_mean_response_length(tiny_model, tmp_path):
     run = storage.open_run(str(tmp_path / "run"))
     df = _advantages(0)  # response lengths 6 5 6 6 | 2 2 6 2 | 6 6 6 3 in mini-batches of 4 (no shuffle)
-    run.commit(0, "advantages", [storage.write_shard(run, 0, "advantages", df, "a")], "adv", 0)
+    commit_advantages(run, 0, df)
     seen = []
     cfg = TrainerConfig(kl_coef=0.0, mini_batch_size=4, micro_batch_size=2, shuffle=False, save_every=0)
     train_from_run(run, 0, cfg, tiny_model, progress=False,
