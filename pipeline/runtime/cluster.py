@@ -28,7 +28,9 @@ def connect(cfg: ClusterConfig) -> Iterator[Client]:
             yield client
         return
     # The nanny's MALLOC_TRIM_THRESHOLD_ makes glibc mmap every large tensor: torch generation and training
-    # then spend about half their time in page faults (see pipeline.stages.train); None unsets it.
+    # then spend about half their time in page faults (see pipeline.stages.train); None unsets it. A nanny
+    # also sets it in the process that starts it, whose environment the next workers inherit: drop it here.
+    os.environ.pop("MALLOC_TRIM_THRESHOLD_", None)
     with dask.config.set({"distributed.worker.daemon": False,
                           "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}), \
             LocalCluster(n_workers=cfg.n_workers, threads_per_worker=cfg.threads_per_worker, processes=True,
