@@ -15,6 +15,7 @@ from pipeline.run_config import ForkConfig, RunConfig
 from pipeline.stages.fork import fork_start
 from pipeline.stages.setup import check_paths
 from storage.synthetic import synthetic_round
+from tests.trainer.test_rounds import commit_advantages
 from trainer.config import TrainerConfig
 from trainer.rounds import train_from_run
 
@@ -31,7 +32,7 @@ def _commit_advantages(run, r: int) -> None:
         step_return=pl.lit(1.0), adv_episode=pl.lit(0.5), adv_step=pl.lit(0.25),
         anchor_group_size=pl.lit(1, dtype=pl.Int32), advantage=(pl.col("step") % 3 - 1).cast(pl.Float64),
         anchor_id=pl.col("step"), round=pl.lit(r, dtype=pl.Int32))
-    run.commit(r, "advantages", [storage.write_shard(run, r, "advantages", df, "a")], "adv", r)
+    commit_advantages(run, r, df, policy_version=r)
 
 
 @pytest.fixture(scope="module")

@@ -64,7 +64,7 @@ def test_demonstrations_sft_and_baseline_come_before_round_0(reference):
     before = records[0]
     assert before["eval_success_rate"] == 0.0 and before["episode_length"] == MAX_STEPS and before["loss"] > 0
     assert sorted(before["stage_seconds"]) == ["demos", "evaluate", "warm_start"]
-    assert "before round 0: held-out 0.0, expert success 0.000, SFT loss " in out
+    assert "before round 0: held-out 0, expert success 0.000, SFT loss " in out
 
 
 def test_round_0_plays_the_warm_start_and_keeps_it_as_kl_reference(reference):
@@ -135,6 +135,6 @@ def test_the_starting_policy_never_changes_once_round_0_is_collected(tmp_path, c
     steps, _ = synthetic_round(0, groups=1, group_size=2)
     run.commit(0, "trajectories", [storage.write_shard(run, 0, "steps", steps, "s")], "c", 0)
     assert warm_start(None, run, on, [], base) == base  # round 0 played the base model: no warm start now
-    assert "no warm start is made now" in capsys.readouterr().err
+    assert "no warm start or fork is made now" in capsys.readouterr().err
     run.commit(-1, "checkpoint", [], "c", 0)
     assert warm_start(None, run, off, [], base) == run.stage_dir(-1, "checkpoint")  # kept, whatever the config
