@@ -199,7 +199,7 @@ def _logprobs(model, data: RoundData, cfg: TrainerConfig, rank: int, world: int)
     return flat
 
 
-def mean_logprob(policy_path: str | Path, rows: pl.DataFrame | pl.LazyFrame, cfg: TrainerConfig = TrainerConfig()) \
+def mean_logprob(policy_path: str | Path, rows: pl.DataFrame | pl.LazyFrame, cfg: TrainerConfig | None = None) \
         -> float:
     """Mean log-prob of the response tokens of ``rows`` (a token mean) under the policy at ``policy_path``.
 
@@ -213,6 +213,7 @@ def mean_logprob(policy_path: str | Path, rows: pl.DataFrame | pl.LazyFrame, cfg
     """
     from transformers import AutoConfig
 
+    cfg = cfg or TrainerConfig()
     model_cfg = AutoConfig.from_pretrained(policy_path, local_files_only=True)
     tokens = rows.lazy().select("prompt_ids", "response_ids").with_columns(
         response_logprobs=pl.col("response_ids").list.eval(pl.element().cast(pl.Float32) * 0), advantage=pl.lit(0.0))
