@@ -62,8 +62,8 @@ PPO = TrainerConfig(kl_coef=0.0, lr=1e-3, old_logprobs="rollout", ppo_epochs=2, 
                     micro_batch_size=32, logprob_micro_batch_size=64, save_every=0)
 ADVANTAGE = AdvantageConfig(estimator="gigpo", gamma=0.95)
 EPISODES = GAMES * GROUP
-# Measured for these seeds (four separate processes, identical): won episodes out of EPISODES, and the mean log-prob of the
-# responses of round 0's won episodes, under the warm start and under the final policy.
+# Measured for these seeds (four separate processes, identical): won episodes out of EPISODES, and the mean
+# log-prob of the responses of round 0's won episodes, under the warm start and under the final policy.
 WON_BEFORE, WON_AFTER = 12, 19
 LOGPROB_BEFORE, LOGPROB_AFTER = -0.151763, -0.192574
 MARGIN = 6  # more won episodes than the warm start, of 32 (~2 binomial std at p = 12/32)
