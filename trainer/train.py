@@ -218,6 +218,30 @@ def _logprobs(model, data: RoundData, cfg: TrainerConfig, rank: int, world: int)
     return flat
 
 
+def mean_logprob(policy_path: str | Path, rows: pl.DataFrame | pl.LazyFrame, cfg: TrainerConfig | None = None) \
+        -> float:
+    """Mean log-prob of the response tokens of ``rows`` (a token mean) under the policy at ``policy_path``.
+
+    The trainer's own forward (``LogProbModel`` at ``cfg.temperature``, ``cfg.logprob_micro_batch_size``
+    rows at a time), in fp32 in this process; ``rows`` need ``prompt_ids`` and ``response_ids`` only.
+    Measures how likely a fixed set of responses became (e.g. those of won episodes) as a policy trains.
+
+    Example (a checkpoint directory and a ``steps`` frame)::
+
+        mean_logprob("ckpt/round1", steps.filter(pl.col("episode_id").is_in(won)))
+    """
+    from transformers import AutoConfig
+
+    cfg = cfg or TrainerConfig()
+    model_cfg = AutoConfig.from_pretrained(policy_path, local_files_only=True)
+    tokens = rows.lazy().select("prompt_ids", "response_ids").with_columns(
+        response_logprobs=pl.col("response_ids").list.eval(pl.element().cast(pl.Float32) * 0), advantage=pl.lit(0.0))
+    data = load_rows(tokens, model_cfg.vocab_size, cfg.max_seq_len or model_cfg.max_position_embeddings,
+                     check_logprobs=False)
+    model = LogProbModel(load_causal_lm(policy_path, torch.float32), cfg.temperature).eval()
+    return float(_logprobs(model, data, cfg, 0, 1).double().mean())
+
+
 def _empty_round(cfg: TrainerConfig, policy_path, out_dir, data: RoundData, rank: int) -> TrainResult:
     if cfg.empty_round == "error":
         raise BadRoundError(f"the round has no trainable rows ({data.dropped_empty} with empty responses); "

@@ -16,7 +16,7 @@ from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
 from trainer.batches import BadRoundError
 from trainer.config import TrainerConfig
-from trainer.train import train_round
+from trainer.train import mean_logprob, train_round
 
 pytestmark = pytest.mark.usefixtures("dist_group")
 QUIET = dict(progress=False)
@@ -66,6 +66,17 @@ def test_sft_loss_is_the_mean_token_nll_of_a_plain_forward(tiny_model, tmp_path)
     res = train_round(cfg, tiny_model, junk, tmp_path / "out", **QUIET)  # SFT reads no log-probs
     assert res.metrics[0]["loss"] == pytest.approx(nll / 5, abs=1e-5)
     assert res.metrics[0]["response_tokens"] == 5 and res.metrics[0]["pg_loss"] == 0.0
+
+
+def test_mean_logprob_is_the_token_mean_of_a_plain_forward(tiny_model):
+    rows = _two_sequences(tiny_model).select("prompt_ids", "response_ids")  # nothing else is read
+    pairs = zip(rows["prompt_ids"].to_list(), rows["response_ids"].to_list())
+    hand = [lp for p, r in pairs for lp in _response_logprobs(tiny_model, p, r)]
+    assert len(hand) == 5
+    assert mean_logprob(tiny_model, rows, TrainerConfig(logprob_micro_batch_size=1)) \
+        == pytest.approx(sum(hand) / 5, abs=1e-5)
+    hot = mean_logprob(tiny_model, rows.lazy(), TrainerConfig(temperature=2.0))
+    assert hot != pytest.approx(sum(hand) / 5, abs=1e-3)  # the temperature divides the logits
 
 
 def test_recomputed_old_logprobs_give_ratio_one(tiny_model, tmp_path, make_rows):
