@@ -4,6 +4,7 @@ from __future__ import annotations
 import glob
 import json
 import struct
+import time
 
 import pytest
 
@@ -79,7 +80,9 @@ def test_wandb_offline_run_has_the_logged_keys_at_their_steps(tmp_path):
     with Trackers(LoggingConfig(wandb=WandbConfig(mode="offline")), run, {"rounds": 3}) as trackers:
         assert trackers.catch_up() == [0]
     (path,) = glob.glob(str(tmp_path / "wandb/wandb/offline-run-*/run-gigpo-*.wandb"))
-    history = _wandb_history(path)
+    deadline = time.monotonic() + 60
+    while len(history := _wandb_history(path)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.5)  # W&B's own process may still be writing the file
     assert [(h["_step"], h.get("train/loss")) for h in history] == [(1, 0.5), (2, 0.25)]
     assert history[-1]["success_rate"] == 0.25 and history[-1]["round"] == 0
     assert json.loads((tmp_path / "wandb/_logged_rounds.json").read_text()) == [0]
