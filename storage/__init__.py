@@ -5,11 +5,21 @@
 >>> run.scan("anchor_stats").group_by("round").agg(pl.col("anchored_share").mean()).collect().height
 0
 """
-from storage.errors import (CorruptManifest, CorruptShard, NotARun, RunLocked, RunNotWritable, SchemaMismatch, StageCommitted,
-                            StageNotCommitted, StorageError)
+from storage.checks import verify_stage_dir
 from storage.configs import find_config, save_config
+from storage.errors import (
+                            CorruptManifest,
+                            CorruptShard,
+                            NotARun,
+                            RunLocked,
+                            RunNotWritable,
+                            SchemaMismatch,
+                            StageCommitted,
+                            StageNotCommitted,
+                            StorageError,
+)
 from storage.manifest import Manifest, ShardInfo
-from storage.run import Run, open_existing_run, open_run, verify_stage_dir, write_shard
+from storage.run import Run, open_existing_run, open_run, write_shard
 from storage.schemas import SCHEMA_VERSION, TABLES
 
 __all__ = ["CorruptManifest", "CorruptShard", "Manifest", "NotARun", "Run", "RunLocked", "RunNotWritable", "SCHEMA_VERSION",

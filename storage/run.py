@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import os
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -33,14 +32,20 @@ import polars as pl
 import pyarrow.fs as pafs
 
 from storage import shards
-from storage.errors import (CorruptManifest, CorruptShard, NotARun, RunNotWritable, SchemaMismatch, StageCommitted,
-                            StageNotCommitted, StorageError)
+from storage.checks import THREADS, full_problems, read_manifest, size_problems
+from storage.errors import (
+    CorruptManifest,
+    CorruptShard,
+    NotARun,
+    RunNotWritable,
+    SchemaMismatch,
+    StageCommitted,
+    StageNotCommitted,
+)
 from storage.lock import LOCK_NAME, RunLock
 from storage.manifest import MANIFEST_NAME, Manifest, ShardInfo
 from storage.schemas import TABLE_STAGE, TABLES, VIEWS
 from storage.uri import resolve
-
-_THREADS = 8  # parallel manifest reads and checksum checks (hashlib and pyarrow I/O release the GIL)
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=-]*$")
 
@@ -205,7 +210,7 @@ class Run:
             except CorruptManifest as exc:
                 return exc
 
-        with ThreadPoolExecutor(_THREADS) as pool:
+        with ThreadPoolExecutor(THREADS) as pool:
             return {k: m for k, m in zip(keys, pool.map(read, keys)) if m is not None}
 
     def shard_paths(self, table: str, round: int, full_check: bool = False) -> list[str]:
@@ -294,7 +299,7 @@ class Run:
                 bad[f"{folder}/{MANIFEST_NAME}"] = str(m)
                 continue
             checked += len(m.files)
-            bad |= _full_problems(self.fs, folder, m.files) if full else _size_problems(self.fs, folder, m.files)
+            bad |= full_problems(self.fs, folder, m.files) if full else size_problems(self.fs, folder, m.files)
         return checked, bad
 
     def verify(self) -> int:
@@ -307,60 +312,6 @@ class Run:
             raise CorruptShard(f"{len(bad)} of the run's committed file(s) or manifest(s) are bad:\n"
                                + "\n".join(bad.values()))
         return checked
-
-
-def _size_problems(fs: pafs.FileSystem, folder: str, files: list[ShardInfo]) -> dict[str, str]:
-    listing = fs.get_file_info(pafs.FileSelector(folder, recursive=True, allow_not_found=True))
-    sizes = {i.path[len(folder) + 1:]: i.size for i in listing if i.type == pafs.FileType.File}
-    bad = {}
-    for f in files:
-        path = f"{folder}/{f.path}"
-        if f.path not in sizes:
-            bad[path] = f"{path}: named in the stage manifest but missing"
-        elif sizes[f.path] != f.bytes:
-            bad[path] = f"{path}: {sizes[f.path]} bytes, the manifest says {f.bytes} (truncated or replaced)"
-    return bad
-
-
-def _full_problems(fs: pafs.FileSystem, folder: str, files: list[ShardInfo]) -> dict[str, str]:
-    def problem(f: ShardInfo) -> str | None:
-        try:
-            shards.verify(fs, folder, f, full=True)
-        except StorageError as exc:
-            return str(exc)
-        return None
-
-    with ThreadPoolExecutor(min(_THREADS, os.cpu_count() or 1)) as pool:
-        found = pool.map(problem, files)
-        return {f"{folder}/{f.path}": p for f, p in zip(files, found) if p is not None}
-
-
-def read_manifest(fs: pafs.FileSystem, path: str) -> Manifest | None:
-    """The manifest at ``path``, None when there is none; ``CorruptManifest`` naming it when unreadable."""
-    try:
-        with fs.open_input_stream(path) as src:
-            return Manifest.from_json(src.read().decode(), where=path)
-    except FileNotFoundError:
-        return None
-    except ValueError as exc:
-        raise CorruptManifest(str(exc)) from exc
-    except OSError as exc:
-        raise CorruptManifest(f"{path}: cannot read ({exc})") from exc
-
-
-def verify_stage_dir(path: str) -> Manifest | None:
-    """Check every file of a committed stage directory on this machine (size, SHA-256) before a process loads it.
-
-    For checkpoints, which processes load by path. A directory without a
-    manifest is not a stage of a run (a base model): None, nothing checked.
-    ``CorruptShard`` lists every bad file.
-    """
-    path = os.path.abspath(os.fspath(path))
-    fs = pafs.LocalFileSystem()
-    manifest = read_manifest(fs, f"{path}/{MANIFEST_NAME}")
-    if manifest is not None and (bad := _full_problems(fs, path, manifest.files)):
-        raise CorruptShard("\n".join(bad.values()))
-    return manifest
 
 
 def _stage_of(table: str) -> str:
@@ -411,4 +362,4 @@ def write_shard(run: Run | str, round: int, table: str, data, shard: str) -> Sha
     return shards.write_file(run.fs, run.stage_dir(round, stage), f"{table}/{shard}.parquet", tbl, table)
 
 
-__all__ = ["Run", "open_run", "verify_stage_dir", "write_shard", "LOCK_NAME"]
+__all__ = ["Run", "open_run", "write_shard", "LOCK_NAME"]
