@@ -96,7 +96,7 @@ def rounds_to_run(run: storage.Run, total: int) -> list[int]:
 
 def drive(run: storage.Run, cfg: RunConfig, client, todo: list[int], trackers: Trackers) -> None:
     """Games, base model, warm start (or fork), baseline, then the rounds ``todo``."""
-    games, held_out = prepare_games(cfg.games, run)
+    games, held_out = prepare_games(cfg.games, run, client)
     base = base_model(cfg, run)
     start = warm_start(client, run, cfg, games, base)
     evaluate_before(client, run, cfg, held_out, start)

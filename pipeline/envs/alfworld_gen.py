@@ -23,6 +23,7 @@ import json
 import os
 import random
 import sys
+import threading
 from dataclasses import asdict, dataclass
 
 from alfworld.info import ALFRED_PDDL_PATH, ALFRED_TWL2_PATH
@@ -169,12 +170,27 @@ def _remove_trial(trial_dir: str) -> None:
     os.rmdir(trial_dir)
 
 
-def generate_games(out_dir: str, games: int = 12, seed: int = 0, **options) -> list[str]:
+_SOLVERS = threading.local()  # one Solver per worker thread of a Dask cluster (its engines are not thread-safe)
+
+
+def _write_on_worker(out_dir: str, index: int, config: GenConfig) -> str:
+    if not hasattr(_SOLVERS, "solve"):
+        _SOLVERS.solve = Solver()
+    return write_game_index(out_dir, index, config, _SOLVERS.solve)
+
+
+def generate_games(out_dir: str, games: int = 12, seed: int = 0, *, client=None, **options) -> list[str]:
     """Write ``games`` solved games under ``out_dir`` (an ALFWORLD_DATA root); their paths.
 
     ``options`` are further ``GenConfig`` fields (split, task_types, min/max_receptacles, ...).
+    With a Dask ``client`` the games are solved on its workers (``out_dir`` must be on a filesystem
+    they share); the games are the same either way, as game ``i`` depends on ``(seed, i)`` only.
     """
     config = GenConfig(games=games, seed=seed, **options)
+    if client is not None:
+        futures = client.map(_write_on_worker, [out_dir] * config.games, range(config.games),
+                             config=config, key=[f"alfworld-gen-{config.split}-{seed}-{i}" for i in range(config.games)])
+        return client.gather(futures)
     solve = Solver()
     return [write_game_index(out_dir, i, config, solve) for i in range(config.games)]
 

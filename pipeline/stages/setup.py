@@ -32,12 +32,12 @@ def local_dir(run: storage.Run, name: str) -> str:
     return os.path.join(run.root, name)
 
 
-def prepare_games(cfg: GamesConfig, run: storage.Run) -> tuple[list[str], list[str]]:
-    """(train games, held-out games): from ``cfg.data_dir`` or generated into ``RUN/games``."""
+def prepare_games(cfg: GamesConfig, run: storage.Run, client=None) -> tuple[list[str], list[str]]:
+    """(train games, held-out games): from ``cfg.data_dir`` or generated into ``RUN/games`` (on ``client``'s workers)."""
     root = cfg.data_dir
     if root is None:
         root = local_dir(run, "games")
-        common = dict(max_receptacles=cfg.max_receptacles, task_types=tuple(cfg.task_types))
+        common = dict(max_receptacles=cfg.max_receptacles, task_types=tuple(cfg.task_types), client=client)
         generate_games(root, cfg.generate_train, cfg.seed, split=cfg.train_split, **common)
         if cfg.generate_eval:
             generate_games(root, cfg.generate_eval, cfg.seed + 1, split=cfg.eval_split, **common)

@@ -70,6 +70,19 @@ def test_generation_is_deterministic_for_a_seed(root, tmp_path):
     assert first(other) != first(root)
 
 
+def test_games_solved_on_dask_workers_are_the_same_games(root, tmp_path):
+    from distributed import Client, LocalCluster
+
+    out = str(tmp_path / "dask")
+    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster, Client(cluster) as client:
+        paths = generate_games(out, games=6, seed=3, min_receptacles=4, max_receptacles=7, client=client)
+    serial = generate_games(root, games=6, seed=3, min_receptacles=4, max_receptacles=7)  # on disk already
+    assert [os.path.relpath(p, out) for p in paths] == [os.path.relpath(p, root) for p in serial]
+    for a, b in zip(_trials(root), _trials(out)):
+        names = sorted(os.listdir(a))
+        assert sorted(filecmp.cmpfiles(a, b, names, shallow=False)[0]) == names
+
+
 def test_rerun_keeps_the_games_on_disk(root):
     games = collect_games(AlfworldDataConfig(root))
     stamps = [os.stat(g).st_mtime_ns for g in games]
