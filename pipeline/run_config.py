@@ -81,6 +81,7 @@ class WarmStartConfig:
     epsilon: float = 0.0  # share of the expert's turns that play a random admissible action instead (seeded)
     epochs: int = 3  # SFT passes over the demonstration steps
     lr: float = 1e-4  # SFT learning rate (the trainer section's other optimizer settings apply)
+    lr_decay: str = "none"  # none | linear: down to 0 at the last SFT step
     mini_batch_size: int = 32  # demonstration steps per SFT optimizer step
     micro_batch_size: int = 8  # steps per forward/backward on one rank
 
@@ -94,6 +95,8 @@ class WarmStartConfig:
             raise ValueError(f"WarmStartConfig.epsilon must be in [0, 1], got {self.epsilon}")
         if not self.lr > 0:
             raise ValueError(f"WarmStartConfig.lr must be > 0, got {self.lr}")
+        if self.lr_decay not in ("none", "linear"):
+            raise ValueError(f"WarmStartConfig.lr_decay must be 'none' or 'linear', got {self.lr_decay!r}")
         if min(self.micro_batch_size, self.mini_batch_size) < 1 or self.mini_batch_size % self.micro_batch_size:
             raise ValueError(f"WarmStartConfig.mini_batch_size must be a multiple of micro_batch_size >= 1, got "
                              f"{self.mini_batch_size} and {self.micro_batch_size}")

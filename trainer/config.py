@@ -43,6 +43,7 @@ class TrainerConfig:
     # --- optimizer ---
     lr: float = 1e-6  # AdamW learning rate after warmup
     warmup_steps: int = 0  # linear warmup: lr * min(1, (k + 1) / warmup_steps) at optimizer step k
+    lr_decay: str = "none"  # none | linear: after warmup, down to 0 at the last optimizer step of a training call
     weight_decay: float = 0.01  # AdamW decoupled weight decay, applied to every parameter
     betas: tuple[float, float] = (0.9, 0.999)  # AdamW betas
     grad_clip: float = 1.0  # global gradient-norm clip (0 disables)
@@ -86,6 +87,7 @@ class TrainerConfig:
         for name in ("kl_coef", "entropy_coeff", "weight_decay", "grad_clip", "lr"):
             self._check(getattr(self, name) >= 0, name, "expected >= 0")
         self._check(self.temperature > 0, "temperature", "expected > 0")
+        self._check(self.lr_decay in ("none", "linear"), "lr_decay", "expected 'none' or 'linear'")
         for name in ("ppo_epochs", "mini_batch_size", "micro_batch_size", "logprob_micro_batch_size"):
             self._check(getattr(self, name) >= 1, name, "expected >= 1")
         self._check(self.loss == "ppo" or self.kl_coef == 0, "kl_coef",

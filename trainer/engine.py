@@ -8,8 +8,10 @@ CPU accelerator over gloo (``DS_ACCELERATOR=cpu``, set here before DeepSpeed is 
 >>> ds = ds_config(TrainerConfig(mini_batch_size=8, micro_batch_size=2, zero_stage=2), world_size=2, bf16=False)
 >>> ds["train_batch_size"], ds["gradient_accumulation_steps"], ds["zero_optimization"]["stage"]
 (8, 2, 2)
->>> lr_at(TrainerConfig(lr=1.0, warmup_steps=4), 1)
+>>> lr_at(TrainerConfig(lr=1.0, warmup_steps=4), 1, total=10)
 0.5
+>>> [lr_at(TrainerConfig(lr=1.0, lr_decay="linear"), k, total=4) for k in range(4)]
+[1.0, 0.75, 0.5, 0.25]
 >>> thread_count(3), thread_env(2)["OMP_NUM_THREADS"]
 (3, '2')
 """
@@ -164,11 +166,13 @@ def build_engine(cfg: TrainerConfig, policy_path: str | Path, world_size: int):
     return engine, lm
 
 
-def lr_at(cfg: TrainerConfig, step: int) -> float:
-    """Learning rate of optimizer step ``step`` (0-based): linear warmup, then constant."""
-    if cfg.warmup_steps == 0:
-        return cfg.lr
-    return cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps)
+def lr_at(cfg: TrainerConfig, step: int, total: int) -> float:
+    """Learning rate of optimizer step ``step`` (0-based) of ``total``: linear warmup, then constant or
+    (``lr_decay: linear``) falling linearly towards 0 after the last step."""
+    warm = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
+    if cfg.lr_decay == "linear" and step >= cfg.warmup_steps:
+        return cfg.lr * (total - step) / max(total - cfg.warmup_steps, 1)
+    return cfg.lr * warm
 
 
 def set_lr(engine, lr: float) -> None:

@@ -109,7 +109,7 @@ def train_round(cfg: TrainerConfig, policy_path: str | Path, rows: pl.DataFrame 
     bar = tqdm(range(done, len(plan)), initial=done, total=len(plan), desc="train steps",
                disable=not progress or rank != 0)
     for step in bar:
-        m = stepper.step(plan[step], step)
+        m = stepper.step(plan[step], step, len(plan))
         metrics.append(m)
         bar.set_postfix(loss=f"{m['loss']:.4f}", tok_s=f"{m['tokens_per_s']:.0f}")
         if state_dir is not None and cfg.save_every and (step + 1) % cfg.save_every == 0:
@@ -141,11 +141,11 @@ class _Stepper:
         self.flops_shape = (count_params(lm)[1], c.num_hidden_layers, c.num_attention_heads * head_dim)
         self.peak = peak_flops(cfg.peak_flops)
 
-    def step(self, plan_step: np.ndarray, step: int) -> dict:
+    def step(self, plan_step: np.ndarray, step: int, total: int) -> dict:
         engine, cfg, data = self.engine, self.cfg, self.data
         real = plan_step[plan_step != PAD_ROW]
         num_tokens, num_seqs = float(data.resp_len[real].sum()), float(len(real))
-        lr = lr_at(cfg, step)
+        lr = lr_at(cfg, step, total)
         set_lr(engine, lr)
         acc, start, pre_norm = StepAccumulator(), time.perf_counter(), float("nan")
         for j, rows in enumerate(plan_step[:, self.rank]):

@@ -49,9 +49,9 @@ def sft_trainer(trainer: TrainerConfig, ws: WarmStartConfig) -> TrainerConfig:
 
     Its AdamW state is not carried into round 0 (another loss, another learning rate).
     """
-    return dataclasses.replace(trainer, loss="sft", kl_coef=0.0, lr=ws.lr, ppo_epochs=ws.epochs,
-                               mini_batch_size=ws.mini_batch_size, micro_batch_size=ws.micro_batch_size,
-                               optimizer_state="reset", keep_state=False)
+    return dataclasses.replace(trainer, loss="sft", kl_coef=0.0, lr=ws.lr, lr_decay=ws.lr_decay,
+                               ppo_epochs=ws.epochs, mini_batch_size=ws.mini_batch_size,
+                               micro_batch_size=ws.micro_batch_size, optimizer_state="reset", keep_state=False)
 
 
 def derived_sections(cfg: RunConfig) -> dict:

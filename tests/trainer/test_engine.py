@@ -166,6 +166,10 @@ def test_lr_warmup_and_metrics_per_step(tiny_model, tmp_path, make_rows):
     res = train_round(cfg, tiny_model, make_rows(6), tmp_path / "out", **QUIET)
     assert [m["lr"] for m in res.metrics] == pytest.approx([5e-4, 1e-3, 1e-3])
     assert all(np.isfinite(m["grad_norm"]) and m["grad_norm"] > 0 for m in res.metrics)
+    decay = TrainerConfig(kl_coef=0.0, lr=1e-3, warmup_steps=1, lr_decay="linear", mini_batch_size=2,
+                          micro_batch_size=2, ppo_epochs=2)
+    res = train_round(decay, tiny_model, make_rows(6), tmp_path / "decay", **QUIET)
+    assert [m["lr"] for m in res.metrics] == pytest.approx([1e-3, 1e-3, 8e-4, 6e-4, 4e-4, 2e-4])
 
 
 def test_packed_and_padded_rounds_train_alike(tiny_model, tmp_path, make_rows):
