@@ -78,7 +78,7 @@ class WarmStartConfig:
     tasks: int = 16  # train games the expert plays (a seeded draw, as a round's tasks)
     group_size: int = 1  # episodes per game (they differ only with epsilon > 0)
     expert: str = "handcoded"  # handcoded (searches the room as an agent must) | planner (knows where things are)
-    epsilon: float = 0.0  # share of the expert's turns that play a random admissible action instead (seeded)
+    epsilon: float = 0.0  # share of turns whose env step plays a random shown action; the label stays the expert's
     epochs: int = 3  # SFT passes over the demonstration steps
     lr: float = 1e-4  # SFT learning rate (the trainer section's other optimizer settings apply)
     lr_decay: str = "none"  # none | linear: down to 0 at the last SFT step

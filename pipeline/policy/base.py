@@ -73,7 +73,7 @@ class PolicyConfig:
     kv_cache_memory_bytes: int = 0  # vllm: KV cache size in bytes, overriding the share (use it on CPU); 0: by share
     free_between_rounds: str = "sleep"  # after a round: "none" keeps it, "sleep" offloads, "restart" frees it
     vllm_args: dict = field(default_factory=dict)  # extra keyword arguments for vllm.LLM
-    expert_epsilon: float = 0.0  # expert: share of turns that play a random admissible action instead (seeded)
+    expert_epsilon: float = 0.0  # expert: share of turns whose env step plays a random shown action (seeded)
 
     def __post_init__(self) -> None:
         if self.dtype not in ("float32", "bfloat16", "float16"):
@@ -105,6 +105,7 @@ class Generation:
     logprobs: list[float]  # log-prob of each sampled token (see the module's convention)
     text: str  # token_ids decoded, special tokens skipped
     finish_reason: str  # "stop" (a stop token was sampled) or "length" (max_new_tokens reached)
+    played: str | None = None  # the action the env steps with instead of the response's (expert epsilon draws)
 
 
 @dataclass(frozen=True)

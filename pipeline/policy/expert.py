@@ -3,13 +3,17 @@
 It loads no model weights. Each turn it plays the env expert's next command
 (``expert_plan[0]`` of the episode's last reset/step result; the env needs
 ``rollout.env.expert``; an empty plan plays ``look``, as ALFWorld's handcoded
-expert does when lost) or, with probability ``policy.expert_epsilon`` (seeded
-by the rollout seed), a uniformly drawn admissible action of those the prompt
-shows. The action is written in the agent's response format
+expert does when lost), written in the agent's response format
 (``format_response``), tokenized with the checkpoint's tokenizer and ended with
 its eos token, as a model response that stopped is. Every response token is
-logged with log-prob 0.0: the expert's choice is deterministic (epsilon draws
-are logged as 0.0 too; demonstrations feed SFT, which reads no log-probs).
+logged with log-prob 0.0: the expert's choice is deterministic.
+
+With probability ``policy.expert_epsilon`` (seeded by the rollout seed) the env
+is stepped with a uniformly drawn action of those the prompt shows instead
+(``Generation.played``; the steps table's ``action`` column records it, and the
+next prompt's history shows it). The response stays the expert's choice, so the
+demonstrations visit states off the expert's path and label each with the
+expert's way back (DAgger-style labels); SFT imitates the responses only.
 
 >>> import tempfile
 >>> from pipeline.envs.prompts import PromptConfig
@@ -69,21 +73,20 @@ class ExpertBackend(PolicyBackend):
         """The expert's (or an epsilon draw's) response for each running episode."""
         rng = np.random.default_rng(seed)
         eps = self.policy.expert_epsilon
-        actions = []
+        actions, played = [], []
         for turn in turns:
             if turn.expert_plan is None:
                 raise ValueError("the expert backend needs an env expert: set rollout.env.expert to "
                                  "'handcoded' or 'planner'")
-            action = turn.expert_plan[0] if turn.expert_plan else LOST
+            actions.append(turn.expert_plan[0] if turn.expert_plan else LOST)
             shown = [a for a in turn.admissible if a not in prompt.hidden_actions]
-            if eps and rng.random() < eps and shown:
-                action = shown[int(rng.integers(len(shown)))]
-            actions.append(action)
+            draw = eps and rng.random() < eps and shown
+            played.append(shown[int(rng.integers(len(shown)))] if draw else None)
         texts = [format_response(a, prompt) for a in actions]
         ids = [row + [self.stop_id] for row in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
-        return [self._generation(a, row, prompt) for a, row in zip(actions, ids)]
+        return [self._generation(a, row, prompt, p) for a, row, p in zip(actions, ids, played)]
 
-    def _generation(self, action: str, ids: list[int], prompt: PromptConfig) -> Generation:
+    def _generation(self, action: str, ids: list[int], prompt: PromptConfig, played: str | None) -> Generation:
         text = self.tokenizer.decode(ids, skip_special_tokens=True)
         if parse_action(text, prompt) != (action, True):
             raise ValueError(f"{self.path}: the tokenizer does not give back the expert's response: "
@@ -92,4 +95,5 @@ class ExpertBackend(PolicyBackend):
             raise ValueError(f"the expert's response for {action!r} has {len(ids)} tokens, more than "
                              f"rollout.sampling.max_new_tokens={self.sampling.max_new_tokens}: a policy could "
                              "never answer it; raise max_new_tokens")
-        return Generation(token_ids=ids, logprobs=[0.0] * len(ids), text=text, finish_reason="stop")
+        return Generation(token_ids=ids, logprobs=[0.0] * len(ids), text=text, finish_reason="stop",
+                          played=None if played == action else played)

@@ -63,14 +63,26 @@ def test_expert_wins_and_writes_its_actions_as_responses(tiny, games, expert):
     assert stats.generated_tokens == steps["response_ids"].list.len().sum()
 
 
-def test_epsilon_plays_seeded_random_admissible_actions(tiny, games):
+def test_epsilon_steps_the_env_with_random_actions_the_expert_labels(tiny, games):
     cfg, game = _config("planner", epsilon=0.5, group_size=2, max_steps=8), games[:1]
     steps, episodes, _ = _play(tiny, game, cfg, seed=3)
     again, episodes_again, _ = _play(tiny, game, cfg, seed=3)
     assert_frame_equal(steps, again) and assert_frame_equal(episodes, episodes_again)
-    chosen = [c for c, _ in _replay(steps, game, "planner", 2)]
-    assert 0 < chosen.count(False) < len(chosen)  # some turns are epsilon draws, some the expert's
+    steps = steps.sort("episode_id", "step")
+    replay = _replay(steps, game, "planner", 2)  # the action column: what the env was stepped with
+    drawn = [not chosen for chosen, _ in replay]
+    assert 0 < sum(drawn) < len(drawn) and all(admissible for _, admissible in replay)
     assert steps["action_valid"].all() and not steps["action"].is_in(["", "help"]).any()
+    env, labels = AlfworldEnv(AlfworldEnvConfig(max_steps=40, expert="planner")), []
+    for _, rows in steps.group_by("episode_id", maintain_order=True):
+        state = env.reset(game[0])
+        for action in rows["action"]:
+            labels.append(format_response(state.expert_plan[0]))
+            state = env.step(action)
+    tok = load_tokenizer(tiny)
+    responses = [tok.decode(ids, skip_special_tokens=True) for ids in steps["response_ids"]]
+    assert responses == labels  # every response is the expert's choice at the row's state
+    assert [r != format_response(a) for r, a in zip(responses, steps["action"])] == drawn
     other, _, _ = _play(tiny, game, cfg, seed=4)
     assert not other.select("episode_id", "step", "action").equals(steps.select("episode_id", "step", "action"))
 
