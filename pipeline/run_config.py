@@ -13,7 +13,7 @@ from pipeline.envs.data import SPLITS
 from pipeline.envs.tasks import TASK_TYPES, check_task_type
 from pipeline.rollout.config import RolloutConfig
 from pipeline.runtime.loggers import LoggingConfig
-from trainer.config import TrainerConfig
+from trainer.config import LR_DECAYS, TrainerConfig
 
 
 @dataclass(frozen=True)
@@ -95,8 +95,8 @@ class WarmStartConfig:
             raise ValueError(f"WarmStartConfig.epsilon must be in [0, 1], got {self.epsilon}")
         if not self.lr > 0:
             raise ValueError(f"WarmStartConfig.lr must be > 0, got {self.lr}")
-        if self.lr_decay not in ("none", "linear"):
-            raise ValueError(f"WarmStartConfig.lr_decay must be 'none' or 'linear', got {self.lr_decay!r}")
+        if self.lr_decay not in LR_DECAYS:
+            raise ValueError(f"WarmStartConfig.lr_decay must be one of {LR_DECAYS}, got {self.lr_decay!r}")
         if min(self.micro_batch_size, self.mini_batch_size) < 1 or self.mini_batch_size % self.micro_batch_size:
             raise ValueError(f"WarmStartConfig.mini_batch_size must be a multiple of micro_batch_size >= 1, got "
                              f"{self.mini_batch_size} and {self.micro_batch_size}")

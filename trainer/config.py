@@ -22,6 +22,7 @@ EMPTY_ROUND = ("error", "skip")
 LOSSES = ("ppo", "sft")
 OPTIMIZER_STATES = ("keep", "reset")
 REFERENCES = ("start", "base", "none")
+LR_DECAYS = ("none", "linear")
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,7 @@ class TrainerConfig:
         self._check_choice("loss", LOSSES)
         self._check_choice("optimizer_state", OPTIMIZER_STATES)
         self._check_choice("reference", REFERENCES)
+        self._check_choice("lr_decay", LR_DECAYS)
         self._check(self.reference != "none" or self.kl_coef == 0, "reference",
                     f"'none' (no KL reference) needs kl_coef=0, got kl_coef={self.kl_coef}")
         for name in ("clip_ratio_low", "clip_ratio_high"):
@@ -87,7 +89,6 @@ class TrainerConfig:
         for name in ("kl_coef", "entropy_coeff", "weight_decay", "grad_clip", "lr"):
             self._check(getattr(self, name) >= 0, name, "expected >= 0")
         self._check(self.temperature > 0, "temperature", "expected > 0")
-        self._check(self.lr_decay in ("none", "linear"), "lr_decay", "expected 'none' or 'linear'")
         for name in ("ppo_epochs", "mini_batch_size", "micro_batch_size", "logprob_micro_batch_size"):
             self._check(getattr(self, name) >= 1, name, "expected >= 1")
         self._check(self.loss == "ppo" or self.kl_coef == 0, "kl_coef",

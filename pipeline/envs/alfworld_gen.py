@@ -188,8 +188,8 @@ def generate_games(out_dir: str, games: int = 12, seed: int = 0, *, client=None,
     """
     config = GenConfig(games=games, seed=seed, **options)
     if client is not None:
-        futures = client.map(_write_on_worker, [out_dir] * config.games, range(config.games),
-                             config=config, key=[f"alfworld-gen-{config.split}-{seed}-{i}" for i in range(config.games)])
+        keys = [f"alfworld-gen-{config.split}-{seed}-{i}" for i in range(config.games)]
+        futures = client.map(_write_on_worker, [out_dir] * config.games, range(config.games), config=config, key=keys)
         return client.gather(futures)
     solve = Solver()
     return [write_game_index(out_dir, i, config, solve) for i in range(config.games)]
