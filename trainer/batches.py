@@ -181,15 +181,16 @@ def _packed(data: RoundData, idx: np.ndarray, lens: np.ndarray, pad_id: int) -> 
 def make_plan(data: RoundData, cfg, world_size: int) -> np.ndarray:
     """Row indices of every micro-batch: ``[steps, grad_accum, world_size, micro_batch_size]``.
 
-    Each epoch shuffles the rows (seed ``cfg.seed``, epoch), cuts mini-batches of
-    ``cfg.mini_batch_size`` rows (the last one filled with ``PAD_ROW``) and sorts each
+    Each epoch shuffles the rows (seed ``cfg.seed``, epoch), cuts them into as few
+    mini-batches of at most ``cfg.mini_batch_size`` rows as hold them, of nearly equal
+    size (the free slots filled with ``PAD_ROW``), and sorts each
     mini-batch by length so micro-batches pad little. One accumulation step holds the
     same rows for any ``world_size`` x ``micro_batch_size`` of the same product.
 
     >>> from trainer.config import TrainerConfig
     >>> data = RoundData(*[np.zeros(0)] * 2, np.ones(5), np.arange(5), np.zeros(5), np.zeros(0), np.zeros(5), 0)
     >>> make_plan(data, TrainerConfig(mini_batch_size=4, micro_batch_size=2, shuffle=False), 1)[:, :, 0].tolist()
-    [[[3, 2], [1, 0]], [[4, -1], [-1, -1]]]
+    [[[2, 1], [0, -1]], [[4, 3], [-1, -1]]]
     """
     gas, mb = cfg.grad_accum_steps(world_size), cfg.mini_batch_size
     lens = data.prompt_len + data.resp_len
@@ -197,11 +198,25 @@ def make_plan(data: RoundData, cfg, world_size: int) -> np.ndarray:
     for epoch in range(cfg.ppo_epochs):
         order = (np.random.default_rng([cfg.seed, epoch]).permutation(data.n_rows) if cfg.shuffle
                  else np.arange(data.n_rows))
-        pad = -len(order) % mb
-        order = np.concatenate([order, np.full(pad, PAD_ROW)]).reshape(-1, mb)
+        order = _spread(order, mb)
         key = np.where(order == PAD_ROW, -1, lens[np.where(order == PAD_ROW, 0, order)])
         steps.append(np.take_along_axis(order, np.argsort(-key, axis=1, kind="stable"), 1))
     return np.concatenate(steps).reshape(-1, gas, world_size, cfg.micro_batch_size)
+
+
+def _spread(order: np.ndarray, mb: int) -> np.ndarray:
+    """``order`` cut into ``ceil(n / mb)`` rows of ``mb`` slots, the rows spread evenly over them.
+
+    An even cut keeps every optimizer step an average over many rows: a remainder
+    mini-batch of a few rows would get a whole Adam step of its own.
+    """
+    steps = max(1, -(-len(order) // mb))
+    counts = len(order) // steps + (np.arange(steps) < len(order) % steps)
+    which = np.repeat(np.arange(steps), counts)
+    slot = np.arange(len(order)) - np.repeat(np.cumsum(counts) - counts, counts)
+    out = np.full((steps, mb), PAD_ROW, dtype=np.int64)
+    out[which, slot] = order
+    return out
 
 
 def _flat(list_series: pl.Series) -> np.ndarray:

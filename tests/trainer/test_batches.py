@@ -109,6 +109,14 @@ def test_plan_covers_each_row_once_per_epoch(make_rows):
     assert np.array_equal(plan, make_plan(data, cfg, world_size=1))  # seeded
 
 
+def test_plan_spreads_rows_evenly_over_mini_batches(make_rows):
+    """1,410 rows in mini-batches of 128: 12 steps of 117-118 rows, not 11 full ones and a step of 2 rows."""
+    data = load_rows(make_rows(1410), vocab_size=500, max_seq_len=64)
+    plan = make_plan(data, TrainerConfig(mini_batch_size=128, micro_batch_size=32), world_size=1)
+    real = (plan.reshape(12, 128) != PAD_ROW).sum(1)
+    assert real.tolist() == [118] * 6 + [117] * 6
+
+
 def test_plan_same_rows_per_accumulation_step_across_world_sizes(make_rows):
     data = load_rows(make_rows(16), vocab_size=500, max_seq_len=64)
     one = make_plan(data, TrainerConfig(mini_batch_size=8, micro_batch_size=4), world_size=1)
