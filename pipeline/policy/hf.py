@@ -35,6 +35,9 @@ from pipeline.policy.base import (
 from trainer.model import bars_once
 
 
+MAX_PADDING = 0.25  # most left-padding a generate batch may add, as a share of its real prompt tokens
+
+
 class _LogprobRecorder(LogitsProcessor):
     """Records log_softmax(logits / T) of each sampled token (placed before HF's warpers)."""
 
@@ -50,6 +53,27 @@ class _LogprobRecorder(LogitsProcessor):
     def result(self, sequences: torch.Tensor) -> torch.Tensor:
         self.taken.append(self.prev.gather(1, sequences[:, -1:]))
         return torch.cat(self.taken, dim=1)
+
+
+def length_batches(lengths: list[int], max_size: int, max_padding: float = MAX_PADDING) -> list[list[int]]:
+    """Indices sorted by length, cut into batches of at most ``max_size`` whose left padding stays
+    at most ``max_padding`` of their real tokens (one long prompt would otherwise pad the whole batch
+    to its length: a collect's 64 prompts of 66-124 tokens and one of 235 ran 3.4 s, 2.6x the real work).
+
+    >>> length_batches([90, 10, 12, 11, 300], max_size=3)
+    [[1, 3, 2], [0], [4]]
+    """
+    batches: list[list[int]] = []
+    real = 0
+    for i in sorted(range(len(lengths)), key=lambda i: lengths[i]):
+        n = lengths[i]
+        if batches and len(batches[-1]) < max_size and (len(batches[-1]) + 1) * n <= (1 + max_padding) * (real + n):
+            batches[-1].append(i)
+            real += n
+        else:
+            batches.append([i])
+            real = n
+    return batches
 
 
 @register_backend("hf")
@@ -81,18 +105,15 @@ class HFBackend(PolicyBackend):
                                 pad_token_id=self.pad_id, return_dict_in_generate=True, repetition_penalty=1.0)
 
     def generate(self, prompts: list[list[int]], seed: int) -> list[Generation]:
-        """Sample one response per prompt, ``max_batch_size`` prompts (similar lengths) at a time."""
+        """Sample one response per prompt, a batch of similar lengths at a time (``length_batches``)."""
         limit = self.max_model_len - self.sampling.max_new_tokens
         for i, p in enumerate(prompts):
             if not 0 < len(p) <= limit:
                 raise ValueError(f"{self.path}: prompt {i} has {len(p)} tokens; it must have 1..{limit} "
                                  f"(max_model_len {self.max_model_len} - max_new_tokens "
                                  f"{self.sampling.max_new_tokens})")
-        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
         out: list[Generation | None] = [None] * len(prompts)
-        size = self.policy.max_batch_size
-        for k, start in enumerate(range(0, len(order), size)):
-            chunk = order[start:start + size]
+        for k, chunk in enumerate(length_batches([len(p) for p in prompts], self.policy.max_batch_size)):
             for i, gen in zip(chunk, self._generate_batch([prompts[i] for i in chunk], seed + k)):
                 out[i] = gen
         return out
