@@ -73,6 +73,7 @@ class PromptConfig:
     hidden_actions: tuple[str, ...] = ("help",)  # admissible commands left out of the prompt (verl-agent: help)
     require_think: bool = True  # a reply without <think>...</think> is invalid (verl-agent does this)
     reject_cjk: bool = True  # a reply containing CJK characters is invalid (verl-agent does this)
+    admissible_only: bool = False  # an action not among the state's admissible commands is invalid (verl-agent: no)
 
     def __post_init__(self) -> None:
         if self.template not in PROMPT_TEMPLATES:
@@ -110,12 +111,18 @@ def build_prompt(task: str, observation: str, admissible: Sequence[str],
                         admissible_actions=actions)
 
 
-def parse_action(reply: str, config: PromptConfig = PromptConfig()) -> tuple[str, bool]:
+def parse_action(reply: str, config: PromptConfig = PromptConfig(),
+                 admissible: Sequence[str] | None = None) -> tuple[str, bool]:
     """(action, valid): the lower-cased text of the first ``<action>...</action>``.
 
     Missing or misordered action tags give ``("", False)``; a missing think block
-    (when ``require_think``) or CJK text (when ``reject_cjk``) keeps the action
-    but marks it invalid.
+    (when ``require_think``), CJK text (when ``reject_cjk``) or an action not in
+    ``admissible`` (when ``admissible_only`` and the commands are given) keeps the
+    action but marks it invalid.
+
+    >>> strict = PromptConfig(require_think=False, admissible_only=True)
+    >>> parse_action("<action>take 26 from desk 1</action>", strict, ["look", "go to desk 1"])
+    ('take 26 from desk 1', False)
     """
     text = reply.lower()
     start, end = text.find("<action>"), text.find("</action>")
@@ -126,6 +133,8 @@ def parse_action(reply: str, config: PromptConfig = PromptConfig()) -> tuple[str
     if config.require_think and (reply.find("<think>") < 0 or reply.find("</think>") < 0):
         valid = False
     if config.reject_cjk and _CJK.search(reply):
+        valid = False
+    if config.admissible_only and admissible is not None and action not in admissible:
         valid = False
     return action, valid
 

@@ -229,7 +229,7 @@ def play_batch(policy: PolicyBackend, pool: EnvPool, groups: list[Group], config
         turns = [Turn(eps.admissible[k], eps.plan[k]) for k in slots]
         gens = policy.act(prompts, mix_seed(seed, turn), turns, config.prompt)
         t1 = time.perf_counter()
-        parsed = [parse_action(g.text, config.prompt) for g in gens]
+        parsed = [parse_action(g.text, config.prompt, eps.admissible[k]) for g, k in zip(gens, slots)]
         parsed = [(action if g.played is None else g.played, valid) for g, (action, valid) in zip(gens, parsed)]
         results = pool.step({k: action for k, (action, _) in zip(slots, parsed)})
         stats.generate_s += t1 - t0

@@ -2,6 +2,7 @@
 a retried batch, daemonic Dask workers."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 
@@ -14,7 +15,8 @@ from polars.testing import assert_frame_equal
 import storage
 
 from pipeline.advantage.anchors import commands_key
-from pipeline.envs import AlfworldEnv, AlfworldEnvConfig, EnvPool, PoolConfig, build_prompt, chat_prompt
+from pipeline.envs import (AlfworldEnv, AlfworldEnvConfig, EnvPool, PoolConfig, PromptConfig, build_prompt,
+                           chat_prompt)
 from pipeline.policy import PolicyConfig, SamplingConfig
 from pipeline.policy.hf import HFBackend
 from pipeline.rollout import (RolloutConfig, collect, make_groups, mix_seed, play_batch, release_resources,
@@ -58,6 +60,29 @@ def test_rows_carry_the_state_they_acted_on(tiny, games, pool):
             now = env.step(row["action"])
     starts = steps.filter(pl.col("step") == 0).group_by("group_id").agg(pl.col("state_key").n_unique())
     assert starts["state_key"].to_list() == [1] * len(groups)  # a group starts from one true state
+
+
+class _Says:
+    """The real policy's tokens, with a fixed reply: 'look' (admissible) in even slots, a made-up action in odd."""
+
+    def __init__(self, policy):
+        self.policy, self.tokenizer, self.max_model_len = policy, policy.tokenizer, policy.max_model_len
+
+    def act(self, prompts, seed, turns, prompt):
+        gens = self.policy.act(prompts, seed, turns, prompt)
+        return [dataclasses.replace(g, text="<action>%s</action>" % ("take 26 from desk 1" if i % 2 else "look"))
+                for i, g in enumerate(gens)]
+
+
+@pytest.mark.parametrize("admissible_only, made_up_valid", [(True, False), (False, True)])
+def test_admissible_only_marks_actions_outside_the_commands_invalid(tiny, games, pool, admissible_only,
+                                                                    made_up_valid):
+    config = dataclasses.replace(CONFIG, prompt=PromptConfig(require_think=False, admissible_only=admissible_only))
+    policy = _Says(HFBackend(tiny, PolicyConfig(), SAMPLING))
+    steps, _, _ = play_batch(policy, pool, make_groups(games), config, 0, 0, seed=0)
+    assert steps.height == 12
+    assert steps.select("action", "action_valid").unique().sort("action").rows() == [
+        ("look", True), ("take 26 from desk 1", made_up_valid)]
 
 
 class _KillsEnvWorker:
