@@ -1,5 +1,5 @@
 """Crash and resume on real processes: the driver SIGKILLed (with its whole process group) during each
-stage in turn, then rerun, and a Dask worker killed mid-collect.
+stage in turn, each kill in a rerun of the one before, and a Dask worker killed mid-collect.
 
     .venv/bin/python -m pytest tests/pipeline/test_round_crash.py -q
 """
@@ -15,7 +15,6 @@ from pathlib import Path
 import dask
 import polars as pl
 import psutil
-import pytest
 from distributed import Client, LocalCluster
 from polars.testing import assert_frame_equal
 
@@ -88,11 +87,8 @@ def _mid_stage(stage: str, driver: Driver, run_dir: Path, ref_seconds: dict) -> 
         time.sleep(0.3 * ref_seconds[stage])
 
 
-@pytest.mark.parametrize("stage", ["collect", "advantage", "train", "evaluate"])
-def test_driver_killed_during_a_stage_resumes_to_the_same_rows(reference, tmp_path, stage):
-    ref_tables, ref_seconds, _ = reference
-    run_dir = tmp_path / "run"
-    args = driver_args(run_dir, *CRASH)
+def _kill_during(stage: str, args: list[str], run_dir: Path, ref_seconds: dict) -> list[str]:
+    """Start a driver on the run, SIGKILL its group once ``stage`` is under way; its 'round 0:' lines."""
     driver = Driver(args)
     try:
         _mid_stage(stage, driver, run_dir, ref_seconds)
@@ -100,21 +96,34 @@ def test_driver_killed_during_a_stage_resumes_to_the_same_rows(reference, tmp_pa
     finally:
         driver.cleanup()
     assert not left, f"still running after SIGKILL of the group: {[p.pid for p in left]}"
+    return [line for line in driver.output.splitlines() if line.startswith("round 0: ")]
 
-    run = storage.open_run(str(run_dir))
-    order = list(DRIVER_STAGE)
-    earlier = order[:order.index(stage)]
-    before = _stamps(run)
-    assert sorted(before) == sorted(DRIVER_STAGE[s] for s in earlier), f"killed too late: {driver.output}"
+
+def test_driver_killed_during_each_stage_in_turn_resumes_to_the_same_rows(reference, tmp_path):
+    """One run, killed during collect, then (rerun) during advantage, train and evaluate, then run to the end:
+    each rerun skips what is committed and redoes the stage it was killed in; the tables equal the reference."""
+    ref_tables, ref_seconds, _ = reference
+    run_dir = tmp_path / "run"
+    args = driver_args(run_dir, *CRASH)
+    order, committed = list(DRIVER_STAGE), {}
+    for i, stage in enumerate(order):
+        printed = _kill_during(stage, args, run_dir, ref_seconds)
+        done_before = order[:max(i - 1, 0)]  # committed by earlier drivers; stage i - 1 was killed and redone
+        assert [line for line in printed if line.endswith("(committed)")] == [
+            f"round 0: {s} (committed)" for s in done_before], printed
+        now = _stamps(storage.open_run(str(run_dir)))
+        assert sorted(now) == sorted(DRIVER_STAGE[s] for s in order[:i]), f"killed too late: {printed}"
+        assert {s: now[s] for s in committed} == committed  # committed stages were not redone
+        committed = now
 
     code, out = run_to_end(args)
     assert code == 0, out
     printed = [line for line in out.splitlines() if line.startswith("round 0: ") and "stage seconds" not in line]
-    assert printed == [f"round 0: {s} (committed)" for s in earlier] + [f"round 0: {s} ..." for s in
-                                                                        order[order.index(stage):]]
+    assert printed == [f"round 0: {s} (committed)" for s in order[:-1]] + ["round 0: evaluate ..."]
+    run = storage.open_run(str(run_dir))
     after = _stamps(run)
     assert sorted(after) == sorted(ROUND_STAGES)
-    assert {s: after[s] for s in before} == before  # committed stages were not redone
+    assert {s: after[s] for s in committed} == committed
 
     check_round_tables(run, 0)
     got = tables(run, [0])
