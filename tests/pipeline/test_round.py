@@ -1,5 +1,5 @@
-"""The round driver end to end, on real processes: two rounds of the embedded default through
-``dask-submit``, reruns, the run lock, and configs refused before any work.
+"""The round driver end to end, on real processes: rounds of the embedded default through
+``dask-submit`` (a rerun, then one round more), the run lock, and configs refused before any work.
 
     .venv/bin/python -m pytest tests/pipeline/test_round.py -q
 """
@@ -29,21 +29,36 @@ def _metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_two_rounds_through_dask_submit_then_reruns(tmp_path):
+def test_rounds_through_dask_submit_a_rerun_then_one_more_round(tmp_path):
+    """Round 0 through dask-submit, a rerun that finds it committed, then ``--rounds 2`` adds round 1 alone."""
     run_dir = tmp_path / "run"
-    command = [str(SUBMIT), DRIVER, "--config", CONFIG, f"run_dir={run_dir}", *TINY]
+    command = [str(SUBMIT), DRIVER, "--config", CONFIG, f"run_dir={run_dir}", *TINY, "rounds=1"]
     code, out = run_to_end(command, timeout=600)
     assert code == 0, out
     assert "dask-submit: LocalCluster at tcp://" in out
-    assert _stage_lines(out) == ["round -1: evaluate ..."] + [f"round {r}: {s}" for r in (0, 1) for s in STAGE_LINES]
-
+    assert _stage_lines(out) == ["round -1: evaluate ..."] + [f"round 0: {s}" for s in STAGE_LINES]
     run = storage.open_run(str(run_dir))
-    assert run.rounds() == [-1, 0, 1]
+    assert run.rounds() == [-1, 0]
     assert sorted(run.stages(-1)) == ["evaluation", "metrics"]  # the base model's held-out baseline
     assert run.read("evaluation", [-1]).select("episode_id", "policy_version", "length").rows() == [(0, 0, 3)]
+    before = {r: created_at(run, r) for r in (-1, 0)}
+
+    code, out = run_to_end(command, timeout=200)
+    assert code == 0, out
+    assert f"{run_dir}: all 1 round(s) are committed; nothing to do" in out
+    assert _stage_lines(out) == []
+    assert {r: created_at(run, r) for r in (-1, 0)} == before
+
+    # --rounds may come between overrides and wins over rounds=1: exactly round 1 is added.
+    more = [str(SUBMIT), DRIVER, "--config", CONFIG, f"run_dir={run_dir}", "--rounds", "2", *TINY, "rounds=1"]
+    code, out = run_to_end(more, timeout=300)
+    assert code == 0, out
+    assert _stage_lines(out) == [f"round 1: {s}" for s in STAGE_LINES]
+    assert run.rounds() == [-1, 0, 1]
+    assert {r: created_at(run, r) for r in (-1, 0)} == before
     for r in (0, 1):
         assert sorted(run.stages(r)) == sorted(ROUND_STAGES)
-        assert run.manifest(r, "trajectories").policy_version == r
+        assert run.manifest(r, "trajectories").policy_version == r  # round 1 collected with round 0's checkpoint
         check_round_tables(run, r)
     assert run.verify() > 0  # every committed file matches its manifest's checksum
 
@@ -60,24 +75,6 @@ def test_two_rounds_through_dask_submit_then_reruns(tmp_path):
     for m in records[1:]:  # no task can be won in 3 steps; every episode is 3 steps long
         assert (m["success_rate"], m["eval_success_rate"], m["episode_length"]) == (0.0, 0.0, 3.0)
         assert sorted(m["stage_seconds"]) == ["advantage", "collect", "evaluate", "train"]
-    before = {r: created_at(run, r) for r in (-1, 0, 1)}
-
-    code, out = run_to_end(command, timeout=200)
-    assert code == 0, out
-    assert f"{run_dir}: all 2 round(s) are committed; nothing to do" in out
-    assert _stage_lines(out) == []
-    assert {r: created_at(run, r) for r in (-1, 0, 1)} == before
-
-    # --rounds may come between overrides; the run's total goes to 3: exactly round 2 is added.
-    more = [str(SUBMIT), DRIVER, "--config", CONFIG, f"run_dir={run_dir}", "--rounds", "3", *TINY]
-    code, out = run_to_end(more, timeout=300)
-    assert code == 0, out
-    assert _stage_lines(out) == [f"round 2: {s}" for s in STAGE_LINES]
-    assert run.rounds() == [-1, 0, 1, 2]
-    assert {r: created_at(run, r) for r in (-1, 0, 1)} == before
-    check_round_tables(run, 2)
-    assert [m["round"] for m in _metrics(run_dir)] == [-1, 0, 1, 2]
-    assert [m["policy_version"] for m in _metrics(run_dir)] == [-1, 0, 1, 2]
 
 
 def test_a_second_driver_on_a_locked_run_exits_3(tmp_path):
