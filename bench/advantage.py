@@ -17,7 +17,8 @@ The Dask figure runs the full advantage stage of a round (read the scalar
 columns of committed steps shards that carry token columns, compute, write the
 slim advantages table through storage.write_shard, anchor stats and groups,
 commit) on ``--dask-rows`` rows from storage.synthetic, on LocalClusters of 1
-and 2 single-threaded workers, and splits one shard's time into
+and 2 single-threaded workers started as the driver starts them (Polars held to
+the worker's thread), and splits one shard's time into
 read/compute/statistics/write.
 
 ``--out-of-core N`` writes N rows as 1 M-row scalar shards to a temporary
@@ -27,6 +28,7 @@ bounded by a shard, e.g. ``--rows 1000000 --dask-rows 0 --out-of-core 100_000_00
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import tempfile
 import threading
@@ -129,7 +131,8 @@ def bench_engine(rows: int, sub_rows: int, cfg: AdvantageConfig) -> None:
 
 def bench_dask(rows: int, shard_rows: int, cfg: AdvantageConfig) -> None:
     import storage
-    from distributed import Client, LocalCluster
+    from pipeline.run_config import ClusterConfig
+    from pipeline.runtime.cluster import connect
     from storage.synthetic import synthetic_round
 
     tmp = tempfile.mkdtemp(prefix="bench-advantage-")
@@ -144,9 +147,9 @@ def bench_dask(rows: int, shard_rows: int, cfg: AdvantageConfig) -> None:
         paths = run.shard_paths("steps", 0)
         print(f"\n== Dask round job: {total:,} rows with token columns in {len(paths)} shards ==")
         rates = {}
+        os.environ.pop("DASK_SCHEDULER_ADDRESS", None)  # LocalClusters of 1 and 2 workers, not the user's cluster
         for workers in (1, 2):
-            with LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=":0") as cluster, \
-                    Client(cluster) as client:
+            with connect(ClusterConfig(n_workers=workers, threads_per_worker=1)) as client:  # the driver's cluster
                 run.begin(0, "advantages", overwrite=True)
                 cpu, wall = cpu_seconds(client), time.perf_counter()
                 result = run_advantage_round(run, 0, cfg, client=client, progress=False)

@@ -31,8 +31,11 @@ def connect(cfg: ClusterConfig) -> Iterator[Client]:
     # then spend about half their time in page faults (see pipeline.stages.train); None unsets it. A nanny
     # also sets it in the process that starts it, whose environment the next workers inherit: drop it here.
     os.environ.pop("MALLOC_TRIM_THRESHOLD_", None)
-    with dask.config.set({"distributed.worker.daemon": False,
-                          "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}), \
+    # Polars sizes its thread pool by the host's cores, not threads_per_worker (the nanny's OMP_NUM_THREADS
+    # bounds Arrow's pool only): without this, n workers would run n x cores Polars threads.
+    environ = "distributed.nanny.pre-spawn-environ."
+    with dask.config.set({"distributed.worker.daemon": False, environ + "MALLOC_TRIM_THRESHOLD_": None,
+                          environ + "POLARS_MAX_THREADS": str(cfg.threads_per_worker)}), \
             LocalCluster(n_workers=cfg.n_workers, threads_per_worker=cfg.threads_per_worker, processes=True,
                          # no dashboard, and the scheduler's HTTP server (health, metrics) on a free port
                          # rather than its default 8787, busy when another cluster runs on this host
