@@ -1,10 +1,14 @@
 """EnvPool: parallel worker processes that play exactly like sequential envs and survive crashes."""
 from __future__ import annotations
 
+import dataclasses
+import json
 import multiprocessing as mp
 import os
 import random
 import signal
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -95,9 +99,10 @@ def test_killed_worker_truncates_only_its_episodes_and_restarts(games):
 
 
 def test_silent_worker_times_out_as_a_crash(games):
-    # 5 s: the live worker steps well within it even on a loaded 2-core host (1 s was flaky there)
-    with EnvPool(CONFIG, PoolConfig(workers=2, step_timeout_s=5.0)) as pool:
-        pool.reset(games[:1], group_size=2)
+    with EnvPool(CONFIG, PoolConfig(workers=2)) as pool:
+        pool.reset(games[:1], group_size=2)  # loading a game can take over 5 s on a loaded 2-core host
+        # 5 s: the live worker steps well within it even on a loaded host (1 s was flaky there)
+        pool.config = dataclasses.replace(pool.config, step_timeout_s=5.0)
         os.kill(pool.worker_pids()[0], signal.SIGSTOP)
         out = pool.step({0: "look", 1: "look"})
         assert (out[0].truncation_reason, out[0].error) == ("env_crash", "env worker 0 timed out")
@@ -135,3 +140,31 @@ def test_worker_isolates_an_env_that_raises():
     worker.join(5)
     assert isinstance(reply, RuntimeError) and "finished episode" in str(reply)
     assert not worker.is_alive()
+
+
+PLANS_CODE = """
+import json, sys
+from pipeline.envs.alfworld import AlfworldEnvConfig
+from pipeline.envs.pool import EnvPool, PoolConfig
+
+if __name__ == "__main__":
+    with EnvPool(AlfworldEnvConfig(max_steps=30, expert="handcoded"), PoolConfig(workers=1)) as pool:
+        plans = [[s.expert_plan[0]] for s in pool.reset(json.loads(sys.argv[1]))]
+        while pool.active:
+            out = pool.step({i: plans[i][-1] for i in pool.active})
+            for i, r in out.items():
+                if not r.done:
+                    plans[i].append(r.expert_plan[0] if r.expert_plan else "look")
+    print(json.dumps(plans))
+"""
+
+
+def test_handcoded_expert_plays_the_same_whatever_the_callers_hash_seed(games, tmp_path):
+    script = tmp_path / "plans.py"  # a file: forkserver workers import the main module
+    script.write_text(PLANS_CODE)
+    runs = [subprocess.Popen([sys.executable, str(script), json.dumps(games)], stdout=subprocess.PIPE, text=True,
+                             env={**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": os.pathsep.join(sys.path)})
+            for seed in ("1", "2")]
+    plans = [json.loads(run.communicate(timeout=300)[0].splitlines()[-1]) for run in runs]
+    assert plans[0] == plans[1]
+    assert [len(p) for p in plans[0]] == [8, 4, 13]  # the three games, each played to the win
