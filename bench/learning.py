@@ -9,8 +9,8 @@
    policy and is evaluated on the same held-out games; then it runs ``--rounds R``
    with the arm's overrides and ``rollout.sampling.seed`` / ``trainer.seed`` = seed.
 3. ``OUT/learning.md`` tabulates held-out success per round per arm (mean and 95%
-   CI over seeds, Student t) and the paired final difference of the first two arms
-   with its 95% CI; ``OUT/learning.png`` draws the curves.
+   CI over seeds, Student t) and the paired final difference of the first arm and
+   each other arm with its 95% CI; ``OUT/learning.png`` draws the curves.
 
 Every run directory is resumable: a rerun of the same command skips committed
 rounds, so a stopped benchmark loses at most the round in flight.
@@ -93,16 +93,27 @@ def held_out(run_dir: Path) -> dict[int, float]:
 
 
 def table(curves: dict[str, dict[int, dict[int, float]]], rounds: list[int]) -> list[str]:
-    """Markdown rows: one per round, one 'mean ± CI (n)' cell per arm."""
+    """Markdown rows: one per evaluated round, one 'mean ± CI (n)' cell per arm (no CI for one seed).
+
+    >>> print("\\n".join(table({"a": {0: {-1: 0.1, 1: 0.2}, 1: {-1: 0.1, 1: 0.4}}, "b": {0: {-1: 0.1}}}, [-1, 0, 1])))
+    | round | a | b |
+    |---|---|---|
+    | start | 0.100 ± 0.000 (n=2) | 0.100 (n=1) |
+    | 1 | 0.300 ± 1.271 (n=2) |  |
+    """
     arms = list(curves)
     lines = ["| round | " + " | ".join(arms) + " |", "|---|" + "---|" * len(arms)]
     for r in rounds:
-        cells = []
-        for arm in arms:
-            vals = [c[r] for c in curves[arm].values() if r in c]
-            cells.append("" if not vals else "%.3f ± %.3f (n=%d)" % (*mean_ci(vals), len(vals)))
-        lines.append(f"| {'start' if r < 0 else r} | " + " | ".join(cells) + " |")
+        cells = [_cell([c[r] for c in curves[arm].values() if r in c]) for arm in arms]
+        if any(cells):
+            lines.append(f"| {'start' if r < 0 else r} | " + " | ".join(cells) + " |")
     return lines
+
+
+def _cell(vals: list[float]) -> str:
+    if len(vals) < 2:
+        return "%.3f (n=1)" % vals[0] if vals else ""
+    return "%.3f ± %.3f (n=%d)" % (*mean_ci(vals), len(vals))
 
 
 def paired(curves: dict[str, dict[int, dict[int, float]]], a: str, b: str, final: int) -> str:
@@ -112,6 +123,8 @@ def paired(curves: dict[str, dict[int, dict[int, float]]], a: str, b: str, final
         return f"no seed has finished round {final} in both {a} and {b} yet"
     diffs = [curves[a][s][final] - curves[b][s][final] for s in seeds]
     mean, ci = mean_ci(diffs)
+    if len(seeds) < 2:
+        return f"final difference {a} - {b} (round {final}, seed {seeds[0]} only): {mean:+.3f}, no CI from one seed"
     verdict = "includes 0: no difference shown" if abs(mean) <= ci else "excludes 0"
     return (f"paired final difference {a} - {b} (round {final}, seeds {seeds}): {mean:+.3f} ± {ci:.3f} "
             f"(95% CI; {verdict})")
@@ -165,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     rounds = list(range(-1, args.rounds))
     lines = [f"# Learning benchmark: held-out success by round ({args.config}, {' '.join(args.overrides)})", "",
              *table(curves, rounds), "",
-             paired(curves, args.arms[0], args.arms[1], args.rounds - 1) if len(args.arms) > 1 else "",
+             *(paired(curves, args.arms[0], other, args.rounds - 1) for other in args.arms[1:]),
              "", f"wall time of this invocation: {time.perf_counter() - start:.0f} s"]
     (out / "learning.md").write_text("\n".join(lines) + "\n")
     plot(curves, rounds, out / "learning.png")
