@@ -35,6 +35,7 @@ import functools
 import hashlib
 import json
 import os
+import random
 import sys
 from dataclasses import dataclass, field
 from pipeline.envs.textgen_cache import cache_command_texts
@@ -186,6 +187,7 @@ class AlfworldEnv:
     def __init__(self, config: AlfworldEnvConfig | None = None) -> None:
         self.config = config or AlfworldEnvConfig()
         self._engine = make_engine(self.config.expert)
+        self._random = random.getstate()  # this env's state of the global ``random`` (see ``_own_random``)
         self._loaded: tuple | None = None  # (path, mtime_ns, size) of the loaded game file
         self._steps = 0
         self._done = True
@@ -201,7 +203,8 @@ class AlfworldEnv:
             with _keep_argv(), _naming(game_file, "cannot load game"):
                 self._engine.load(game_file)
             self._loaded = key
-        with _keep_argv(), _naming(game_file, "cannot reset game"):
+        self._random = random.Random(_game_name(game_file)).getstate()
+        with _keep_argv(), _naming(game_file, "cannot reset game"), self._own_random():
             state = self._engine.reset()
         self._steps, self._done = 0, False
         return ResetResult(game_file, state.feedback, task_sentence(state.feedback, game_file),
@@ -211,7 +214,8 @@ class AlfworldEnv:
         """Play ``action``; an unknown command gets the game's own reply ("Nothing happens.")."""
         if self._done:
             raise RuntimeError("AlfworldEnv.step called on a finished episode; call reset(game_file) first")
-        state, _, _ = self._engine.step(action)
+        with self._own_random():
+            state, _, _ = self._engine.step(action)
         self._steps += 1
         won = bool(state["won"])
         truncated = not won and self._steps >= self.config.max_steps
@@ -219,6 +223,25 @@ class AlfworldEnv:
         return StepResult(state.feedback, self.config.win_reward if won else 0.0, won, truncated, won,
                           list(state["admissible_commands"]), self._steps,
                           "max_steps" if truncated else None, _plan(state), state_key=_state_key(state))
+
+
+    @contextlib.contextmanager
+    def _own_random(self):
+        """Run engine calls on this env's own ``random`` state: ALFWorld's handcoded expert draws from the
+        unseeded global ``random`` (``random.choice`` among candidate objects), so its plans would change
+        with every process and with how envs share one."""
+        outer = random.getstate()
+        random.setstate(self._random)
+        try:
+            yield
+        finally:
+            self._random = random.getstate()
+            random.setstate(outer)
+
+
+def _game_name(path: str) -> str:
+    """The game's task folder, trial folder and file name: the same game wherever its data directory is."""
+    return "/".join(os.path.normpath(path).split(os.sep)[-3:])
 
 
 def _file_key(path: str) -> tuple:

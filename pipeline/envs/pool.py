@@ -24,7 +24,6 @@ process may not start these workers. Scripts need the
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
 import time
 from dataclasses import dataclass
 from typing import Mapping, Sequence
@@ -43,7 +42,6 @@ class PoolConfig:
     workers: int = 2  # env worker processes (about one per CPU core)
     start_method: str = "forkserver"  # multiprocessing start method; "fork" is unsafe beside threads (Dask)
     step_timeout_s: float = 600.0  # a worker silent this long on one call is killed and treated as crashed
-    hash_seed: int = 0  # PYTHONHASHSEED of the env processes (ALFWorld's handcoded expert plans by set order)
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -52,8 +50,6 @@ class PoolConfig:
             raise ValueError(f"PoolConfig.start_method must be one of {START_METHODS}, got {self.start_method!r}")
         if self.step_timeout_s <= 0:
             raise ValueError(f"PoolConfig.step_timeout_s must be > 0, got {self.step_timeout_s}")
-        if not 0 <= self.hash_seed < 2**32:
-            raise ValueError(f"PoolConfig.hash_seed must be in [0, 2**32), got {self.hash_seed}")
 
 
 def _worker_main(conn, env_config: AlfworldEnvConfig) -> None:
@@ -109,9 +105,6 @@ class EnvPool:
     def __init__(self, env_config: AlfworldEnvConfig | None = None, config: PoolConfig | None = None) -> None:
         self.env_config = env_config or AlfworldEnvConfig()
         self.config = config or PoolConfig()
-        # Read when the forkserver (one per process, kept) or a spawned worker starts: without a fixed seed the
-        # handcoded expert's plans, and so a run's demonstrations, would change with every process.
-        os.environ["PYTHONHASHSEED"] = str(self.config.hash_seed)
         self._ctx = mp.get_context(self.config.start_method)
         if self.config.start_method == "forkserver":
             self._ctx.set_forkserver_preload(_PRELOAD)

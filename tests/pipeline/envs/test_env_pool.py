@@ -149,7 +149,7 @@ from pipeline.envs.pool import EnvPool, PoolConfig
 
 if __name__ == "__main__":
     with EnvPool(AlfworldEnvConfig(max_steps=30, expert="handcoded"), PoolConfig(workers=1)) as pool:
-        plans = [[s.expert_plan[0]] for s in pool.reset(json.loads(sys.argv[1]))]
+        plans = [[s.expert_plan[0]] for s in pool.reset(json.loads(sys.argv[1]), group_size=4)]
         while pool.active:
             out = pool.step({i: plans[i][-1] for i in pool.active})
             for i, r in out.items():
@@ -159,7 +159,9 @@ if __name__ == "__main__":
 """
 
 
-def test_handcoded_expert_plays_the_same_whatever_the_callers_hash_seed(games, tmp_path):
+def test_handcoded_expert_plays_the_same_in_every_process_and_episode(games, tmp_path):
+    # ALFWorld's handcoded expert draws from the global `random`; each env runs it on its own state,
+    # seeded by the game at reset. Without that: 'take apple 1' in one process, 'take apple 2' in another.
     script = tmp_path / "plans.py"  # a file: forkserver workers import the main module
     script.write_text(PLANS_CODE)
     runs = [subprocess.Popen([sys.executable, str(script), json.dumps(games)], stdout=subprocess.PIPE, text=True,
@@ -167,4 +169,5 @@ def test_handcoded_expert_plays_the_same_whatever_the_callers_hash_seed(games, t
             for seed in ("1", "2")]
     plans = [json.loads(run.communicate(timeout=300)[0].splitlines()[-1]) for run in runs]
     assert plans[0] == plans[1]
-    assert [len(p) for p in plans[0]] == [8, 4, 13]  # the three games, each played to the win
+    assert all(plans[0][g * 4:g * 4 + 4] == [plans[0][g * 4]] * 4 for g in range(3))  # a game's 4 episodes alike
+    assert [len(plans[0][g * 4]) for g in range(3)] == [8, 4, 13]  # the three games, each played to the win
