@@ -224,7 +224,6 @@ class AlfworldEnv:
                           list(state["admissible_commands"]), self._steps,
                           "max_steps" if truncated else None, _plan(state), state_key=_state_key(state))
 
-
     @contextlib.contextmanager
     def _own_random(self):
         """Run engine calls on this env's own ``random`` state: ALFWorld's handcoded expert draws from the
