@@ -162,7 +162,7 @@ if __name__ == "__main__":
 def test_handcoded_expert_plays_the_same_in_every_process_and_episode(games, tmp_path):
     # ALFWorld's handcoded expert draws from the global `random`; each env runs it on its own state,
     # seeded by the game at reset. Without that: 'take apple 1' in one process, 'take apple 2' in another.
-    script = tmp_path / "plans.py"  # a file: forkserver workers import the main module
+    script = tmp_path / "plans.py"
     script.write_text(PLANS_CODE)
     runs = [subprocess.Popen([sys.executable, str(script), json.dumps(games)], stdout=subprocess.PIPE, text=True,
                              env={**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": os.pathsep.join(sys.path)})
@@ -171,3 +171,24 @@ def test_handcoded_expert_plays_the_same_in_every_process_and_episode(games, tmp
     assert plans[0] == plans[1]
     assert all(plans[0][g * 4:g * 4 + 4] == [plans[0][g * 4]] * 4 for g in range(3))  # a game's 4 episodes alike
     assert [len(plans[0][g * 4]) for g in range(3)] == [8, 4, 13]  # the three games, each played to the win
+
+
+MAIN_CODE = """
+import os, sys
+with open(sys.argv[1], "a") as log:  # every process that imports this script adds a line
+    log.write(f"{os.getpid()}\\n")
+from pipeline.envs.pool import EnvPool, PoolConfig
+
+if __name__ == "__main__":
+    with EnvPool(config=PoolConfig(workers=2)) as pool:
+        pool.reset(sys.argv[2:], group_size=2)
+"""
+
+
+def test_env_workers_do_not_import_the_main_module(games, tmp_path):
+    # A Dask worker's main module is the driver script: rerunning its imports cost each env process ~10 s of CPU.
+    script, log = tmp_path / "driver.py", tmp_path / "imports.log"
+    script.write_text(MAIN_CODE)
+    subprocess.run([sys.executable, str(script), str(log), *games[:2]], check=True, timeout=120,
+                   env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert len(log.read_text().splitlines()) == 1  # the driver alone, not its 2 env workers
