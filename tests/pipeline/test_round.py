@@ -109,13 +109,24 @@ def test_a_second_driver_on_a_locked_run_exits_3(tmp_path):
     (["games.data_dir=/nonexistent/data"],
      "config error: games.data_dir: /nonexistent/data: ALFWorld data directory not found\n"),
 ], ids=["unknown-key", "group-size-0", "rounds-negative", "--rounds-negative", "mistyped", "no-base-model", "no-data-dir"])
-def test_bad_config_is_refused_before_any_work(tmp_path, argv, message):
+def test_bad_config_is_refused_before_any_work(tmp_path, monkeypatch, capsys, argv, message):
+    from pipeline.round import main
+
     run_dir = tmp_path / "run"
-    done = subprocess.run(driver_args(run_dir, *argv), cwd=ROOT, env=driver_env(), capture_output=True, text=True,
-                          timeout=120)
-    assert done.returncode == 2, done.stderr
-    assert done.stderr.startswith(message)
-    assert done.stdout == "" and not run_dir.exists()
+    monkeypatch.chdir(ROOT)
+    assert main(driver_args(run_dir, *argv)[2:]) == 2
+    out = capsys.readouterr()
+    assert out.err.startswith(message)
+    assert out.out == "" and not run_dir.exists()
+
+
+def test_bad_config_exits_2_from_the_command_line(tmp_path):
+    run_dir = tmp_path / "run"
+    done = subprocess.run(driver_args(run_dir, "rollout.group_size=0"), cwd=ROOT, env=driver_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == "config error: rollout.group_size must be >= 1, got 0\n"
+    assert not run_dir.exists()
 
 
 def test_committed_stages_made_with_another_config_are_named(tmp_path):

@@ -16,7 +16,7 @@ def _worker_env():
         pa.cpu_count()
 
 
-def test_workers_and_trainers_run_without_the_nannys_malloc_trim_threshold(monkeypatch):
+def test_workers_run_without_the_malloc_threshold_and_with_polars_on_their_threads(monkeypatch):
     monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")  # as an earlier nanny in this process left it
     with connect(ClusterConfig(n_workers=1, threads_per_worker=1)) as client:
         seen = client.run(_worker_env)
