@@ -9,8 +9,8 @@ as a plain ``EnvError``/``GameFileError`` naming the game. A worker process
 dies with the process that started the pool.
 
 Inside a Dask worker, set ``distributed.worker.daemon: False``: a daemonic
-process may not start these workers. The workers do not import the
-starting process's main module (a forkserver or spawn child would).
+process may not start these workers. The workers do not import the main
+module of the process that starts them (``pipeline.runtime.mainmodule``).
 
 >>> from pipeline.envs.alfworld_gen import generate_games
 >>> import tempfile
@@ -23,20 +23,17 @@ starting process's main module (a forkserver or spawn child would).
 """
 from __future__ import annotations
 
-import contextlib
 import multiprocessing as mp
-import sys
-import threading
 import time
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 from pipeline.envs.alfworld import AlfworldEnvConfig, EnvError, GameFileError, ResetResult, StepResult
 from pipeline.runtime.lifeline import exit_with_parent
+from pipeline.runtime.mainmodule import main_hidden
 
 START_METHODS = ("forkserver", "spawn")
 _PRELOAD = ["pipeline.envs.alfworld", "textworld.envs.pddl", "alfworld.agents.environment.alfred_tw_env"]
-_MAIN_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -84,26 +81,6 @@ def _worker_process(conn, env_config: AlfworldEnvConfig) -> None:
     _worker_main(conn, env_config)
 
 
-@contextlib.contextmanager
-def _main_hidden():
-    """Hide ``__main__``'s file and spec while a worker starts, so the worker does not import the main module.
-
-    A forkserver or spawn child runs the parent's main module first. In a
-    Dask worker that is the driver script (``pipeline/round.py``), whose
-    imports (torch, transformers, Dask) cost ~10 s of CPU per env process and
-    give an env nothing: its code lives in this module.
-    """
-    main = sys.modules["__main__"]
-    with _MAIN_LOCK:
-        saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if k in main.__dict__}
-        main.__dict__.pop("__file__", None)
-        main.__spec__ = None
-        try:
-            yield
-        finally:
-            main.__dict__.update(saved)
-
-
 def plain_error(exc: Exception, game: str | None) -> Exception:
     """``exc`` as a plain project exception holding only its message (and the game), to send to another process.
 
@@ -146,7 +123,7 @@ class EnvPool:
         parent, child = self._ctx.Pipe()
         proc = self._ctx.Process(target=_worker_process, args=(child, self.env_config), daemon=True,
                                  name=f"alfworld-env-{w}")
-        with _main_hidden():
+        with main_hidden():  # a Dask worker's main module is the driver script: ~10 s of imports
             proc.start()
         child.close()
         self._procs[w], self._conns[w] = proc, parent

@@ -172,23 +172,3 @@ def test_handcoded_expert_plays_the_same_in_every_process_and_episode(games, tmp
     assert all(plans[0][g * 4:g * 4 + 4] == [plans[0][g * 4]] * 4 for g in range(3))  # a game's 4 episodes alike
     assert [len(plans[0][g * 4]) for g in range(3)] == [8, 4, 13]  # the three games, each played to the win
 
-
-MAIN_CODE = """
-import os, sys
-with open(sys.argv[1], "a") as log:  # every process that imports this script adds a line
-    log.write(f"{os.getpid()}\\n")
-from pipeline.envs.pool import EnvPool, PoolConfig
-
-if __name__ == "__main__":
-    with EnvPool(config=PoolConfig(workers=2)) as pool:
-        pool.reset(sys.argv[2:], group_size=2)
-"""
-
-
-def test_env_workers_do_not_import_the_main_module(games, tmp_path):
-    # A Dask worker's main module is the driver script: rerunning its imports cost each env process ~10 s of CPU.
-    script, log = tmp_path / "driver.py", tmp_path / "imports.log"
-    script.write_text(MAIN_CODE)
-    subprocess.run([sys.executable, str(script), str(log), *games[:2]], check=True, timeout=120,
-                   env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
-    assert len(log.read_text().splitlines()) == 1  # the driver alone, not its 2 env workers
