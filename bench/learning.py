@@ -10,7 +10,9 @@
    with the arm's overrides and ``rollout.sampling.seed`` / ``trainer.seed`` = seed.
 3. ``OUT/learning.md`` tabulates held-out success per round per arm (mean and 95%
    CI over seeds, Student t) and the paired final difference of the first arm and
-   each other arm with its 95% CI; ``OUT/learning.png`` draws the curves.
+   each other arm with its 95% CI; then the same for the training-task success of
+   rounds 1..R-1 (5 x 128 episodes per arm-seed instead of 128; paired because a
+   seed's arms play the same tasks). ``OUT/learning.png`` draws the curves.
 
 Every run directory is resumable: a rerun of the same command skips committed
 rounds, so a stopped benchmark loses at most the round in flight.
@@ -83,17 +85,32 @@ def fork(warm: Path, dest: Path) -> None:
     tmp.rename(dest)
 
 
-def held_out(run_dir: Path) -> dict[int, float]:
-    """Round -> held-out success of a run's committed metrics (round -1: the starting policy)."""
+def metric(run_dir: Path, key: str) -> dict[int, float]:
+    """Round -> ``key`` of a run's committed metrics, where recorded (round -1: the starting policy)."""
     path = run_dir / "metrics.jsonl"
     if not path.exists():
         return {}
     records = [json.loads(line) for line in path.read_text().splitlines()]
-    return {r["round"]: r["eval_success_rate"] for r in records if r.get("eval_success_rate") is not None}
+    return {r["round"]: r[key] for r in records if r.get(key) is not None}
 
 
-def table(curves: dict[str, dict[int, dict[int, float]]], rounds: list[int]) -> list[str]:
-    """Markdown rows: one per evaluated round, one 'mean ± CI (n)' cell per arm (no CI for one seed).
+def trained(curve: dict[int, float], rounds: int) -> dict[str, float]:
+    """Mean training-task success of rounds 1..rounds-1 (collected by the policies RL made), once all are in.
+
+    Round 0 collects with the warm start, the same in every arm. For one seed,
+    every arm plays the same tasks with the same sampling seeds in a round.
+
+    >>> trained({0: 0.2, 1: 0.3, 2: 0.5}, 3), trained({0: 0.2, 1: 0.3}, 3)
+    ({'rounds 1-2': 0.4}, {})
+    """
+    later = range(1, rounds)
+    if rounds < 2 or any(r not in curve for r in later):
+        return {}
+    return {f"rounds 1-{rounds - 1}": sum(curve[r] for r in later) / len(later)}
+
+
+def table(curves: dict[str, dict[int, dict]], rounds: list) -> list[str]:
+    """Markdown rows: one per row key that has values (a round, -1 as 'start'), one 'mean ± CI (n)' cell per arm.
 
     >>> print("\\n".join(table({"a": {0: {-1: 0.1, 1: 0.2}, 1: {-1: 0.1, 1: 0.4}}, "b": {0: {-1: 0.1}}}, [-1, 0, 1])))
     | round | a | b |
@@ -106,7 +123,7 @@ def table(curves: dict[str, dict[int, dict[int, float]]], rounds: list[int]) -> 
     for r in rounds:
         cells = [_cell([c[r] for c in curves[arm].values() if r in c]) for arm in arms]
         if any(cells):
-            lines.append(f"| {'start' if r < 0 else r} | " + " | ".join(cells) + " |")
+            lines.append(f"| {'start' if r == -1 else r} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -116,18 +133,18 @@ def _cell(vals: list[float]) -> str:
     return "%.3f ± %.3f (n=%d)" % (*mean_ci(vals), len(vals))
 
 
-def paired(curves: dict[str, dict[int, dict[int, float]]], a: str, b: str, final: int) -> str:
-    """The paired final-round difference ``a - b`` over the seeds both finished."""
-    seeds = [s for s in curves[a] if final in curves[a][s] and final in curves.get(b, {}).get(s, {})]
+def paired(curves: dict[str, dict[int, dict]], a: str, b: str, at, what: str = "final difference") -> str:
+    """The paired difference ``a - b`` at ``at`` (a round, or a key of ``trained``) over the seeds both have."""
+    seeds = [s for s in curves[a] if at in curves[a][s] and at in curves.get(b, {}).get(s, {})]
+    where = f"round {at}" if isinstance(at, int) else at
     if not seeds:
-        return f"no seed has finished round {final} in both {a} and {b} yet"
-    diffs = [curves[a][s][final] - curves[b][s][final] for s in seeds]
+        return f"no seed has {where} in both {a} and {b} yet"
+    diffs = [curves[a][s][at] - curves[b][s][at] for s in seeds]
     mean, ci = mean_ci(diffs)
     if len(seeds) < 2:
-        return f"final difference {a} - {b} (round {final}, seed {seeds[0]} only): {mean:+.3f}, no CI from one seed"
+        return f"{what} {a} - {b} ({where}, seed {seeds[0]} only): {mean:+.3f}, no CI from one seed"
     verdict = "includes 0: no difference shown" if abs(mean) <= ci else "excludes 0"
-    return (f"paired final difference {a} - {b} (round {final}, seeds {seeds}): {mean:+.3f} ± {ci:.3f} "
-            f"(95% CI; {verdict})")
+    return f"paired {what} {a} - {b} ({where}, seeds {seeds}): {mean:+.3f} ± {ci:.3f} (95% CI; {verdict})"
 
 
 def plot(curves: dict[str, dict[int, dict[int, float]]], rounds: list[int], path: Path) -> None:
@@ -165,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("overrides", nargs="*", metavar="key.path=value", help="config overrides for every run")
     args = ap.parse_args(argv)
     out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     if not args.report_only:
         driver(args.config, out / "warm", 0, args.overrides)
@@ -174,11 +192,16 @@ def main(argv: list[str] | None = None) -> int:
                 fork(out / "warm", run_dir)
                 driver(args.config, run_dir, args.rounds,
                        [*args.overrides, *ARMS[arm], f"rollout.sampling.seed={seed}", f"trainer.seed={seed}"])
-    curves = {arm: {s: held_out(out / f"{arm}-s{s}") for s in args.seeds} for arm in args.arms}
-    rounds = list(range(-1, args.rounds))
+    curves = {arm: {s: metric(out / f"{arm}-s{s}", "eval_success_rate") for s in args.seeds} for arm in args.arms}
+    train = {arm: {s: trained(metric(out / f"{arm}-s{s}", "success_rate"), args.rounds) for s in args.seeds}
+             for arm in args.arms}
+    rounds, span = list(range(-1, args.rounds)), f"rounds 1-{args.rounds - 1}"
     lines = [f"# Learning benchmark: held-out success by round ({args.config}, {' '.join(args.overrides)})", "",
              *table(curves, rounds), "",
-             *(paired(curves, args.arms[0], other, args.rounds - 1) for other in args.arms[1:]),
+             *(paired(curves, args.arms[0], other, args.rounds - 1) for other in args.arms[1:]), "",
+             f"## Training-task success, mean of {span} (each round's 128 collect episodes, T=1)", "",
+             *table(train, [span]), "",
+             *(paired(train, args.arms[0], other, span, "difference") for other in args.arms[1:]),
              "", f"wall time of this invocation: {time.perf_counter() - start:.0f} s"]
     (out / "learning.md").write_text("\n".join(lines) + "\n")
     plot(curves, rounds, out / "learning.png")
