@@ -171,4 +171,3 @@ def test_handcoded_expert_plays_the_same_in_every_process_and_episode(games, tmp
     assert plans[0] == plans[1]
     assert all(plans[0][g * 4:g * 4 + 4] == [plans[0][g * 4]] * 4 for g in range(3))  # a game's 4 episodes alike
     assert [len(plans[0][g * 4]) for g in range(3)] == [8, 4, 13]  # the three games, each played to the win
-
