@@ -9,7 +9,10 @@ action changes), so it is cached per grammar (one per loaded game) by
 state and are always derived. Parses are memoised too: a feedback template's
 (copied out: derivation writes into the symbols) and a whole grammar's (every
 game loads the same rules; a grammar only reads its rules, copying a rule's
-symbols before it derives them).
+symbols before it derives them). Two more parses are pure functions of their
+text: the conjunctive queries that feedback rules test at every step (a ``Rule``
+that matching only reads: shared) and a game's action grammar, which every load
+parses again (~150 ms; copied out, as it becomes the game's own grammar).
 """
 from __future__ import annotations
 
@@ -18,8 +21,10 @@ import functools
 
 
 def cache_command_texts() -> None:
-    """Patch textworld's grammar derivation and template parser in this process (idempotent)."""
-    from textworld.envs.pddl import textgen
+    """Patch textworld's grammar derivation and its template, query and grammar parsers in this process
+    (idempotent)."""
+    from textworld.envs.pddl import logic, textgen
+    from textworld.logic import Rule
 
     grammar = textgen.ContextSensitiveGrammar
     if hasattr(grammar.derive, "__wrapped__"):
@@ -27,6 +32,9 @@ def cache_command_texts() -> None:
     grammar.derive = _cached_derive(grammar.derive)
     grammar.parse = classmethod(_cached_grammar(grammar.parse.__func__))
     textgen._parse_and_convert = _cached_parse(textgen._parse_and_convert)
+    logic._parse_and_convert = _cached_parse(logic._parse_and_convert)
+    query = Rule.parse_conjunctive_query.__func__
+    Rule.parse_conjunctive_query = classmethod(functools.wraps(query)(functools.lru_cache(maxsize=4096)(query)))
 
 
 def _cached_derive(derive):

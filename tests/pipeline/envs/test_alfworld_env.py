@@ -278,13 +278,17 @@ def _play(game: str, seed: int) -> list:
 
 @pytest.mark.parametrize("task_type", ["pick_and_place_simple", "pick_clean_then_place_in_recep"])
 def test_memoised_grammar_gives_the_engines_own_texts(games, task_type, monkeypatch):
-    from textworld.envs.pddl import textgen
+    from textworld.envs.pddl import logic, textgen
+    from textworld.logic import Rule
 
     cached = _play(games[task_type], seed=3)
+    assert _play(games[task_type], seed=3) == cached  # a second env of the game: every parse comes from the caches
     grammar = textgen.ContextSensitiveGrammar
     monkeypatch.setattr(grammar, "derive", grammar.derive.__wrapped__)
     monkeypatch.setattr(grammar, "parse", classmethod(grammar.parse.__wrapped__))
     monkeypatch.setattr(textgen, "_parse_and_convert", textgen._parse_and_convert.__wrapped__)
+    monkeypatch.setattr(logic, "_parse_and_convert", logic._parse_and_convert.__wrapped__)
+    monkeypatch.setattr(Rule, "parse_conjunctive_query", classmethod(Rule.parse_conjunctive_query.__wrapped__))
     monkeypatch.setattr("pipeline.envs.alfworld.cache_command_texts", lambda: None)
     assert _play(games[task_type], seed=3) == cached
     assert len(cached) > 10
