@@ -79,7 +79,7 @@ def test_rounds_through_dask_submit_a_rerun_then_one_more_round(tmp_path):
 
 def test_a_second_driver_on_a_locked_run_exits_3(tmp_path):
     run_dir = tmp_path / "run"
-    first = Driver(driver_args(run_dir))
+    first = Driver(driver_args(run_dir, "rounds=50"))  # still running when the second driver looks (killed below)
     try:
         lock = run_dir / "_LOCK"
         deadline = time.monotonic() + 60
