@@ -32,7 +32,7 @@ def cache_command_texts() -> None:
     grammar.derive = _cached_derive(grammar.derive)
     grammar.parse = classmethod(_cached_grammar(grammar.parse.__func__))
     textgen._parse_and_convert = _cached_parse(textgen._parse_and_convert)
-    logic._parse_and_convert = _cached_parse(logic._parse_and_convert)
+    logic._parse_and_convert = _cached_parse(logic._parse_and_convert, maxsize=16)  # ~0.5 MB a game's grammar
     query = Rule.parse_conjunctive_query.__func__
     Rule.parse_conjunctive_query = classmethod(functools.wraps(query)(functools.lru_cache(maxsize=4096)(query)))
 
@@ -51,8 +51,8 @@ def _cached_derive(derive):
     return cached
 
 
-def _cached_parse(parse_and_convert):
-    parse = functools.lru_cache(maxsize=4096)(
+def _cached_parse(parse_and_convert, maxsize: int = 4096):
+    parse = functools.lru_cache(maxsize=maxsize)(
         lambda text, rule_name, trace: parse_and_convert(text, rule_name=rule_name, trace=trace))
 
     def cached(text: str, rule_name: str = "start", trace: bool = False):
