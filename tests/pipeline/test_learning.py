@@ -51,6 +51,7 @@ from pipeline.policy import PolicyConfig, SamplingConfig  # noqa: E402
 from pipeline.policy.expert import ExpertBackend  # noqa: E402
 from pipeline.policy.hf import HFBackend  # noqa: E402
 from pipeline.rollout import RolloutConfig, make_groups, mix_seed, play_batch  # noqa: E402
+from tests.child_env import child_env  # noqa: E402
 from trainer.config import TrainerConfig  # noqa: E402
 from trainer.engine import init_distributed  # noqa: E402
 from trainer.train import mean_logprob, train_round  # noqa: E402
@@ -72,13 +73,12 @@ PPO = TrainerConfig(kl_coef=0.0, lr=3e-4, old_logprobs="rollout", ppo_epochs=2, 
 ADVANTAGE = AdvantageConfig(estimator="gigpo", gamma=0.95)
 EVAL_SEEDS = (0, 99)  # the rounds whose sampling seeds both policies are evaluated with: 2 x 32 episodes each
 EPISODES = len(EVAL_SEEDS) * GAMES * GROUP
-# Measured for these seeds (four separate processes, identical): won episodes out of EPISODES, and the mean
-# log-prob of the responses of round 0's won episodes, under the warm start and under the final policy.
+# Measured for these seeds with PORTABLE_FLOATS (two separate runs, identical): won episodes out of EPISODES,
+# and the mean log-prob of the responses of round 0's won episodes, under the warm start and under the final policy.
 WON_BEFORE, WON_AFTER = 18, 28
 LOGPROB_BEFORE, LOGPROB_AFTER = -0.213812, -0.217165
 # Set before torch loads (hence a child process): kernels whose float results do not depend on the CPU.
 PORTABLE_FLOATS = {"MKL_CBWR": "COMPATIBLE,STRICT", "ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41"}
-DIST_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")  # set by init_distributed
 MARGIN = 10  # more won episodes than the warm start, of 64 (~2.8 binomial std at p = 18/64)
 
 
@@ -131,9 +131,8 @@ def measure(tmp_path: Path) -> dict:
 
 def test_gigpo_rounds_raise_success_on_the_training_tasks(tmp_path):
     out = tmp_path / "measured.json"
-    env = {k: v for k, v in os.environ.items() if k not in DIST_VARIABLES}  # the suite's own group holds its port
     subprocess.run([sys.executable, __file__, str(tmp_path), str(out)], check=True, timeout=600,
-                   env={**env, **PORTABLE_FLOATS})
+                   env=child_env(**PORTABLE_FLOATS))
     measured = json.loads(out.read_text())
     assert measured["won_after"] >= measured["won_before"] + MARGIN, measured
     assert (measured["won_before"], measured["won_after"]) == (WON_BEFORE, WON_AFTER), measured

@@ -2,30 +2,20 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 import torch
 
+from tests.child_env import ROOT, child_env
 from trainer.checkpoint import StateMismatchError
 from trainer.config import TrainerConfig
 from trainer.train import train_round
 
 pytestmark = pytest.mark.usefixtures("dist_group")
-ROOT = Path(__file__).resolve().parents[2]
-RENDEZVOUS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
-
-
-def _child_env(**extra) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in RENDEZVOUS}  # not this process's 1-rank group
-    path = [str(ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]  # keep what the env needs
-    env.update(PYTHONPATH=os.pathsep.join(path), **extra)
-    return env
 
 
 def _free_port() -> int:
@@ -43,7 +33,7 @@ def test_two_rank_gloo_equals_one_rank_with_twice_the_micro_batch(tiny_model, tm
             "--data", str(data), "--out", str(tmp_path / "two"), "--metrics", str(tmp_path / "two.jsonl")]
     args += [f"--set={k}={v}" for k, v in {**common, "micro_batch_size": 2, "num_threads": 1}.items()]
     procs = [subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              env=_child_env(RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE="2", OMP_NUM_THREADS="1",
+                              env=child_env(RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE="2", OMP_NUM_THREADS="1",
                                              MASTER_ADDR="127.0.0.1", MASTER_PORT=port))
              for r in range(2)]
     outs = [p.communicate(timeout=240)[0] for p in procs]
@@ -95,7 +85,7 @@ def test_resume_after_kill_matches_uninterrupted_run(tiny_model, tmp_path, make_
     proc = subprocess.Popen([sys.executable, str(script), str(tiny_model), str(data), str(tmp_path / "killed"),
                              str(state), str(kill_at), json.dumps(cfg)], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True,
-                            env=_child_env(OMP_NUM_THREADS=str(torch.get_num_threads())))  # same sums as here
+                            env=child_env(OMP_NUM_THREADS=str(torch.get_num_threads())))  # same sums as here
     seen = []
     for line in proc.stdout:
         seen.append(line)
@@ -144,7 +134,7 @@ def test_one_worker_process_trains_round_after_round(tiny_model, tmp_path, make_
     script = tmp_path / "rounds.py"
     script.write_text(TWO_ROUNDS)
     res = subprocess.run([sys.executable, str(script), str(tiny_model), str(data), str(tmp_path),
-                          str(_free_port()), str(_free_port())], cwd=ROOT, env=_child_env(),
+                          str(_free_port()), str(_free_port())], cwd=ROOT, env=child_env(),
                          capture_output=True, text=True, timeout=240)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
     first, second = (float(x) for x in res.stdout.split("entropies")[1].split())
@@ -161,7 +151,7 @@ def test_trainer_process_sizes_its_threads_not_from_an_inherited_omp_setting(tin
     make_rows(4).write_parquet(data)
     cmd = [sys.executable, "-m", "trainer", "--policy", str(tiny_model), "--data", str(data), "--out",
            str(tmp_path / "out"), "--set=kl_coef=0", "--set=mini_batch_size=4", "--set=micro_batch_size=4"]
-    env = _child_env(OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()))
+    env = child_env(OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()))
     res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
     assert f"tokens/s per core ({host_cores()} threads)" in res.stdout, res.stdout[-1000:]
@@ -172,7 +162,7 @@ def test_gpu_bf16_round_reports_mfu(tiny_model, tmp_path, make_rows):
     """On a GPU (DS_ACCELERATOR left to DeepSpeed): bf16 training, nccl, MFU metric, bf16 export."""
     data = tmp_path / "rows.parquet"
     make_rows(16, seed=5).write_parquet(data)
-    env = _child_env(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), RANK="0", WORLD_SIZE="1",
+    env = child_env(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), RANK="0", WORLD_SIZE="1",
                      LOCAL_RANK="0")
     env.pop("DS_ACCELERATOR", None)
     res = subprocess.run([sys.executable, "-m", "trainer", "--policy", str(tiny_model), "--ref", str(tiny_model),
