@@ -47,6 +47,21 @@ def _kind(t: pa.DataType) -> str:
     return str(t)
 
 
+def _dictionary_columns(schema: pa.Schema) -> list[str]:
+    """Parquet column paths to dictionary-encode: all but floats (and lists of floats).
+
+    Float values rarely repeat: trying a dictionary for them first costs ~30% of
+    a slim advantages write and saves nothing. Token ids keep theirs (smaller files).
+    """
+    paths = []
+    for field in schema:
+        nested = _kind(field.type).startswith("list<")
+        leaf = field.type.value_type if nested else field.type
+        if not pa.types.is_floating(leaf):
+            paths.append(f"{field.name}.list.element" if nested else field.name)
+    return paths
+
+
 def conform(data: pa.Table | pl.DataFrame, table: str, where: str) -> pa.Table:
     """Return ``data`` cast to ``table``'s exact schema, or raise SchemaMismatch."""
     if table not in TABLES:
@@ -75,7 +90,7 @@ def encode(tbl: pa.Table, table: str) -> pa.Buffer:
     row_bytes = max(1, tbl.nbytes // max(1, tbl.num_rows))
     sink = pa.BufferOutputStream()
     pq.write_table(tbl, sink, compression=COMPRESSION, row_group_size=max(1024, ROW_GROUP_BYTES // row_bytes),
-                   write_page_checksum=True)
+                   use_dictionary=_dictionary_columns(tbl.schema), write_page_checksum=True)
     return sink.getvalue()
 
 

@@ -15,10 +15,12 @@ joins them back from steps).
   only), each bucket is computed, and each shard's results are joined back on
   its row numbers.
 
-``groups_whole=None`` detects which case holds from the shards' ``group_id``
-columns; ``True`` trusts the writer and verifies afterwards (error if a group
-was split); ``False`` forces the shuffle. Every path runs the same
-``compute_advantages`` on whole groups, so all give bit-identical numbers.
+``groups_whole=None`` runs one task per shard and falls back to the shuffle
+when that shows a split group (two shards report one ``group_id``, or a shard
+holds part of an episode); the fallback rewrites every partition under the same
+names. ``True`` trusts the writer and raises on a split group; ``False`` forces
+the shuffle. Every path runs the same ``compute_advantages`` on whole groups,
+so all give bit-identical numbers.
 """
 from __future__ import annotations
 
@@ -37,8 +39,7 @@ from storage.shards import num_rows, read_schema, read_table
 
 from pipeline.advantage.config import AdvantageConfig
 from pipeline.advantage.engine import scalar_columns, compute_advantages
-from pipeline.advantage.purity import anchor_groups
-from pipeline.advantage.stats import STATS_COLUMNS, anchor_stats
+from pipeline.advantage.stats import STATS_COLUMNS, anchor_tables
 from pipeline.advantage.validate import AdvantageInputError
 
 Sink = Callable[[str, pa.Table, int, str], Any]  # (table name, table, partition index, source shard path)
@@ -88,6 +89,9 @@ class _Inline:
     def gather(self, items):
         return list(items)
 
+    def settle(self, items):
+        """Nothing to wait for: each task ran (or raised) when submitted."""
+
 
 class _Dask:
     def __init__(self, client) -> None:
@@ -100,6 +104,12 @@ class _Dask:
 
     def gather(self, items):
         return self.client.gather(list(items))
+
+    def settle(self, items):
+        """Wait until every task has finished or failed (no task is left writing)."""
+        from distributed import wait
+
+        wait(list(items))
 
 
 def run_advantage_job(
@@ -129,32 +139,41 @@ def run_advantage_job(
     paths = [str(p) for p in paths]
     if not paths:
         return JobResult([], [], pl.DataFrame(schema=STATS_COLUMNS), False, 0, 0.0, ex.cores)
-    if groups_whole is None:
-        groups_whole = not _split_groups(ex, paths, filesystem)
-    job = _per_shard if groups_whole else _shuffled
-    outputs, groups, stats = job(ex, paths, cfg, sink, progress, filesystem)
+    shuffled = groups_whole is False
+    done = None if shuffled else _per_shard(ex, paths, cfg, sink, progress, filesystem, strict=groups_whole is True)
+    if done is None:
+        if progress and not shuffled:
+            print("a group spans shards: redoing the stage with a group_id shuffle")
+        shuffled, done = True, _shuffled(ex, paths, cfg, sink, progress, filesystem)
+    outputs, groups, stats = done
     rows = int(stats["steps"].sum())
-    result = JobResult(outputs, groups, stats, not groups_whole, rows, time.perf_counter() - start, ex.cores)
+    result = JobResult(outputs, groups, stats, shuffled, rows, time.perf_counter() - start, ex.cores)
     if progress:
         print(result.summary())
     return result
 
 
-def _per_shard(ex, paths: list[str], cfg: AdvantageConfig, sink: Sink, progress: bool, fs):
-    """One task per shard; afterwards checks that no group was in two shards (the writer's promise)."""
-    done = _stage(ex, _shard_task, [(p, i, cfg, sink, fs) for i, p in enumerate(paths)], "advantages", progress)
+def _per_shard(ex, paths: list[str], cfg: AdvantageConfig, sink: Sink, progress: bool, fs, strict: bool):
+    """One task per shard, then the check that no group was in two shards (the writer's promise).
+
+    A broken promise raises when ``strict``, else gives None; either way once no task is left writing.
+    """
     try:
+        done = _stage(ex, _shard_task, [(p, i, cfg, sink, fs) for i, p in enumerate(paths)], "advantages", progress)
+        ex.settle(done)
         results = ex.gather(done)
-    except AdvantageInputError as err:
+    except AdvantageInputError as err:  # e.g. a shard holding part of an episode
+        if not strict:
+            return None
         raise AdvantageInputError(f"{err} (with groups_whole=True: if groups span shards, use None)") from err
     stats = pl.concat([r[2] for r in results]).sort("round", "group_id")
     dup = stats.filter(pl.struct("round", "group_id").is_duplicated())["group_id"].unique().sort()
-    if len(dup):
+    if len(dup) and strict:
         raise AdvantageInputError(
             f"groups_whole=True but group_id(s) {dup.to_list()[:10]} span several shards; "
             "the written partitions are wrong: rerun with groups_whole=None"
         )
-    return [r[0] for r in results], [r[1] for r in results], stats
+    return None if len(dup) else ([r[0] for r in results], [r[1] for r in results], stats)
 
 
 def _stage(ex, fn, arg_lists: list[tuple], desc: str, progress: bool) -> list:
@@ -165,17 +184,6 @@ def _stage(ex, fn, arg_lists: list[tuple], desc: str, progress: bool) -> list:
         for _ in tqdm(as_completed(futures), total=len(futures), desc=desc):
             pass
     return futures
-
-
-def _split_groups(ex, paths: list[str], fs) -> int:
-    """Number of group ids found in more than one shard."""
-    ids = ex.gather([ex.submit(_group_ids, p, fs) for p in paths])
-    _, counts = np.unique(np.concatenate(ids) if ids else np.zeros(0, np.int64), return_counts=True)
-    return int((counts > 1).sum())
-
-
-def _group_ids(path: str, fs) -> np.ndarray:
-    return np.unique(read_table(fs, path, ["group_id"])["group_id"].to_numpy())
 
 
 def read_scalars(path: str, cfg: AdvantageConfig, fs=None) -> pl.DataFrame:
@@ -190,14 +198,15 @@ def slim(result: pl.DataFrame) -> pa.Table:
     return result.select(ADVANTAGES.names).to_arrow().cast(ADVANTAGES)
 
 
-def _groups(result: pl.DataFrame, index: int, source: str, sink: Sink):
-    """Write a partition's anchor groups where it was computed; the sink's return value."""
-    return sink("anchor_groups", anchor_groups(result).to_arrow(), index, source)
+def _tables(result: pl.DataFrame, index: int, source: str, sink: Sink):
+    """Write a partition's anchor groups where it was computed; the sink's return value and its anchor stats."""
+    stats, groups = anchor_tables(result)
+    return sink("anchor_groups", groups.to_arrow(), index, source), stats
 
 
 def _shard_task(path: str, index: int, cfg: AdvantageConfig, sink: Sink, fs):
     result = compute_advantages(read_scalars(path, cfg, fs=fs), cfg)
-    return sink("advantages", slim(result), index, path), _groups(result, index, path, sink), anchor_stats(result)
+    return sink("advantages", slim(result), index, path), *_tables(result, index, path, sink)
 
 
 def _split_task(path: str, index: int, cfg: AdvantageConfig, parts: int, fs) -> list[pl.DataFrame]:
@@ -215,7 +224,7 @@ def _bucket_task(pieces: list[pl.DataFrame], index: int, cfg: AdvantageConfig, n
     per_shard = result.select("_shard", "_row", *ADVANTAGES.names).partition_by("_shard", as_dict=True)
     empty = result.clear().select("_row", *ADVANTAGES.names)
     shards = [per_shard[(i,)].drop("_shard") if (i,) in per_shard else empty for i in range(n_shards)]
-    return shards, _groups(result, index, f"group_id bucket {index}", sink), anchor_stats(result)
+    return shards, *_tables(result, index, f"group_id bucket {index}", sink)
 
 
 def _write_task(path: str, index: int, pieces: list[pl.DataFrame], sink: Sink, fs):

@@ -78,10 +78,11 @@ class CodeStats:
     std: np.ndarray
 
     @classmethod
-    def of(cls, values: np.ndarray, codes: np.ndarray, n: int) -> "CodeStats":
-        """Statistics of ``values`` grouped by ``codes`` (0 <= code < n, first-appearance order)."""
+    def of(cls, values: np.ndarray, codes: np.ndarray, n: int, first: np.ndarray | None = None) -> "CodeStats":
+        """Statistics of ``values`` grouped by ``codes`` (0 <= code < n, first-appearance order; ``first``: each
+        code's first row when known)."""
         count = np.bincount(codes, minlength=n)
-        shift = values[first_index(codes, n)]
+        shift = values[first_index(codes, n) if first is None else first]
         shifted = values - shift[codes]
         mean = np.bincount(codes, weights=shifted, minlength=n) / np.maximum(count, 1)
         dev = shifted - mean[codes]

@@ -19,7 +19,7 @@ from typing import Union
 import numpy as np
 import polars as pl
 
-from pipeline.advantage.groupnorm import CodeStats, first_index
+from pipeline.advantage.groupnorm import CodeStats, factorize, first_index
 from pipeline.advantage.returns import canonical_order
 from pipeline.advantage.validate import AdvantageInputError
 
@@ -60,28 +60,29 @@ def sort_rows(rows: pl.DataFrame) -> tuple[pl.DataFrame, np.ndarray, np.ndarray]
     return rows, np.cumsum(new_group) - 1, np.flatnonzero(new_group)
 
 
-def _pairs(major: np.ndarray, minor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Order sorting rows by (major, minor), and which sorted rows start a new pair (sorting beats hashing here)."""
-    order = np.lexsort((minor, major))
-    a, b = major[order], minor[order]
-    new = np.ones(len(order), dtype=bool)
-    new[1:] = (a[1:] != a[:-1]) | (b[1:] != b[:-1])
-    return order, new
+def _distinct(major: np.ndarray, n: int, minor: np.ndarray, n_minor: int) -> np.ndarray:
+    """Distinct ``minor`` codes (< n_minor) per ``major`` code (< n): one sorted exact int64 key beats a lexsort."""
+    keys = major.astype(np.int64) * n_minor + minor
+    keys.sort()
+    new = np.ones(len(keys), dtype=bool)
+    new[1:] = keys[1:] != keys[:-1]
+    return np.bincount(keys[new] // n_minor, minlength=n)
 
 
-def _distinct(codes: np.ndarray, n: int, values: np.ndarray) -> np.ndarray:
-    """Distinct ``values`` (an integer or bit-pattern column) per code."""
-    order, new = _pairs(codes, values)
-    return np.bincount(codes[order][new], minlength=n)
+def _revisits(group: np.ndarray, k: int, state: np.ndarray, n_states: int, lone: np.ndarray):
+    """Per group (code < k): steps whose (group, state) pair recurs, and those of them with ``lone`` set.
 
-
-def _pair_sizes(major: np.ndarray, minor: np.ndarray) -> np.ndarray:
-    """Rows sharing each row's (major, minor) pair."""
-    order, new = _pairs(major, minor)
-    run = np.cumsum(new) - 1
-    out = np.empty(len(order), dtype=np.int64)
-    out[order] = np.bincount(run)[run]
-    return out
+    One sorted key per row (pair, then the flag in the lowest bit): a pair's rows are one run, no argsort needed.
+    """
+    keys = (group.astype(np.int64) * n_states + state) * 2 + lone
+    keys.sort()
+    pair = keys >> 1
+    starts = np.flatnonzero(np.concatenate(([True], pair[1:] != pair[:-1])))
+    length = np.diff(np.append(starts, len(keys)))
+    recurs = length > 1
+    pair_group = pair[starts] // n_states
+    lone_rows = np.add.reduceat(keys & 1, starts) if len(keys) else length
+    return np.bincount(pair_group, length * recurs, k), np.bincount(pair_group, lone_rows * recurs, k)
 
 
 def _anchor_codes(group_code: np.ndarray, anchor_id: np.ndarray) -> np.ndarray:
@@ -105,6 +106,9 @@ class Anchors:
     n: int  # anchor groups
     first: np.ndarray  # first row of each anchor group
     size: np.ndarray  # steps per anchor group
+    state: np.ndarray  # dense code of each row's true state (0 where it has none)
+    n_states: int  # distinct true states (at least 1)
+    known: np.ndarray  # whether each row has a true state
     states: np.ndarray  # distinct true states per anchor group (float; nan where a step has no state_key)
 
     @classmethod
@@ -117,18 +121,19 @@ class Anchors:
                 "recompute them with compute_advantages")
         code = _anchor_codes(group_code, anchor_id.to_numpy())
         n = int(code.max()) + 1
-        state, known = state_columns(rows)
-        states = _distinct(code, n, state).astype(np.float64)
+        state, n_states, known = _state_codes(rows)
+        states = _distinct(code, n, state, n_states).astype(np.float64)
         states[np.bincount(code, ~known, n) > 0] = np.nan
-        return cls(code, n, first_index(code, n), np.bincount(code, minlength=n), states)
+        return cls(code, n, first_index(code, n), np.bincount(code, minlength=n), state, n_states, known, states)
 
 
-def state_columns(rows: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's ``state_key`` (0 where null) and whether it has one (none when the column is absent)."""
+def _state_codes(rows: pl.DataFrame) -> tuple[np.ndarray, int, np.ndarray]:
+    """Dense codes of each row's ``state_key`` (0 where null or absent), their count, and which rows have one."""
     if "state_key" not in rows.columns:
-        return np.zeros(rows.height, np.uint64), np.zeros(rows.height, dtype=bool)
+        return np.zeros(rows.height, np.int64), 1, np.zeros(rows.height, dtype=bool)
     col = rows["state_key"].cast(pl.UInt64)
-    return col.fill_null(0).to_numpy(), col.is_not_null().to_numpy()
+    state, n = factorize(col.fill_null(0).to_numpy())
+    return state, max(n, 1), col.is_not_null().to_numpy()
 
 
 def anchor_groups(advantages: Frame) -> Frame:
@@ -147,15 +152,19 @@ def anchor_groups(advantages: Frame) -> Frame:
         raise AdvantageInputError(f"anchor_groups: advantages lack column(s) {missing}; present: {list(schema)}")
     columns = [*GROUPS_INPUT, *(["state_key"] if "state_key" in schema else [])]
     rows = advantages.lazy().select(columns).collect() if lazy else advantages.select(columns)
-    out = _per_anchor(rows) if rows.height else pl.DataFrame(schema=GROUPS_COLUMNS)
+    if not rows.height:
+        out = pl.DataFrame(schema=GROUPS_COLUMNS)
+    else:
+        rows, group_code, _ = sort_rows(rows)
+        out = per_anchor(rows, Anchors.of(rows, group_code))
     return out.lazy() if lazy else out
 
 
-def _per_anchor(rows: pl.DataFrame) -> pl.DataFrame:
-    rows, group_code, _ = sort_rows(rows)
-    a = Anchors.of(rows, group_code)
+def per_anchor(rows: pl.DataFrame, a: Anchors) -> pl.DataFrame:
+    """``GROUPS_COLUMNS`` of each anchor group ``a`` of canonically sorted ``rows``."""
     returns = rows["step_return"].to_numpy() + 0.0  # + 0.0 turns -0.0 into 0.0: one value, one bit pattern
-    ret = CodeStats.of(returns, a.code, a.n)
+    ret = CodeStats.of(returns, a.code, a.n, a.first)
+    return_code, n_returns = factorize(returns.view(np.uint64))
     return pl.DataFrame(
         {
             "round": rows["round"].gather(a.first),
@@ -163,7 +172,7 @@ def _per_anchor(rows: pl.DataFrame) -> pl.DataFrame:
             "anchor_id": rows["anchor_id"].gather(a.first),
             "size": a.size,
             "anchor_text": rows["observation"].gather(a.first),
-            "distinct_returns": _distinct(a.code, a.n, returns.view(np.uint64)),
+            "distinct_returns": _distinct(a.code, a.n, return_code, max(n_returns, 1)),
             "return_mean": ret.shift + ret.mean,
             "return_std": ret.std,
             "mean_abs_adv_step": np.bincount(a.code, np.abs(rows["adv_step"].to_numpy()), a.n) / a.size,
@@ -172,19 +181,15 @@ def _per_anchor(rows: pl.DataFrame) -> pl.DataFrame:
     ).with_columns(pure=pl.col("states") == 1).cast(GROUPS_COLUMNS)
 
 
-def purity_by_group(rows: pl.DataFrame, group_code: np.ndarray, k: int) -> pl.DataFrame:
-    """``PURITY_COLUMNS`` of each of the ``k`` episode groups of canonically sorted ``rows`` (null: no state)."""
-    a = Anchors.of(rows, group_code)
-    state, known = state_columns(rows)
-    unknown = np.bincount(group_code, ~known, k) > 0
+def purity_by_group(a: Anchors, group_code: np.ndarray, k: int) -> pl.DataFrame:
+    """``PURITY_COLUMNS`` of each of the ``k`` episode groups (rows' ``group_code``) holding anchor groups ``a``."""
+    unknown = np.bincount(group_code, ~a.known, k) > 0
     anchor_group = group_code[a.first]
     shared = a.size > 1
     shared_count = np.bincount(anchor_group, shared, k)
     count = np.bincount(group_code, minlength=k)
     states = np.nan_to_num(a.states)
-    revisit = _pair_sizes(group_code, state) > 1
-    revisits = np.bincount(group_code, revisit, k)
-    missed = np.bincount(group_code, revisit & ~shared[a.code], k)
+    revisits, missed = _revisits(group_code, k, a.state, a.n_states, ~shared[a.code])
     with np.errstate(invalid="ignore", divide="ignore"):
         columns = {
             "pure_share": np.bincount(anchor_group, shared & (states == 1), k) / shared_count,

@@ -16,7 +16,9 @@ from typing import Union
 import numpy as np
 import polars as pl
 
-from pipeline.advantage.purity import PURITY_COLUMNS, purity_by_group, sort_rows
+from pipeline.advantage.purity import (
+    GROUPS_INPUT, PURITY_COLUMNS, Anchors, anchor_groups, per_anchor, purity_by_group, sort_rows,
+)
 from pipeline.advantage.validate import AdvantageInputError
 
 Frame = Union[pl.DataFrame, pl.LazyFrame]
@@ -61,12 +63,36 @@ def anchor_stats(advantages: Frame) -> Frame:
         raise AdvantageInputError(f"anchor_stats: advantages lack column(s) {missing}; present: {list(schema)}")
     columns = [*STATS_INPUT, *(c for c in ("won", "state_key") if c in schema)]
     rows = advantages.lazy().select(columns).collect() if lazy else advantages.select(columns)
-    out = _per_group(rows) if rows.height else pl.DataFrame(schema=STATS_COLUMNS)
+    if not rows.height:
+        out = pl.DataFrame(schema=STATS_COLUMNS)
+    else:
+        rows, codes, starts = sort_rows(rows)
+        out = _per_group(rows, codes, starts, Anchors.of(rows, codes))
     return out.lazy() if lazy else out
 
 
-def _per_group(rows: pl.DataFrame) -> pl.DataFrame:
-    rows, codes, starts = sort_rows(rows)
+def anchor_tables(advantages: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """``(anchor_stats(advantages), anchor_groups(advantages))``, sorting the rows and finding the anchor groups once.
+
+    >>> adv = pl.DataFrame({"round": [0, 0], "group_id": [4, 4], "task_id": ["t"] * 2, "episode_id": [0, 1],
+    ...     "step": [0, 0], "reward": [1.0, 0.0], "anchor_group_size": [2, 2], "adv_episode": [0.7, -0.7],
+    ...     "adv_step": [0.7, -0.7], "anchor_id": [0, 0], "observation": ["start"] * 2, "step_return": [1.0, 0.0]})
+    >>> [t.height for t in anchor_tables(adv)]
+    [1, 1]
+    """
+    if not advantages.height:
+        return anchor_stats(advantages), anchor_groups(advantages)
+    optional = [c for c in ("won", "state_key") if c in advantages.columns]
+    names = list(dict.fromkeys([*STATS_INPUT, *GROUPS_INPUT, *optional]))
+    missing = [c for c in names if c not in advantages.columns]
+    if missing:
+        raise AdvantageInputError(f"anchor_tables: advantages lack column(s) {missing}; present: {advantages.columns}")
+    rows, codes, starts = sort_rows(advantages.select(names))
+    anchors = Anchors.of(rows, codes)
+    return _per_group(rows, codes, starts, anchors), per_anchor(rows, anchors)
+
+
+def _per_group(rows: pl.DataFrame, codes: np.ndarray, starts: np.ndarray, anchors: Anchors) -> pl.DataFrame:
     rnd, group, episode = (rows[c].to_numpy() for c in ("round", "group_id", "episode_id"))
     n = len(rnd)
     new_episode = np.zeros(n, dtype=bool)
@@ -104,4 +130,4 @@ def _per_group(rows: pl.DataFrame) -> pl.DataFrame:
             "mean_abs_adv_step": mean_abs("adv_step"),
             "success_rate": np.bincount(ep_codes, success, k) / episodes,
         }
-    ).hstack(purity_by_group(rows, codes, k)).cast(STATS_COLUMNS)
+    ).hstack(purity_by_group(anchors, codes, k)).cast(STATS_COLUMNS)

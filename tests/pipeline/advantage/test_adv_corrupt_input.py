@@ -26,7 +26,9 @@ def _corrupt_round(tmp_path) -> tuple[storage.Run, str]:
     path = f"{run.stage_dir(0, 'trajectories')}/steps/w1.parquet"
     chunk = pq.ParquetFile(path).metadata.row_group(0).column(STEPS.get_field_index("reward"))
     data = bytearray(open(path, "rb").read())
-    data[chunk.data_page_offset + chunk.total_compressed_size // 2] ^= 0xFF
+    # the chunk's last byte lies in its last page's compressed values; the middle can land on the page header's
+    # min/max statistics, which no CRC covers and no read uses (the values read back unchanged)
+    data[chunk.data_page_offset + chunk.total_compressed_size - 1] ^= 0xFF
     open(path, "wb").write(bytes(data))
     return run, path
 

@@ -6,8 +6,10 @@ import math
 import polars as pl
 import pytest
 
-from pipeline.advantage import AdvantageConfig, AdvantageInputError, anchor_stats, compute_advantages
+from pipeline.advantage import AdvantageConfig, AdvantageInputError, anchor_groups, anchor_stats, compute_advantages
+from pipeline.advantage.stats import anchor_tables
 from storage.schemas import ANCHOR_STATS
+from storage.synthetic import synthetic_round
 
 EPS = 1e-6
 
@@ -64,3 +66,16 @@ def test_one_task_per_group(advantages):
     mixed = advantages.with_columns(pl.format("task-{}", "episode_id").alias("task_id"))
     with pytest.raises(AdvantageInputError, match=r"column 'task_id': group_id\(s\) \[0\] hold several task ids"):
         anchor_stats(mixed)
+
+
+def test_anchor_tables_equal_the_two_tables_computed_apart():
+    """What a shard task writes (one sort, one pass over the anchor groups) equals anchor_stats and anchor_groups."""
+    steps, _ = synthetic_round(0, groups=30, seed=1)
+    steps = steps.sample(fraction=1.0, shuffle=True, seed=3).with_columns(  # rows out of order, some states unknown
+        pl.when((pl.col("group_id") % 3 == 0) & (pl.col("step") == 3)).then(None).otherwise(pl.col("state_key"))
+        .alias("state_key"))
+    adv = compute_advantages(steps, AdvantageConfig())
+    stats, groups = anchor_tables(adv)
+    assert stats.equals(anchor_stats(adv), null_equal=True) and groups.equals(anchor_groups(adv), null_equal=True)
+    assert stats.height == 30 and groups.height == adv.select("group_id", "anchor_id").n_unique()
+    assert stats["pure_share"].null_count() == 10 and stats["revisit_steps"].null_count() == 10  # groups 0, 3, ...
