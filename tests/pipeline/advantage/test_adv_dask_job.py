@@ -107,12 +107,14 @@ def test_one_task_per_shard_when_groups_are_whole(client, tmp_path, frame, steps
 
 # split by row: a shard task fails on a partial episode; split by episode: two shards report one group_id
 @pytest.mark.parametrize("split", ["row", "episode"])
-def test_groups_split_across_shards_are_shuffled(client, tmp_path, frame, steps_table, split):
+@pytest.mark.parametrize("where", ["dask", "inline"])
+def test_groups_split_across_shards_are_shuffled(client, tmp_path, frame, steps_table, split, where):
     table = steps_table(round_frame(frame))
     shard_of = range(table.num_rows) if split == "row" else table["episode_id"].to_pylist()
     paths = write_shards(tmp_path, table, [r % 3 for r in shard_of], 3)
     (tmp_path / "out").mkdir()
-    result = run_advantage_job(paths, ParquetSink(tmp_path / "out"), CFG, client=client, progress=False)
+    result = run_advantage_job(paths, ParquetSink(tmp_path / "out"), CFG, client=client if where == "dask" else None,
+                               progress=False)
     assert result.shuffled
     expected = compute_advantages(pl.from_arrow(table), CFG)
     assert read_outputs(result).sort(KEYS).equals(slim_of(expected).sort(KEYS))
