@@ -196,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     train = {arm: {s: trained(metric(out / f"{arm}-s{s}", "success_rate"), args.rounds) for s in args.seeds}
              for arm in args.arms}
     rounds, span = list(range(-1, args.rounds)), f"rounds 1-{args.rounds - 1}"
-    lines = [f"# Learning benchmark: held-out success by round ({args.config}, {' '.join(args.overrides)})", "",
+    setting = ", ".join([args.config, *args.overrides])
+    lines = [f"# Learning benchmark: held-out success by round ({setting})", "",
              *table(curves, rounds), "",
              *(paired(curves, args.arms[0], other, args.rounds - 1) for other in args.arms[1:]), "",
              f"## Training-task success, mean of {span} (each round's 128 collect episodes, T=1)", "",
