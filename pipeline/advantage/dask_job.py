@@ -142,8 +142,6 @@ def run_advantage_job(
     shuffled = groups_whole is False
     done = None if shuffled else _per_shard(ex, paths, cfg, sink, progress, filesystem, strict=groups_whole is True)
     if done is None:
-        if progress and not shuffled:
-            print("a group spans shards: redoing the stage with a group_id shuffle")
         shuffled, done = True, _shuffled(ex, paths, cfg, sink, progress, filesystem)
     outputs, groups, stats = done
     rows = int(stats["steps"].sum())
@@ -156,7 +154,8 @@ def run_advantage_job(
 def _per_shard(ex, paths: list[str], cfg: AdvantageConfig, sink: Sink, progress: bool, fs, strict: bool):
     """One task per shard, then the check that no group was in two shards (the writer's promise).
 
-    A broken promise raises when ``strict``, else gives None; either way once no task is left writing.
+    A broken promise raises when ``strict``, else gives None (saying why when ``progress``); either way once
+    no task is left writing.
     """
     try:
         done = _stage(ex, _shard_task, [(p, i, cfg, sink, fs) for i, p in enumerate(paths)], "advantages", progress)
@@ -164,7 +163,7 @@ def _per_shard(ex, paths: list[str], cfg: AdvantageConfig, sink: Sink, progress:
         results = ex.gather(done)
     except AdvantageInputError as err:  # e.g. a shard holding part of an episode
         if not strict:
-            return None
+            return _redo(f"a shard task failed ({err}); if a group spans shards, the shuffle fixes that", progress)
         raise AdvantageInputError(f"{err} (with groups_whole=True: if groups span shards, use None)") from err
     stats = pl.concat([r[2] for r in results]).sort("round", "group_id")
     dup = stats.filter(pl.struct("round", "group_id").is_duplicated())["group_id"].unique().sort()
@@ -173,7 +172,14 @@ def _per_shard(ex, paths: list[str], cfg: AdvantageConfig, sink: Sink, progress:
             f"groups_whole=True but group_id(s) {dup.to_list()[:10]} span several shards; "
             "the written partitions are wrong: rerun with groups_whole=None"
         )
-    return None if len(dup) else ([r[0] for r in results], [r[1] for r in results], stats)
+    if len(dup):
+        return _redo(f"group_id(s) {dup.to_list()[:10]} span several shards", progress)
+    return [r[0] for r in results], [r[1] for r in results], stats
+
+
+def _redo(why: str, progress: bool) -> None:
+    if progress:
+        print(f"{why}: redoing the stage with a group_id shuffle")
 
 
 def _stage(ex, fn, arg_lists: list[tuple], desc: str, progress: bool) -> list:

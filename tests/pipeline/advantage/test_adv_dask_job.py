@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -108,14 +109,16 @@ def test_one_task_per_shard_when_groups_are_whole(client, tmp_path, frame, steps
 # split by row: a shard task fails on a partial episode; split by episode: two shards report one group_id
 @pytest.mark.parametrize("split", ["row", "episode"])
 @pytest.mark.parametrize("where", ["dask", "inline"])
-def test_groups_split_across_shards_are_shuffled(client, tmp_path, frame, steps_table, split, where):
+def test_groups_split_across_shards_are_shuffled(client, tmp_path, frame, steps_table, split, where, capsys):
     table = steps_table(round_frame(frame))
     shard_of = range(table.num_rows) if split == "row" else table["episode_id"].to_pylist()
     paths = write_shards(tmp_path, table, [r % 3 for r in shard_of], 3)
     (tmp_path / "out").mkdir()
-    result = run_advantage_job(paths, ParquetSink(tmp_path / "out"), CFG, client=client if where == "dask" else None,
-                               progress=False)
+    result = run_advantage_job(paths, ParquetSink(tmp_path / "out"), CFG, client=client if where == "dask" else None)
     assert result.shuffled
+    why = {"row": r"a shard task failed \(column 'step' .*\); if a group spans shards, the shuffle fixes that",
+           "episode": r"group_id\(s\) \[0, 1, 2, 3\] span several shards"}[split]
+    assert re.search(rf"^{why}: redoing the stage with a group_id shuffle$", capsys.readouterr().out, re.M)
     expected = compute_advantages(pl.from_arrow(table), CFG)
     assert read_outputs(result).sort(KEYS).equals(slim_of(expected).sort(KEYS))
     for i, out in enumerate(result.outputs):
