@@ -47,17 +47,15 @@ PURITY_COLUMNS = {
 }
 
 
-def sort_rows(rows: pl.DataFrame) -> tuple[pl.DataFrame, np.ndarray, np.ndarray]:
-    """Rows in canonical order, each row's episode-group code and each group's first row."""
-    keys = [rows[c].to_numpy() for c in ("round", "group_id", "episode_id", "step")]
-    order = canonical_order(*keys)
-    if order is not None:
-        rows = rows[order]
-        keys = [k[order] for k in keys]
-    rnd, group = keys[0], keys[1]
-    new_group = np.ones(len(rnd), dtype=bool)
-    new_group[1:] = (rnd[1:] != rnd[:-1]) | (group[1:] != group[:-1])
-    return rows, np.cumsum(new_group) - 1, np.flatnonzero(new_group)
+def input_rows(advantages: Frame, who: str, required: tuple[str, ...], optional: tuple[str, ...]) -> pl.DataFrame:
+    """The columns ``who`` reads from an advantages frame, collected: all of ``required`` (an error names the
+    missing ones) and those of ``optional`` it has."""
+    schema = advantages.collect_schema() if isinstance(advantages, pl.LazyFrame) else advantages.schema
+    missing = [c for c in dict.fromkeys(required) if c not in schema]
+    if missing:
+        raise AdvantageInputError(f"{who}: advantages lack column(s) {missing}; present: {list(schema)}")
+    columns = list(dict.fromkeys([*required, *(c for c in optional if c in schema)]))
+    return advantages.lazy().select(columns).collect()
 
 
 def _distinct(major: np.ndarray, n: int, minor: np.ndarray, n_minor: int) -> np.ndarray:
@@ -136,6 +134,29 @@ def _state_codes(rows: pl.DataFrame) -> tuple[np.ndarray, int, np.ndarray]:
     return state, max(n, 1), col.is_not_null().to_numpy()
 
 
+@dataclass(frozen=True)
+class SortedRows:
+    """Non-empty rows in canonical order (round, group, episode, step), their episode groups and anchor groups."""
+
+    rows: pl.DataFrame
+    group: np.ndarray  # episode-group code of each row (0, 1, ...)
+    starts: np.ndarray  # first row of each episode group
+    anchors: Anchors
+
+    @classmethod
+    def of(cls, rows: pl.DataFrame) -> "SortedRows":
+        keys = [rows[c].to_numpy() for c in ("round", "group_id", "episode_id", "step")]
+        order = canonical_order(*keys)
+        if order is not None:
+            rows = rows[order]
+            keys = [k[order] for k in keys]
+        rnd, group = keys[0], keys[1]
+        new_group = np.ones(len(rnd), dtype=bool)
+        new_group[1:] = (rnd[1:] != rnd[:-1]) | (group[1:] != group[:-1])
+        code = np.cumsum(new_group) - 1
+        return cls(rows, code, np.flatnonzero(new_group), Anchors.of(rows, code))
+
+
 def anchor_groups(advantages: Frame) -> Frame:
     """One row per anchor group: size, a text, distinct returns, return mean/std, mean |A_S|, true states.
 
@@ -145,23 +166,14 @@ def anchor_groups(advantages: Frame) -> Frame:
     >>> anchor_groups(adv).select("anchor_id", "size", "anchor_text", "return_mean", "states", "pure").rows()
     [(0, 2, 'start', 0.25, 1, True), (1, 2, 'Nothing happens.', 0.5, 2, False)]
     """
-    lazy = isinstance(advantages, pl.LazyFrame)
-    schema = advantages.collect_schema() if lazy else advantages.schema
-    missing = [c for c in GROUPS_INPUT if c not in schema]
-    if missing:
-        raise AdvantageInputError(f"anchor_groups: advantages lack column(s) {missing}; present: {list(schema)}")
-    columns = [*GROUPS_INPUT, *(["state_key"] if "state_key" in schema else [])]
-    rows = advantages.lazy().select(columns).collect() if lazy else advantages.select(columns)
-    if not rows.height:
-        out = pl.DataFrame(schema=GROUPS_COLUMNS)
-    else:
-        rows, group_code, _ = sort_rows(rows)
-        out = per_anchor(rows, Anchors.of(rows, group_code))
-    return out.lazy() if lazy else out
+    rows = input_rows(advantages, "anchor_groups", GROUPS_INPUT, ("state_key",))
+    out = per_anchor(SortedRows.of(rows)) if rows.height else pl.DataFrame(schema=GROUPS_COLUMNS)
+    return out.lazy() if isinstance(advantages, pl.LazyFrame) else out
 
 
-def per_anchor(rows: pl.DataFrame, a: Anchors) -> pl.DataFrame:
-    """``GROUPS_COLUMNS`` of each anchor group ``a`` of canonically sorted ``rows``."""
+def per_anchor(s: SortedRows) -> pl.DataFrame:
+    """``GROUPS_COLUMNS`` of each anchor group of sorted rows."""
+    rows, a = s.rows, s.anchors
     returns = rows["step_return"].to_numpy() + 0.0  # + 0.0 turns -0.0 into 0.0: one value, one bit pattern
     ret = CodeStats.of(returns, a.code, a.n, a.first)
     return_code, n_returns = factorize(returns.view(np.uint64))

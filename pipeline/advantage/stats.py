@@ -17,7 +17,7 @@ import numpy as np
 import polars as pl
 
 from pipeline.advantage.purity import (
-    GROUPS_INPUT, PURITY_COLUMNS, Anchors, anchor_groups, per_anchor, purity_by_group, sort_rows,
+    GROUPS_INPUT, PURITY_COLUMNS, SortedRows, anchor_groups, input_rows, per_anchor, purity_by_group,
 )
 from pipeline.advantage.validate import AdvantageInputError
 
@@ -26,6 +26,7 @@ STATS_INPUT = (
     "round", "group_id", "task_id", "episode_id", "step", "reward", "anchor_group_size", "adv_episode", "adv_step",
     "anchor_id",
 )
+_OPTIONAL = ("won", "state_key")  # read when present
 STATS_COLUMNS = {
     "round": pl.Int32,
     "group_id": pl.Int64,
@@ -56,19 +57,9 @@ def anchor_stats(advantages: Frame) -> Frame:
     >>> anchor_stats(adv).select("anchor_groups", "anchored_share", "success_rate", "missed_revisit_share").row(0)
     (2, 0.6666666666666666, 0.5, 0.3333333333333333)
     """
-    lazy = isinstance(advantages, pl.LazyFrame)
-    schema = advantages.collect_schema() if lazy else advantages.schema
-    missing = [c for c in STATS_INPUT if c not in schema]
-    if missing:
-        raise AdvantageInputError(f"anchor_stats: advantages lack column(s) {missing}; present: {list(schema)}")
-    columns = [*STATS_INPUT, *(c for c in ("won", "state_key") if c in schema)]
-    rows = advantages.lazy().select(columns).collect() if lazy else advantages.select(columns)
-    if not rows.height:
-        out = pl.DataFrame(schema=STATS_COLUMNS)
-    else:
-        rows, codes, starts = sort_rows(rows)
-        out = _per_group(rows, codes, starts, Anchors.of(rows, codes))
-    return out.lazy() if lazy else out
+    rows = input_rows(advantages, "anchor_stats", STATS_INPUT, _OPTIONAL)
+    out = _per_group(SortedRows.of(rows)) if rows.height else pl.DataFrame(schema=STATS_COLUMNS)
+    return out.lazy() if isinstance(advantages, pl.LazyFrame) else out
 
 
 def anchor_tables(advantages: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -82,17 +73,13 @@ def anchor_tables(advantages: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]
     """
     if not advantages.height:
         return anchor_stats(advantages), anchor_groups(advantages)
-    optional = [c for c in ("won", "state_key") if c in advantages.columns]
-    names = list(dict.fromkeys([*STATS_INPUT, *GROUPS_INPUT, *optional]))
-    missing = [c for c in names if c not in advantages.columns]
-    if missing:
-        raise AdvantageInputError(f"anchor_tables: advantages lack column(s) {missing}; present: {advantages.columns}")
-    rows, codes, starts = sort_rows(advantages.select(names))
-    anchors = Anchors.of(rows, codes)
-    return _per_group(rows, codes, starts, anchors), per_anchor(rows, anchors)
+    rows = input_rows(advantages, "anchor_tables", (*STATS_INPUT, *GROUPS_INPUT), _OPTIONAL)
+    s = SortedRows.of(rows)
+    return _per_group(s), per_anchor(s)
 
 
-def _per_group(rows: pl.DataFrame, codes: np.ndarray, starts: np.ndarray, anchors: Anchors) -> pl.DataFrame:
+def _per_group(s: SortedRows) -> pl.DataFrame:
+    rows, codes, starts = s.rows, s.group, s.starts
     rnd, group, episode = (rows[c].to_numpy() for c in ("round", "group_id", "episode_id"))
     n = len(rnd)
     new_episode = np.zeros(n, dtype=bool)
@@ -130,4 +117,4 @@ def _per_group(rows: pl.DataFrame, codes: np.ndarray, starts: np.ndarray, anchor
             "mean_abs_adv_step": mean_abs("adv_step"),
             "success_rate": np.bincount(ep_codes, success, k) / episodes,
         }
-    ).hstack(purity_by_group(anchors, codes, k)).cast(STATS_COLUMNS)
+    ).hstack(purity_by_group(s.anchors, codes, k)).cast(STATS_COLUMNS)
