@@ -34,7 +34,7 @@ def test_two_rank_gloo_equals_one_rank_with_twice_the_micro_batch(tiny_model, tm
     args += [f"--set={k}={v}" for k, v in {**common, "micro_batch_size": 2, "num_threads": 1}.items()]
     procs = [subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               env=child_env(RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE="2", OMP_NUM_THREADS="1",
-                                             MASTER_ADDR="127.0.0.1", MASTER_PORT=port))
+                                            MASTER_ADDR="127.0.0.1", MASTER_PORT=port))
              for r in range(2)]
     outs = [p.communicate(timeout=240)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs[0][-3000:] + outs[1][-3000:]
@@ -163,7 +163,7 @@ def test_gpu_bf16_round_reports_mfu(tiny_model, tmp_path, make_rows):
     data = tmp_path / "rows.parquet"
     make_rows(16, seed=5).write_parquet(data)
     env = child_env(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), RANK="0", WORLD_SIZE="1",
-                     LOCAL_RANK="0")
+                    LOCAL_RANK="0")
     env.pop("DS_ACCELERATOR", None)
     res = subprocess.run([sys.executable, "-m", "trainer", "--policy", str(tiny_model), "--ref", str(tiny_model),
                           "--data", str(data), "--out", str(tmp_path / "out"), "--metrics", str(tmp_path / "m.jsonl"),
