@@ -34,7 +34,8 @@ from storage.errors import CorruptShard, RunNotWritable, SchemaMismatch
 from storage.manifest import ShardInfo
 from storage.schemas import READABLE_VERSIONS, SCHEMA_VERSION, TABLE_KEY, TABLES, VERSION_KEY, absent_in
 
-ROW_GROUP_BYTES = 256 << 20  # target uncompressed bytes per row group: bounded memory when streaming, few enough groups for fast list decoding
+# target uncompressed bytes per row group: bounded memory when streaming, few enough groups for fast list decoding
+ROW_GROUP_BYTES = 256 << 20
 COMPRESSION = "zstd"
 
 
@@ -47,7 +48,7 @@ def _kind(t: pa.DataType) -> str:
     return str(t)
 
 
-def _dictionary_columns(schema: pa.Schema) -> list[str]:
+def dictionary_columns(schema: pa.Schema) -> list[str]:
     """Parquet column paths to dictionary-encode: all but floats (and lists of floats).
 
     Float values rarely repeat: trying a dictionary for them first costs ~30% of
@@ -90,7 +91,7 @@ def encode(tbl: pa.Table, table: str) -> pa.Buffer:
     row_bytes = max(1, tbl.nbytes // max(1, tbl.num_rows))
     sink = pa.BufferOutputStream()
     pq.write_table(tbl, sink, compression=COMPRESSION, row_group_size=max(1024, ROW_GROUP_BYTES // row_bytes),
-                   use_dictionary=_dictionary_columns(tbl.schema), write_page_checksum=True)
+                   use_dictionary=dictionary_columns(tbl.schema), write_page_checksum=True)
     return sink.getvalue()
 
 
@@ -170,7 +171,8 @@ def _footer_digest(src: pa.NativeFile) -> str:
 
 
 def check_footer(fs: pafs.FileSystem, path: str, table: str, digest: str = "") -> None:
-    """Read a shard's footer: check it against ``digest`` (when given), its schema version and columns against ``table``."""
+    """Read a shard's footer: check it against ``digest`` (when given), its schema version and columns against
+    ``table``."""
     try:
         with fs.open_input_file(path) as src:
             if digest and _footer_digest(src) != digest:
