@@ -65,9 +65,15 @@ def main() -> None:
         tbl = steps.to_arrow()
         shard = f"s{len(infos):04d}"
         plain_paths.append(f"{tmp}/plain-{shard}.parquet")
-        write_ours = lambda: ours.append(_timed(lambda: infos.append(storage.write_shard(run, 0, "steps", tbl, shard))))
-        write_plain = lambda: plain.append(_timed(lambda: pq.write_table(tbl, plain_paths[-1], compression=COMPRESSION)))
-        for write in (write_ours, write_plain) if len(infos) % 2 else (write_plain, write_ours):  # alternate: fair under noise
+
+        def write_ours():
+            return ours.append(_timed(lambda: infos.append(storage.write_shard(run, 0, "steps", tbl, shard))))
+
+        def write_plain():
+            return plain.append(_timed(lambda: pq.write_table(tbl, plain_paths[-1], compression=COMPRESSION)))
+
+        # alternate: fair under noise
+        for write in (write_ours, write_plain) if len(infos) % 2 else (write_plain, write_ours):
             write()
         rows += tbl.num_rows
         nbytes += infos[-1].bytes
@@ -77,7 +83,8 @@ def main() -> None:
     print(f"write: ours {nbytes / 1e6 / sum(ours):,.0f} MB/s, plain pyarrow {nbytes / 1e6 / sum(plain):,.0f} MB/s, "
           f"ours/plain time: median per shard {statistics.median(o / p for o, p in zip(ours, plain)):.3f}, "
           f"total {sum(ours) / sum(plain):.3f}")
-    for label, cols in [("scalar projection", SCALARS), ("trainer projection", ["prompt_ids", "response_ids", "response_logprobs"])]:
+    for label, cols in [("scalar projection", SCALARS),
+                        ("trainer projection", ["prompt_ids", "response_ids", "response_logprobs"])]:
         readers = {"ours": lambda: run.scan("steps").select(cols).collect(),
                    "polars": lambda: pl.scan_parquet(plain_paths).select(cols).collect(),
                    "pyarrow": lambda: pq.read_table(plain_paths, columns=cols)}
@@ -86,7 +93,8 @@ def main() -> None:
             for name, read in readers.items():
                 times[name].append(_timed(read))
         t_ours, t_pl, t_pa = (statistics.median(times[k]) for k in readers)
-        print(f"read {label}: ours {rows / t_ours / 1e6:,.1f} M rows/s, plain polars {rows / t_pl / 1e6:,.1f} M rows/s, "
+        print(f"read {label}: ours {rows / t_ours / 1e6:,.1f} M rows/s, "
+              f"plain polars {rows / t_pl / 1e6:,.1f} M rows/s, "
               f"plain pyarrow {rows / t_pa / 1e6:,.1f} M rows/s; ours/plain-polars time {t_ours / t_pl:.3f}, "
               f"ours/plain-pyarrow {t_ours / t_pa:.3f}")
         ours_paths = run.shard_paths("steps", 0)

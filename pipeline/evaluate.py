@@ -124,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         table = play_held_out(client, policy, games, cfg.rollout, evaluation, round)
     types = {task_id(g): read_task_type(os.path.join(os.path.dirname(g), "traj_data.json")) for g in games}
     table = table.with_columns(task_type=pl.col("task_id").replace_strict(types), checkpoint=pl.lit(policy))
-    fs, out = resolve(args.out) if args.out else (run.fs, f"{run.root}/evaluations/{label}-{cfg.games.eval_split}.parquet")
+    fs, out = (resolve(args.out) if args.out
+               else (run.fs, f"{run.root}/evaluations/{label}-{cfg.games.eval_split}.parquet"))
     write_table(fs, out, table)
     print(f"{policy}: {table.height} held-out episodes ({cfg.games.eval_split})\n{success_lines(table)}\ntable: {out}")
     return 0

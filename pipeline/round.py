@@ -78,7 +78,8 @@ def run_round(r: int, cfg: RunConfig, run: storage.Run, client, games, held_out,
     trackers.catch_up()
     print(f"round {r}: success {metrics.success_rate:.3f}, held-out {fig(metrics.eval_success_rate)}, anchored share "
           f"{metrics.anchored_share:.3f}, loss {fig(metrics.loss)}, kl {fig(metrics.kl)}, grad norm "
-          f"{fig(metrics.grad_norm)}, stage seconds " + ", ".join(f"{k} {v:.1f}" for k, v in metrics.stage_seconds.items()),
+          f"{fig(metrics.grad_norm)}, stage seconds "
+          + ", ".join(f"{k} {v:.1f}" for k, v in metrics.stage_seconds.items()),
           flush=True)
 
 

@@ -117,7 +117,8 @@ class ClusterConfig:
     scheduler: str | None = None  # scheduler address; None: $DASK_SCHEDULER_ADDRESS, else a LocalCluster
     n_workers: int = 2  # LocalCluster worker processes
     threads_per_worker: int = 1  # LocalCluster threads per worker
-    train_ranks: int | str = "auto"  # training processes, one per worker; auto: workers offering train_resources (1 if none)
+    # training processes, one per worker; auto: workers offering train_resources (1 if none)
+    train_ranks: int | str = "auto"
     train_resources: dict = field(default_factory=dict)  # Dask resources per training task, e.g. {"GPU": 1}
 
     def __post_init__(self) -> None:

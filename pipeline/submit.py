@@ -168,7 +168,8 @@ def _run_local(script: str, args: tuple[str, ...]) -> int:
     import dask
     from distributed import LocalCluster
 
-    with dask.config.set({"distributed.worker.daemon": False}), LocalCluster(processes=True, dashboard_address=":0") as cluster:
+    with (dask.config.set({"distributed.worker.daemon": False}),
+          LocalCluster(processes=True, dashboard_address=":0") as cluster):
         click.echo(f"dask-submit: LocalCluster at {cluster.scheduler_address} ({cluster.dashboard_link})", err=True)
         env = os.environ | {"DASK_SCHEDULER_ADDRESS": cluster.scheduler_address}
         return subprocess.call([sys.executable, script, *args], env=env)

@@ -22,6 +22,6 @@ from storage.manifest import Manifest, ShardInfo
 from storage.run import Run, open_existing_run, open_run, write_shard
 from storage.schemas import SCHEMA_VERSION, TABLES
 
-__all__ = ["CorruptManifest", "CorruptShard", "Manifest", "NotARun", "Run", "RunLocked", "RunNotWritable", "SCHEMA_VERSION",
-           "SchemaMismatch", "ShardInfo", "StageCommitted", "StageNotCommitted", "StorageError", "TABLES", "find_config",
-           "open_existing_run", "open_run", "save_config", "verify_stage_dir", "write_shard"]
+__all__ = ["CorruptManifest", "CorruptShard", "Manifest", "NotARun", "Run", "RunLocked", "RunNotWritable",
+           "SCHEMA_VERSION", "SchemaMismatch", "ShardInfo", "StageCommitted", "StageNotCommitted", "StorageError",
+           "TABLES", "find_config", "open_existing_run", "open_run", "save_config", "verify_stage_dir", "write_shard"]

@@ -37,8 +37,9 @@ def overview(run: storage.Run, bad: dict[str, str]) -> pl.DataFrame:
             for table in [] if m is None else m.tables() or [None]:
                 files = [f for f in m.files if f.table == table]
                 rows.append({"round": r, "stage": stage, "policy": m.policy_version, "table": table or "(files)",
-                             "rows": m.rows(table) if table else None, "MB": round(sum(f.bytes for f in files) / 1e6, 3),
-                             "files": len(files), "bad": sum(f"{run.stage_dir(r, stage)}/{f.path}" in bad for f in files),
+                             "rows": m.rows(table) if table else None,
+                             "MB": round(sum(f.bytes for f in files) / 1e6, 3), "files": len(files),
+                             "bad": sum(f"{run.stage_dir(r, stage)}/{f.path}" in bad for f in files),
                              "retired": sum(f.table == table for f in m.retired), "committed": m.created_at})
     return pl.DataFrame(rows, schema={"round": pl.Int64, "stage": pl.String, "policy": pl.Int64, "table": pl.String,
                                       "rows": pl.Int64, "MB": pl.Float64, "files": pl.Int64, "bad": pl.Int64,
@@ -125,10 +126,12 @@ def demo(args: argparse.Namespace) -> int:
                           storage.write_shard(run, args.round, "episodes", episodes, f"s{s:04d}")]
             run.commit(args.round, "trajectories", infos, config_hash="demo", policy_version=0)
             secs = time.perf_counter() - start
-            print(f"generated and wrote {sum(i.bytes for i in infos) / 1e6:.1f} MB, {sum(i.rows for i in infos if i.table == 'steps'):,} "
+            print(f"generated and wrote {sum(i.bytes for i in infos) / 1e6:.1f} MB, "
+                  f"{sum(i.rows for i in infos if i.table == 'steps'):,} "
                   f"steps in {secs:.2f} s ({sum(i.bytes for i in infos) / 1e6 / secs:.1f} MB/s)")
     code = show(argparse.Namespace(run=args.run, table=None))
-    stats = run.scan("episodes").group_by("round").agg(pl.len().alias("episodes"), pl.col("won").mean().alias("success"))
+    stats = run.scan("episodes").group_by("round").agg(pl.len().alias("episodes"),
+                                                      pl.col("won").mean().alias("success"))
     print(stats.collect())
     return code
 

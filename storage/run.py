@@ -125,7 +125,8 @@ class Run:
         folder = self.stage_dir(round, stage)
         paths = [f.path for f in files]
         if len(set(paths)) != len(paths):
-            raise ValueError(f"{folder}: shard list names a file twice: {sorted({p for p in paths if paths.count(p) > 1})}")
+            raise ValueError(f"{folder}: shard list names a file twice: "
+                             f"{sorted({p for p in paths if paths.count(p) > 1})}")
         new = Manifest(round=int(round), stage=stage, policy_version=int(policy_version),
                        config_hash=config_hash, files=files, created_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
         old = self.manifest(round, stage)

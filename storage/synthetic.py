@@ -43,7 +43,8 @@ def synthetic_round(round: int, groups: int, group_size: int = 8, min_len: int =
     last[np.cumsum(lengths) - 1] = True
     reward = np.where(last & won[episode], 10.0, 0.0).astype(np.float32)
     state = rng.integers(0, 6, size=n)  # few states per step index: anchors repeat across episodes
-    anchor = (group.astype(np.uint64) << np.uint64(32)) | (step.astype(np.uint64) << np.uint64(8)) | state.astype(np.uint64)
+    anchor = ((group.astype(np.uint64) << np.uint64(32)) | (step.astype(np.uint64) << np.uint64(8))
+              | state.astype(np.uint64))
     steps = pl.DataFrame({
         "round": np.full(n, round, np.int32),
         "policy_version": np.full(n, round, np.int32),

@@ -5,10 +5,11 @@ Defaults follow verl-agent's ALFWorld GiGPO recipe where it sets a value.
 >>> cfg = TrainerConfig(mini_batch_size=8, micro_batch_size=2)
 >>> cfg.grad_accum_steps(world_size=2)
 2
->>> TrainerConfig(loss_agg_mode="mean")
+>>> TrainerConfig(loss_agg_mode="mean")  # doctest: +NORMALIZE_WHITESPACE
 Traceback (most recent call last):
 ...
-ValueError: TrainerConfig.loss_agg_mode='mean': expected one of ['seq-mean-token-mean', 'seq-mean-token-sum', 'token-mean']
+ValueError: TrainerConfig.loss_agg_mode='mean': expected one of ['seq-mean-token-mean', 'seq-mean-token-sum',
+'token-mean']
 """
 from __future__ import annotations
 

@@ -71,8 +71,8 @@ def train_round(cfg: TrainerConfig, policy_path: str | Path, rows: pl.DataFrame 
     saved optimizer step (with ``optimizer_state: keep``, also the round's final state).
     ``optimizer_from``: the previous round's ``state_dir``; with ``keep`` a fresh round
     starts from its state (when there is one). ``on_step(step, total, metrics)``
-    runs after each optimizer step (and its state save): steps done, steps of the round, the step's metrics. Joins an existing
-    torch.distributed group, or creates a 1-rank one.
+    runs after each optimizer step (and its state save): steps done, steps of the round, the step's metrics. Joins an
+    existing torch.distributed group, or creates a 1-rank one.
 
     Example (a real checkpoint directory and an advantages frame ``df``)::
 

@@ -9,8 +9,9 @@ chosen task types only, solvable games only.
 >>> import tempfile
 >>> root = tempfile.mkdtemp()
 >>> _ = generate_games(root, games=2, seed=0)
->>> [task_id(g) for g in collect_games(AlfworldDataConfig(root))]
-['look_at_obj_in_light-Statue-None-FloorLamp-227/trial_G0_000001', 'pick_and_place_simple-PepperShaker-None-SideTable-315/trial_G0_000000']
+>>> [task_id(g) for g in collect_games(AlfworldDataConfig(root))]  # doctest: +NORMALIZE_WHITESPACE
+['look_at_obj_in_light-Statue-None-FloorLamp-227/trial_G0_000001',
+ 'pick_and_place_simple-PepperShaker-None-SideTable-315/trial_G0_000000']
 """
 from __future__ import annotations
 

@@ -59,7 +59,8 @@ def collect(client, run: Run | str, round: int, policy_path: str, tasks: list[st
             policy_version: int | None = None) -> Manifest:
     """Collect and commit round ``round``'s trajectories; return the stage manifest.
 
-    ``policy_version`` (default ``round``: round r plays round r-1's checkpoint, round 0 the base model) is written to every row.
+    ``policy_version`` (default ``round``: round r plays round r-1's checkpoint, round 0 the base model) is written
+    to every row.
     Returns the existing manifest, doing nothing, when the stage is committed.
     """
     run = run if isinstance(run, Run) else storage.open_run(run)

@@ -19,7 +19,8 @@ class RolloutConfig:
     """How one round's trajectories are collected."""
 
     group_size: int = 8  # G: episodes per task, all from the same start state (paper: 8)
-    groups_per_batch: int = 4  # most groups one Dask task plays in lock-step (one shard pair); fewer to use every worker
+    # most groups one Dask task plays in lock-step (one shard pair); fewer to use every worker
+    groups_per_batch: int = 4
     policy: PolicyConfig = field(default_factory=PolicyConfig)  # backend and device of the policy
     sampling: SamplingConfig = field(default_factory=SamplingConfig)  # temperature, top_p, max_new_tokens, seed
     env: AlfworldEnvConfig = field(default_factory=AlfworldEnvConfig)  # max_steps (truncation), win reward

@@ -8,8 +8,9 @@ under ``TOPIC``. The driver subscribes for the time of the train stage
 
 >>> print(step_line({"round": 3, "step": 2, "total": 8, "global_step": 42, "loss": 0.01234, "approx_kl": 1.5e-05,
 ...                  "entropy": 2.3, "grad_norm": 0.5, "clip_frac": 0.0, "response_length": 11.94,
-...                  "tokens_per_s": 4454.2}))
-round 3 step 2/8 (global 42): loss 0.01234, kl 1.5e-05, entropy 2.3, grad norm 0.5, clip 0, response 11.9 tokens, 4454 tokens/s
+...                  "tokens_per_s": 4454.2}))  # doctest: +NORMALIZE_WHITESPACE
+round 3 step 2/8 (global 42): loss 0.01234, kl 1.5e-05, entropy 2.3, grad norm 0.5, clip 0, response 11.9 tokens,
+4454 tokens/s
 """
 from __future__ import annotations
 

@@ -48,10 +48,12 @@ def check_batches(sections: dict[str, tuple[int, int]], ranks: int, how: str = "
 
     ``sections``: ``name -> (mini_batch_size, micro_batch_size)``; ``how`` says where ``ranks`` came from.
 
-    >>> check_batches({"trainer": (256, 8)}, 12, " (cluster.train_ranks=auto: 12 workers)")
+    >>> check_batches({"trainer": (256, 8)}, 12,
+    ...               " (cluster.train_ranks=auto: 12 workers)")  # doctest: +NORMALIZE_WHITESPACE
     Traceback (most recent call last):
     ...
-    pipeline.config.ConfigError: trainer.mini_batch_size=256 is not a multiple of trainer.micro_batch_size x train ranks = 8 x 12 (cluster.train_ranks=auto: 12 workers); use trainer.mini_batch_size=288 or cluster.train_ranks=8
+    pipeline.config.ConfigError: trainer.mini_batch_size=256 is not a multiple of trainer.micro_batch_size x train
+    ranks = 8 x 12 (cluster.train_ranks=auto: 12 workers); use trainer.mini_batch_size=288 or cluster.train_ranks=8
     """
     for name, (mini, micro) in sections.items():
         if mini % (micro * ranks):

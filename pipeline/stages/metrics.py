@@ -79,17 +79,20 @@ def gather(run: storage.Run, round: int, seconds: dict[str, float], train_steps:
     collect_s, adv_s = seconds.get("collect"), seconds.get("advantage")
     return RoundMetrics(
         round=round, policy_version=version,
-        success_rate=eps["won"] or 0.0, episode_length=eps["length"] or 0.0, invalid_action_share=steps["invalid"] or 0.0,
+        success_rate=eps["won"] or 0.0, episode_length=eps["length"] or 0.0,
+        invalid_action_share=steps["invalid"] or 0.0,
         response_length=steps["tokens"] / steps["n"] if steps["n"] else None,
         eval_success_rate=held_out, anchored_share=anchors.get("anchored") or 0.0,
         anchor_groups_per_group=anchors.get("groups") or 0.0, largest_anchor_group=anchors.get("largest") or 0,
         mean_abs_adv_episode=anchors.get("ae") or 0.0, mean_abs_adv_step=anchors.get("as") or 0.0,
-        loss=_mean(train_steps, "loss"), kl=_mean(train_steps, "approx_kl"), clip_fraction=_mean(train_steps, "clip_frac"),
+        loss=_mean(train_steps, "loss"), kl=_mean(train_steps, "approx_kl"),
+        clip_fraction=_mean(train_steps, "clip_frac"),
         entropy=_mean(train_steps, "entropy"), grad_norm=_mean(train_steps, "grad_norm"),
         rollout_tokens_per_s=steps["tokens"] / collect_s if collect_s else None,
         env_steps_per_s=steps["n"] / collect_s if collect_s else None,
         advantage_steps_per_s_per_core=steps["n"] / adv_s / cores if adv_s else None,
-        train_tokens_per_s=_mean(train_steps, "tokens_per_s"), mfu=_mean(train_steps, "mfu"), train_steps=len(train_steps),
+        train_tokens_per_s=_mean(train_steps, "tokens_per_s"), mfu=_mean(train_steps, "mfu"),
+        train_steps=len(train_steps),
         stage_seconds=dict(seconds), **purity)
 
 

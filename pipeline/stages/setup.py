@@ -33,7 +33,8 @@ def local_dir(run: storage.Run, name: str) -> str:
 
 
 def prepare_games(cfg: GamesConfig, run: storage.Run, client=None) -> tuple[list[str], list[str]]:
-    """(train games, held-out games): from ``cfg.data_dir`` or generated into ``RUN/games`` (on ``client``'s workers)."""
+    """(train games, held-out games): from ``cfg.data_dir`` or generated into ``RUN/games`` (on ``client``'s
+    workers)."""
     root = cfg.data_dir
     if root is None:
         root = local_dir(run, "games")

@@ -137,8 +137,9 @@ def train_rank(run_uri: str, round: int, policy: str, ref: str | None, trainer: 
             yaml.safe_dump({"trainer": trainer}, fh)
         cmd = [sys.executable, "-m", "trainer", "--run", run_uri, f"--round={round}", "--policy", policy,
                "--config", cfg_path, f"--threads={threads}", "--live"] + (["--ref", ref] if ref else [])
-        env = _without_nanny_malloc(os.environ) | thread_env(threads) | {"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": "0",
-                                                  "MASTER_ADDR": master, "MASTER_PORT": str(port)}
+        env = _without_nanny_malloc(os.environ) | thread_env(threads) | {"RANK": str(rank), "WORLD_SIZE": str(world),
+                                                                         "LOCAL_RANK": "0", "MASTER_ADDR": master,
+                                                                         "MASTER_PORT": str(port)}
         with open(log_path, "w") as log:
             code = _supervise(cmd, env, log, _emitter(round, tag, offset))
         if code != 0:
@@ -227,7 +228,8 @@ def train(client, run: storage.Run, round: int, policy: str, ref: str | None, cf
 
 
 def read_train_steps(run: storage.Run, round: int) -> list[dict]:
-    """The per-step trainer metrics committed with round ``round``'s checkpoint ([] if none), checked against its manifest."""
+    """The per-step trainer metrics committed with round ``round``'s checkpoint ([] if none), checked against its
+    manifest."""
     manifest = run.manifest(round, STAGE)
     if manifest is None or TRAIN_STEPS not in {f.path for f in manifest.files}:
         return []

@@ -32,7 +32,8 @@ def test_yaml_and_overrides(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("rounds: 3\ninner:\n  gamma: 0.5\n  columns: [url, cart]\n")
     cfg = load(Outer, path, ["inner.norm=mean", "model=/m", "verbose=true", "inner.gamma=1e-0"])
-    assert cfg == Outer(rounds=3, model="/m", verbose=True, inner=Inner(gamma=1.0, norm="mean", columns=("url", "cart")))
+    assert cfg == Outer(rounds=3, model="/m", verbose=True,
+                        inner=Inner(gamma=1.0, norm="mean", columns=("url", "cart")))
     assert to_dict(cfg) == {"rounds": 3, "model": "/m", "verbose": True,
                             "inner": {"gamma": 1.0, "norm": "mean", "columns": ["url", "cart"]}}
     assert load(Outer, None) == Outer()

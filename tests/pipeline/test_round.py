@@ -71,7 +71,8 @@ def test_rounds_through_dask_submit_a_rerun_then_one_more_round(tmp_path):
     records = _metrics(run_dir)
     assert [m["round"] for m in records] == [-1, 0, 1] and [m["policy_version"] for m in records] == [-1, 0, 1]
     baseline = records[0]
-    assert (baseline["eval_success_rate"], baseline["loss"], sorted(baseline["stage_seconds"])) == (0.0, None, ["evaluate"])
+    assert (baseline["eval_success_rate"], baseline["loss"], sorted(baseline["stage_seconds"])) == (
+        0.0, None, ["evaluate"])
     for m in records[1:]:  # no task can be won in 3 steps; every episode is 3 steps long
         assert (m["success_rate"], m["eval_success_rate"], m["episode_length"]) == (0.0, 0.0, 3.0)
         assert sorted(m["stage_seconds"]) == ["advantage", "collect", "evaluate", "train"]
@@ -108,7 +109,8 @@ def test_a_second_driver_on_a_locked_run_exits_3(tmp_path):
      "config error: base_model: /nonexistent/model: policy checkpoint directory not found\n"),
     (["games.data_dir=/nonexistent/data"],
      "config error: games.data_dir: /nonexistent/data: ALFWorld data directory not found\n"),
-], ids=["unknown-key", "group-size-0", "rounds-negative", "--rounds-negative", "mistyped", "no-base-model", "no-data-dir"])
+], ids=["unknown-key", "group-size-0", "rounds-negative", "--rounds-negative", "mistyped", "no-base-model",
+        "no-data-dir"])
 def test_bad_config_is_refused_before_any_work(tmp_path, monkeypatch, capsys, argv, message):
     from pipeline.round import main
 
@@ -141,6 +143,7 @@ def test_committed_stages_made_with_another_config_are_named(tmp_path):
     steps, _ = synthetic_round(0, groups=1, group_size=2)
     run.commit(0, "trajectories", [storage.write_shard(run, 0, "steps", steps, "w0")], config_hash(cfg.rollout), 0)
     assert kept_with_other_config(run, 0, cfg) == []
-    assert kept_with_other_config(run, 0, dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, lr=1.0))) == []
+    assert kept_with_other_config(
+        run, 0, dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, lr=1.0))) == []
     changed = dataclasses.replace(cfg, rollout=dataclasses.replace(cfg.rollout, group_size=2))
     assert kept_with_other_config(run, 0, changed) == ["trajectories"]

@@ -29,7 +29,8 @@ def committed_run(root: Path, rounds: int = 2) -> storage.Run:
 
 
 def _files(root: Path) -> dict[str, tuple[bytes, int]]:
-    return {str(p): (p.read_bytes(), p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file() and p.name != "_LOCK"}
+    return {str(p): (p.read_bytes(), p.stat().st_mtime_ns) for p in root.rglob("*")
+            if p.is_file() and p.name != "_LOCK"}
 
 
 def test_cut_manifest_stops_the_driver_naming_it(tmp_path):

@@ -20,7 +20,8 @@ def run(tmp_path):
     run = storage.open_run(str(tmp_path))
     for r in (0, 1):
         steps, episodes = synthetic_round(r, groups=2, group_size=2, seed=r)
-        infos = [storage.write_shard(run, r, "steps", steps, "w0"), storage.write_shard(run, r, "episodes", episodes, "w0")]
+        infos = [storage.write_shard(run, r, "steps", steps, "w0"),
+                 storage.write_shard(run, r, "episodes", episodes, "w0")]
         run.commit(r, "trajectories", infos, "cfg", 0)
     return run
 

@@ -120,7 +120,8 @@ def _break(run):
     return {
         "flipped": f"{_path(run, 0, 'steps', 'w0')}: SHA-256 differs from the manifest (corrupted)",
         "missing": f"{_path(run, 0, 'episodes', 'w1')}: named in the stage manifest but missing",
-        "truncated": f"{_path(run, 1, 'steps', 'w1')}: {size - 10} bytes, the manifest says {size} (truncated or replaced)",
+        "truncated": f"{_path(run, 1, 'steps', 'w1')}: {size - 10} bytes, the manifest says {size} "
+                     "(truncated or replaced)",
         "manifest": f"{manifest}: not a valid stage manifest (",
     }
 
@@ -140,7 +141,8 @@ def test_verify_reports_every_bad_file_in_one_pass(run, capsys):
 def test_show_flags_missing_and_wrong_size_files(run, capsys):
     faults = _break(run)
     checked, bad = run.audit()  # cheap: sizes only, so the flipped byte is not seen
-    assert checked == 8 and list(bad) == [_path(run, 0, "episodes", "w1"), f"{run.stage_dir(1, 'metrics')}/_MANIFEST.json",
+    assert checked == 8 and list(bad) == [_path(run, 0, "episodes", "w1"),
+                                          f"{run.stage_dir(1, 'metrics')}/_MANIFEST.json",
                                           _path(run, 1, "steps", "w1")]
     rows = overview(run, bad).select("round", "stage", "table", "files", "bad").rows()
     assert rows == [(0, "trajectories", "episodes", 2, 1), (0, "trajectories", "steps", 2, 0),
@@ -170,7 +172,8 @@ def test_cut_manifest_is_named_and_uncommit_redoes_the_stage(run, capsys):
     assert _files(run.root) == before
 
     assert main(["uncommit", run.uri, "--round", "1", "--stage", "trajectories"]) == 0
-    assert capsys.readouterr().out == f"uncommitted round 1 'trajectories': {run.stage_dir(1, 'trajectories')} is empty\n"
+    assert capsys.readouterr().out == (f"uncommitted round 1 'trajectories': {run.stage_dir(1, 'trajectories')} "
+                                       "is empty\n")
     assert os.listdir(run.stage_dir(1, "trajectories")) == [] and run.rounds() == [0]
     _commit(run, 1)  # what the next run does: redo the stage
     assert main(["verify", run.uri]) == 0

@@ -30,7 +30,8 @@ def _holder(uri):
 def test_second_driver_is_refused_and_killed_driver_releases(tmp_path):
     proc = _holder(str(tmp_path))
     try:
-        with pytest.raises(storage.RunLocked, match=rf"_LOCK: the run is locked by another driver .*\"pid\": {proc.pid}"):
+        with pytest.raises(storage.RunLocked,
+                           match=rf"_LOCK: the run is locked by another driver .*\"pid\": {proc.pid}"):
             with storage.open_run(str(tmp_path)).lock():
                 pass
     finally:

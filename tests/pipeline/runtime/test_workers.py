@@ -63,7 +63,8 @@ def test_auto_train_ranks_count_the_gpu_workers(gpu_cluster):
 
 
 def test_batches_the_gpu_workers_cannot_share_are_named_with_working_values(gpu_cluster):
-    cfg = load(RunConfig, "configs/alfworld_qwen2.5_1.5b.yaml", ["cluster.train_ranks=auto", "trainer.mini_batch_size=256"])
+    cfg = load(RunConfig, "configs/alfworld_qwen2.5_1.5b.yaml",
+               ["cluster.train_ranks=auto", "trainer.mini_batch_size=256"])
     with pytest.raises(ConfigError) as err:
         check_cluster(gpu_cluster, cfg)
     assert str(err.value) == ("trainer.mini_batch_size=256 is not a multiple of trainer.micro_batch_size x train ranks"

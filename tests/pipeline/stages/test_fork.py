@@ -53,7 +53,8 @@ def test_fork_copies_the_checkpoint_and_state_and_round_0_continues_adamw(source
     start = fork_start(run, ForkConfig(run=source.root, round=0))
     assert start == run.stage_dir(-1, "checkpoint") and run.manifest(-1, "checkpoint").policy_version == 0
     src_files = {f.path for f in source.manifest(0, "checkpoint").files}
-    assert {f.path for f in run.manifest(-1, "checkpoint").files} == src_files - {"train_metrics.jsonl"} | {"_fork.json"}
+    assert {f.path for f in run.manifest(-1, "checkpoint").files} == (src_files - {"train_metrics.jsonl"}
+                                                                       | {"_fork.json"})
     assert json.loads(open(f"{start}/_fork.json").read()) == {"run": source.root, "round": 0, "optimizer_state": True}
     assert os.stat(f"{start}/model.safetensors").st_ino == os.stat(
         f"{source.stage_dir(0, 'checkpoint')}/model.safetensors").st_ino  # linked, not copied
