@@ -171,15 +171,15 @@ def bench_dask(rows: int, shard_rows: int, cfg: AdvantageConfig, repeats: int = 
         print(f"  2 workers vs 1: {rates[2] / rates[1]:.2f}x  (this machine has {psutil.cpu_count()} cores, shared)")
         read, _, scalars = timed(lambda: read_scalars(paths[0], cfg), repeat=3)
         compute, _, result = timed(lambda: compute_advantages(scalars, cfg), repeat=3)
-        tables, _, (_, groups) = timed(lambda: anchor_tables(result), repeat=3)
+        tables, _, (_, group_table) = timed(lambda: anchor_tables(result), repeat=3)
         run.begin(0, "advantages", overwrite=True)
         sink = StorageSink(run, 0)
         write, _, _ = timed(lambda: sink("advantages", slim(result), 0, paths[0]), repeat=3)
-        write_groups, _, _ = timed(lambda: sink("anchor_groups", groups.to_arrow(), 0, paths[0]), repeat=3)
+        write_groups, _, _ = timed(lambda: sink("anchor_groups", group_table.to_arrow(), 0, paths[0]), repeat=3)
         print(f"  one shard of {scalars.height:,} rows (Polars on {pl.thread_pool_size()} threads here, 1 in a "
               f"worker): read scalars {read:.3f} s, compute {compute:.3f} s, anchor stats + groups {tables:.3f} s, "
               f"slim storage write {write:.3f} s, anchor groups write {write_groups:.3f} s")
-        floor = sum(cheapest_write(t) for t in (slim(result), conform(groups, "anchor_groups", "bench")))
+        floor = sum(cheapest_write(t) for t in (slim(result), conform(group_table, "anchor_groups", "bench")))
         print(f"  I/O floor of that shard: its read plus the cheapest Parquet writes of both tables (uncompressed, "
               f"page checksums, SHA-256) {read + floor:.3f} s: at most {scalars.height / (read + floor) / 1e6:.2f} M "
               "steps/s/core with a free engine and free anchor tables")

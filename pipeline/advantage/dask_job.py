@@ -167,13 +167,13 @@ def _per_shard(ex, paths: list[str], cfg: AdvantageConfig, sink: Sink, progress:
         raise AdvantageInputError(f"{err} (with groups_whole=True: if groups span shards, use None)") from err
     stats = pl.concat([r[2] for r in results]).sort("round", "group_id")
     dup = stats.filter(pl.struct("round", "group_id").is_duplicated())["group_id"].unique().sort()
-    if len(dup) and strict:
+    if len(dup):
+        if not strict:
+            return _redo(f"group_id(s) {dup.to_list()[:10]} span several shards", progress)
         raise AdvantageInputError(
             f"groups_whole=True but group_id(s) {dup.to_list()[:10]} span several shards; "
             "the written partitions are wrong: rerun with groups_whole=None"
         )
-    if len(dup):
-        return _redo(f"group_id(s) {dup.to_list()[:10]} span several shards", progress)
     return [r[0] for r in results], [r[1] for r in results], stats
 
 

@@ -58,13 +58,18 @@ def input_rows(advantages: Frame, who: str, required: tuple[str, ...], optional:
     return advantages.lazy().select(columns).collect()
 
 
+def _run_starts(keys: np.ndarray) -> np.ndarray:
+    """First index of each run of equal values in sorted ``keys``."""
+    new = np.ones(len(keys), dtype=bool)
+    new[1:] = keys[1:] != keys[:-1]
+    return np.flatnonzero(new)
+
+
 def _distinct(major: np.ndarray, n: int, minor: np.ndarray, n_minor: int) -> np.ndarray:
     """Distinct ``minor`` codes (< n_minor) per ``major`` code (< n): one sorted exact int64 key beats a lexsort."""
     keys = major.astype(np.int64) * n_minor + minor
     keys.sort()
-    new = np.ones(len(keys), dtype=bool)
-    new[1:] = keys[1:] != keys[:-1]
-    return np.bincount(keys[new] // n_minor, minlength=n)
+    return np.bincount(keys[_run_starts(keys)] // n_minor, minlength=n)
 
 
 def _revisits(group: np.ndarray, k: int, state: np.ndarray, n_states: int, lone: np.ndarray):
@@ -75,7 +80,7 @@ def _revisits(group: np.ndarray, k: int, state: np.ndarray, n_states: int, lone:
     keys = (group.astype(np.int64) * n_states + state) * 2 + lone
     keys.sort()
     pair = keys >> 1
-    starts = np.flatnonzero(np.concatenate(([True], pair[1:] != pair[:-1])))
+    starts = _run_starts(pair)
     length = np.diff(np.append(starts, len(keys)))
     recurs = length > 1
     pair_group = pair[starts] // n_states
