@@ -137,9 +137,9 @@ def train_rank(run_uri: str, round: int, policy: str, ref: str | None, trainer: 
             yaml.safe_dump({"trainer": trainer}, fh)
         cmd = [sys.executable, "-m", "trainer", "--run", run_uri, f"--round={round}", "--policy", policy,
                "--config", cfg_path, f"--threads={threads}", "--live"] + (["--ref", ref] if ref else [])
-        env = _without_nanny_malloc(os.environ) | thread_env(threads) | {"RANK": str(rank), "WORLD_SIZE": str(world),
-                                                                         "LOCAL_RANK": "0", "MASTER_ADDR": master,
-                                                                         "MASTER_PORT": str(port)}
+        rendezvous = {"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": "0", "MASTER_ADDR": master,
+                      "MASTER_PORT": str(port)}
+        env = _without_nanny_malloc(os.environ) | thread_env(threads) | rendezvous
         with open(log_path, "w") as log:
             code = _supervise(cmd, env, log, _emitter(round, tag, offset))
         if code != 0:
