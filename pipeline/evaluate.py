@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     evaluation = dataclasses.replace(cfg.evaluation, tasks=tasks)
     with connect(cfg.cluster) as client:
-        table = play_held_out(client, policy, games, cfg.rollout, evaluation, round)
+        table = play_held_out(client, policy, games, cfg.rollout, evaluation, round, run.id)
     types = {task_id(g): read_task_type(os.path.join(os.path.dirname(g), "traj_data.json")) for g in games}
     table = table.with_columns(task_type=pl.col("task_id").replace_strict(types), checkpoint=pl.lit(policy))
     fs, out = (resolve(args.out) if args.out

@@ -12,7 +12,7 @@ advantages, trains, evaluates the new checkpoint on held-out tasks and commits
 its metrics. Every stage is committed by a
 manifest; a rerun (after a crash, or with a larger ``--rounds``) skips what
 is committed and redoes the rest from scratch. Exit codes: 0 done, 2 bad
-config, 3 the run is locked by another driver, 1 a stage failed.
+config or a run_dir that is not a run, 3 the run is locked by another driver, 1 a stage failed.
 """
 from __future__ import annotations
 
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     run = storage.open_run(cfg.run_dir)
     try:
-        with run.lock(), Trackers(cfg.logging, run, to_dict(cfg)) as trackers:
+        with run.claim(), Trackers(cfg.logging, run, to_dict(cfg)) as trackers:
             complete_derived(run, trackers)
             todo = rounds_to_run(run, cfg.rounds)
             if not todo and (cfg.rounds or run.is_committed(WARM_ROUND, METRICS_STAGE)):
@@ -134,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
                 drive(run, cfg, client, todo, trackers)
     except ConfigError as exc:  # the cluster cannot run the config (train ranks vs batch sizes): nothing done
         print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    except storage.ForeignDirectory as exc:  # files that are not the project's: left as they are
+        print(f"error: run_dir: {exc}", file=sys.stderr)
         return 2
     except storage.RunLocked as exc:
         print(f"error: {exc}", file=sys.stderr)

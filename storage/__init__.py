@@ -10,6 +10,7 @@ from storage.configs import find_config, save_config
 from storage.errors import (
                             CorruptManifest,
                             CorruptShard,
+                            ForeignDirectory,
                             NotARun,
                             RunLocked,
                             RunNotWritable,
@@ -22,6 +23,7 @@ from storage.manifest import Manifest, ShardInfo
 from storage.run import Run, open_existing_run, open_run, write_shard
 from storage.schemas import SCHEMA_VERSION, TABLES
 
-__all__ = ["CorruptManifest", "CorruptShard", "Manifest", "NotARun", "Run", "RunLocked", "RunNotWritable",
-           "SCHEMA_VERSION", "SchemaMismatch", "ShardInfo", "StageCommitted", "StageNotCommitted", "StorageError",
-           "TABLES", "find_config", "open_existing_run", "open_run", "save_config", "verify_stage_dir", "write_shard"]
+__all__ = ["CorruptManifest", "CorruptShard", "ForeignDirectory", "Manifest", "NotARun", "Run", "RunLocked",
+           "RunNotWritable", "SCHEMA_VERSION", "SchemaMismatch", "ShardInfo", "StageCommitted", "StageNotCommitted",
+           "StorageError", "TABLES", "find_config", "open_existing_run", "open_run", "save_config", "verify_stage_dir",
+           "write_shard"]

@@ -8,13 +8,15 @@ start's rollout and trainer settings): saved beside it under their own names.
 
 >>> import storage, tempfile
 >>> run = storage.open_run(tempfile.mkdtemp())
->>> path = save_config(run, {"trainer": {"lr": 1e-05}}, {"": "c0ffee", "trainer": "7ea"})
->>> path.endswith("/configs/c0ffee.yaml"), save_config(run, {"trainer": {"lr": 1e-05}}, {"": "c0ffee"}) is None
+>>> path = save_config(run, {"trainer": {"lr": 1e-05}}, {"": "c0ffee0123456789", "trainer": "7ea"})
+>>> path.endswith("/configs/c0ffee0123456789.yaml"), save_config(run, {"trainer": {"lr": 1e-05}}, {"": "c0ffee0123456789"}) is None
 (True, True)
 >>> [(section, values) for _, section, values in find_config(run, "7ea")]
 [('trainer', {'lr': 1e-05})]
 """
 from __future__ import annotations
+
+import re
 
 import pyarrow.fs as pafs
 import yaml
@@ -23,6 +25,7 @@ from storage import shards
 from storage.errors import CorruptManifest
 
 CONFIGS = "configs"
+_SAVED = re.compile(r"[0-9a-f]{16}\.yaml")  # what save_config names a file; other files there are not read
 
 
 def save_config(run, config: dict, hashes: dict[str, str], derived: dict[str, dict] | None = None) -> str | None:
@@ -51,11 +54,14 @@ def _read(run, path: str) -> dict:
 
 
 def find_config(run, config_hash: str) -> list[tuple[str, str | None, dict]]:
-    """Saved configs holding ``config_hash``: (path, section or None for the whole config, its values)."""
+    """Saved configs holding ``config_hash``: (path, section or None for the whole config, its values).
+
+    Only the files ``save_config`` names (``<16 hex digits>.yaml``) are read: a user's YAML beside them is not.
+    """
     folder = f"{run.root}/{CONFIGS}"
     found = []
     for info in run.fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True)):
-        if not info.base_name.endswith(".yaml") or info.base_name.startswith("."):
+        if not _SAVED.fullmatch(info.base_name):
             continue
         doc = _read(run, info.path)
         if doc.get("config_hash") == config_hash:

@@ -36,3 +36,7 @@ class NotARun(StorageError):
 
 class RunLocked(StorageError):
     """Another driver holds the run's lock."""
+
+
+class ForeignDirectory(StorageError):
+    """A folder (or a file in a stage folder) that the project did not write; names it and what it holds."""

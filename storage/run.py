@@ -36,15 +36,18 @@ from storage.checks import THREADS, full_problems, read_manifest, size_problems
 from storage.errors import (
     CorruptManifest,
     CorruptShard,
+    ForeignDirectory,
     NotARun,
     RunNotWritable,
     SchemaMismatch,
     StageCommitted,
     StageNotCommitted,
 )
+from storage.identity import check_claimable, claim, read_mark
 from storage.lock import LOCK_NAME, RunLock
 from storage.manifest import MANIFEST_NAME, Manifest, ShardInfo
 from storage.schemas import TABLE_STAGE, TABLES, VIEWS
+from storage.stage_files import is_ours
 from storage.uri import resolve
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=-]*$")
@@ -69,6 +72,14 @@ class Run:
     def __repr__(self) -> str:
         return f"Run({self.uri!r})"
 
+    @property
+    def id(self) -> str:
+        """The run's id from its mark (``storage.identity``); unmarked runs: 12 hex digits of their URI's SHA-256."""
+        if not hasattr(self, "_id"):
+            mark = read_mark(self.fs, self.root)
+            self._id = mark.run_id if mark else hashlib.sha256(self.uri.encode()).hexdigest()[:12]
+        return self._id
+
     # -- layout -------------------------------------------------------------
     def stage_dir(self, round: int, stage: str) -> str:
         """Directory of one stage of one round (stage files live under it)."""
@@ -85,6 +96,18 @@ class Run:
         with RunLock(self.fs, self.root) as held:
             if check:
                 self.manifests()
+            yield held
+
+    @contextlib.contextmanager
+    def claim(self) -> Iterator[RunLock]:
+        """``with run.claim():`` a driver's lock on a run it may write: the folder is missing, empty or a run.
+
+        A non-empty folder that is not a run raises ``ForeignDirectory`` before
+        anything is written in it; otherwise the run is locked and marked.
+        """
+        check_claimable(self.fs, self.root)
+        with self.lock() as held:
+            self._id = claim(self.fs, self.root).run_id
             yield held
 
     # -- commits ------------------------------------------------------------
@@ -110,11 +133,17 @@ class Run:
         if self.is_committed(round, stage) and not overwrite:
             raise StageCommitted(f"{folder}: stage {stage!r} of round {round} is committed; "
                                  "pass overwrite=True to redo it")
+        committed = self.is_committed(round, stage)
         try:
-            if self.is_committed(round, stage):
+            old = self.manifest(round, stage)
+        except CorruptManifest:  # uncommit's repair: its files are still the stage's own names
+            old = None
+        named = {f.path for f in old.files + old.retired} if old else set()
+        try:
+            files = self._own_files(stage, folder, named)
+            if committed:
                 self.fs.delete_file(f"{folder}/{MANIFEST_NAME}")
-            if self.fs.get_file_info(folder).type == pafs.FileType.Directory:
-                self.fs.delete_dir_contents(folder)
+            self._delete(folder, files, keep=set())
         except OSError as exc:
             raise RunNotWritable(f"{folder}: cannot clear the stage directory ({exc})") from exc
 
@@ -137,8 +166,9 @@ class Run:
                                  "with other files or config; call begin(..., overwrite=True) to redo it")
         for f in files:
             shards.verify(self.fs, folder, f)
+        here = self._own_files(stage, folder, set(paths))  # a foreign file: nothing committed, nothing deleted
         shards.put_atomic(self.fs, f"{folder}/{MANIFEST_NAME}", new.to_json().encode())
-        self._sweep(folder, set(paths))
+        self._delete(folder, here, set(paths))
         return new
 
     def retire(self, round: int, stage: str, keep: Iterable[str], note: str) -> list[ShardInfo]:
@@ -159,15 +189,34 @@ class Run:
             m = dataclasses.replace(m, files=[f for f in m.files if f.path in keep], retired=m.retired + gone,
                                     retired_note=note)
             shards.put_atomic(self.fs, f"{folder}/{MANIFEST_NAME}", m.to_json().encode())
-        self._sweep(folder, {f.path for f in m.files})
+        self._sweep(stage, folder, {f.path for f in m.files})
         return m.retired
 
-    def _sweep(self, folder: str, keep: set[str]) -> None:
-        """Delete files of a committed stage that its manifest does not name."""
-        for info in self.fs.get_file_info(pafs.FileSelector(folder, recursive=True)):
-            rel = info.path[len(folder) + 1:]
-            if info.type == pafs.FileType.File and rel != MANIFEST_NAME and rel not in keep:
-                self.fs.delete_file(info.path)
+    def _sweep(self, stage: str, folder: str, keep: set[str]) -> None:
+        """Delete the stage's files that its manifest does not name."""
+        self._delete(folder, self._own_files(stage, folder, keep), keep)
+
+    def _delete(self, folder: str, files: list[tuple[str, str]], keep: set[str]) -> None:
+        """Delete ``files`` (path, path in ``folder``) but the manifest and ``keep``, then the sub-folders left
+        empty."""
+        for path, rel in files:
+            if rel != MANIFEST_NAME and rel not in keep:
+                self.fs.delete_file(path)
+        found = self.fs.get_file_info(pafs.FileSelector(folder, recursive=True, allow_not_found=True))
+        for info in sorted(found, key=lambda i: -i.path.count("/")):  # deepest first
+            if info.type == pafs.FileType.Directory and not self.fs.get_file_info(pafs.FileSelector(info.path)):
+                self.fs.delete_dir(info.path)
+
+    def _own_files(self, stage: str, folder: str, named: set[str]) -> list[tuple[str, str]]:
+        """(path, path inside the folder) of each file in a stage folder; ``ForeignDirectory`` when one is
+        neither ``named`` (by a manifest) nor a name the project writes there (``storage.stage_files``): such a
+        folder is left as it is."""
+        found = self.fs.get_file_info(pafs.FileSelector(folder, recursive=True, allow_not_found=True))
+        files = [(i.path, i.path[len(folder) + 1:]) for i in found if i.type == pafs.FileType.File]
+        if foreign := [rel for _, rel in files if rel not in named and not is_ours(stage, rel)]:
+            raise ForeignDirectory(f"{folder}: holds file(s) the project did not write: {', '.join(foreign[:5])}; "
+                                   "move them out of the run directory")
+        return files
 
     def describe(self, round: int, stage: str, rel: str) -> ShardInfo:
         """ShardInfo of a non-table file already written under the stage directory."""

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from pipeline.config import to_dict
+from storage.stage_files import CHECKPOINT_STAGE, is_ours
 from trainer.batches import RoundData
 from trainer.config import TrainerConfig
 
@@ -137,14 +138,13 @@ def clear_state(state_dir: str | Path | None, rank: int) -> None:
 
 
 def _copy_side_files(src: Path, out: Path) -> None:
-    """Tokenizer, chat template, generation config: every non-weight file save_pretrained did not write.
-
-    The run directory's own files beside a committed checkpoint (``_MANIFEST.json``,
-    temporary ``.tmp-*`` names, the round's ``train_metrics.jsonl``) stay behind.
-    """
+    """Tokenizer, chat template, generation config: the export's names (``storage.stage_files``) that
+    save_pretrained did not write. The source's other files (a model card, the run's ``_``/``.tmp-`` files,
+    its ``train_metrics.jsonl``) stay behind."""
     for f in src.iterdir():
-        if f.is_file() and not f.name.endswith(WEIGHT_SUFFIXES) and not f.name.endswith(".index.json") \
-                and not f.name.startswith(("_", ".")) and f.name != TRAIN_STEPS and not (out / f.name).exists():
+        if f.is_file() and is_ours(CHECKPOINT_STAGE, f.name) and not f.name.endswith(WEIGHT_SUFFIXES) \
+                and not f.name.endswith(".index.json") and not f.name.startswith(("_", ".")) \
+                and f.name != TRAIN_STEPS and not (out / f.name).exists():
             shutil.copy2(f, out / f.name)
 
 

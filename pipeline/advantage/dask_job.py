@@ -24,8 +24,10 @@ so all give bit-identical numbers.
 """
 from __future__ import annotations
 
+import itertools
 import operator
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -94,13 +96,13 @@ class _Inline:
 
 
 class _Dask:
-    def __init__(self, client) -> None:
-        self.client = client
+    def __init__(self, client, key: str) -> None:
+        self.client, self.key, self.count = client, key, itertools.count()
         self.is_async = True
         self.cores = sum(client.nthreads().values())
 
     def submit(self, fn, *args):
-        return self.client.submit(fn, *args, pure=False)
+        return self.client.submit(fn, *args, key=f"{self.key}-{fn.__name__.strip('_')}-{next(self.count)}")
 
     def gather(self, items):
         return self.client.gather(list(items))
@@ -121,11 +123,13 @@ def run_advantage_job(
     groups_whole: bool | None = None,
     progress: bool = True,
     filesystem=None,
+    key: str | None = None,
 ) -> JobResult:
     """Compute advantages for the steps shards ``paths`` and hand each annotated shard to ``sink``.
 
     ``client``: a ``distributed.Client`` (None runs in this process);
-    ``filesystem``: the pyarrow filesystem of ``paths`` (None: local paths).
+    ``filesystem``: the pyarrow filesystem of ``paths`` (None: local paths);
+    ``key``: the start of the tasks' Dask keys (``pipeline.runtime.keys``; default: fresh ones).
 
     >>> def sink(table, index, source):  # doctest: +SKIP
     ...     pq.write_table(table, f"out/advantages-{index}.parquet")
@@ -134,7 +138,7 @@ def run_advantage_job(
     [4096, 3912]
     """
     cfg = cfg or AdvantageConfig()
-    ex = _Dask(client) if client is not None else _Inline()
+    ex = _Dask(client, key or f"advantage-{uuid.uuid4().hex[:8]}") if client is not None else _Inline()
     start = time.perf_counter()
     paths = [str(p) for p in paths]
     if not paths:

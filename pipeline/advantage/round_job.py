@@ -13,6 +13,7 @@ import storage
 from pipeline.advantage.config import AdvantageConfig
 from pipeline.advantage.dask_job import JobResult, run_advantage_job
 from pipeline.config import config_hash as pipeline_config_hash
+from pipeline.runtime.keys import key_prefix
 
 STAGE = "advantages"
 
@@ -53,7 +54,8 @@ def run_advantage_round(
     run.begin(round, STAGE)
     sink = StorageSink(run, round)
     result = run_advantage_job(
-        paths, sink, cfg, client=client, groups_whole=groups_whole, progress=progress, filesystem=run.fs
+        paths, sink, cfg, client=client, groups_whole=groups_whole, progress=progress, filesystem=run.fs,
+        key=key_prefix("advantage", run.id, round),
     )
     stats = storage.write_shard(run, round, "anchor_stats", result.anchor_stats, "anchor_stats")
     files = [*result.outputs, *result.group_outputs, stats]

@@ -24,6 +24,7 @@ import os
 import random
 import sys
 import threading
+import uuid
 from dataclasses import asdict, dataclass
 
 from alfworld.info import ALFRED_PDDL_PATH, ALFRED_TWL2_PATH
@@ -179,16 +180,19 @@ def _write_on_worker(out_dir: str, index: int, config: GenConfig) -> str:
     return write_game_index(out_dir, index, config, _SOLVERS.solve)
 
 
-def generate_games(out_dir: str, games: int = 12, seed: int = 0, *, client=None, **options) -> list[str]:
+def generate_games(out_dir: str, games: int = 12, seed: int = 0, *, client=None, key: str | None = None,
+                   **options) -> list[str]:
     """Write ``games`` solved games under ``out_dir`` (an ALFWORLD_DATA root); their paths.
 
     ``options`` are further ``GenConfig`` fields (split, task_types, min/max_receptacles, ...).
     With a Dask ``client`` the games are solved on its workers (``out_dir`` must be on a filesystem
     they share); the games are the same either way, as game ``i`` depends on ``(seed, i)`` only.
+    ``key`` starts the tasks' Dask keys (``pipeline.runtime.keys``; default: fresh ones).
     """
     config = GenConfig(games=games, seed=seed, **options)
     if client is not None:
-        keys = [f"alfworld-gen-{config.split}-{seed}-{i}" for i in range(config.games)]
+        key = key or f"alfworld-gen-{uuid.uuid4().hex[:8]}"
+        keys = [f"{key}-{config.split}-{i}" for i in range(config.games)]
         futures = client.map(_write_on_worker, [out_dir] * config.games, range(config.games), config=config, key=keys)
         return client.gather(futures)
     solve = Solver()

@@ -16,7 +16,6 @@ Worker processes must be non-daemonic (env pools start processes)::
 from __future__ import annotations
 
 import time
-import uuid
 
 from tqdm.auto import tqdm
 
@@ -27,6 +26,7 @@ from pipeline.config import config_hash
 from pipeline.envs.data import task_id
 from pipeline.policy.base import verify_checkpoint
 from pipeline.rollout.config import RolloutConfig
+from pipeline.runtime.keys import key_prefix
 from pipeline.runtime.workers import able_workers, spread
 from pipeline.rollout.task import DAEMON_ERROR, BatchResult, is_daemon, release_resources, rollout_batch
 from pipeline.rollout.worker import Group
@@ -75,9 +75,9 @@ def collect(client, run: Run | str, round: int, policy_path: str, tasks: list[st
     per = spread(len(groups), config.groups_per_batch, len(able_workers(client, config.resources)))
     batches = [groups[i:i + per] for i in range(0, len(groups), per)]
     run.begin(round, STAGE)  # drops a crashed attempt's leftovers
-    tag = uuid.uuid4().hex[:8]
+    keys = key_prefix("collect", run.id, round)
     futures = [client.submit(rollout_batch, run, round, version, str(policy_path), b, batch, config,
-                             key=f"rollout-r{round}-b{b:06d}-{tag}", retries=config.retries,
+                             key=f"{keys}-b{b:06d}", retries=config.retries,
                              resources=config.resources or None)
                for b, batch in enumerate(batches)]
     results = _gather(futures, len(groups) * config.group_size, config.progress)

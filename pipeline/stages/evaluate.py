@@ -19,6 +19,7 @@ from pipeline.rollout.collect import make_groups
 from pipeline.rollout.config import RolloutConfig
 from pipeline.rollout.task import play_groups, release_resources
 from pipeline.run_config import EvalConfig
+from pipeline.runtime.keys import key_prefix
 from pipeline.runtime.workers import able_workers, spread
 
 STAGE = "evaluation"
@@ -37,13 +38,17 @@ def _play(policy: str, groups, rollout: RolloutConfig, round: int, version: int,
 
 
 def play_held_out(client, policy: str, tasks: list[str], rollout: RolloutConfig, cfg: EvalConfig,
-                  round: int) -> pl.DataFrame:
-    """Play ``cfg.tasks`` of ``tasks`` with ``policy`` (``cfg.group_size`` episodes each); the episodes' outcomes."""
+                  round: int, run_id: str) -> pl.DataFrame:
+    """Play ``cfg.tasks`` of ``tasks`` with ``policy`` (``cfg.group_size`` episodes each); the episodes' outcomes.
+
+    ``run_id`` names the run in the tasks' keys (``pipeline.runtime.keys``).
+    """
     rollout = eval_rollout(rollout, cfg)
     groups = make_groups(tasks[: cfg.tasks])
     per = spread(len(groups), rollout.groups_per_batch, len(able_workers(client, rollout.resources)))
-    futures = [client.submit(_play, policy, groups[i:i + per], rollout, round, round + 1, i // per, pure=False,
-                             resources=rollout.resources or None, key=f"evaluate-r{round}-b{i // per}")
+    keys = key_prefix("evaluate", run_id, round)
+    futures = [client.submit(_play, policy, groups[i:i + per], rollout, round, round + 1, i // per,
+                             resources=rollout.resources or None, key=f"{keys}-b{i // per}")
                for i in range(0, len(groups), per)]
     table = pl.concat(client.gather(futures)).sort("episode_id")
     client.run(release_resources, rollout.policy.free_between_rounds)
@@ -55,7 +60,7 @@ def evaluate(client, run: storage.Run, round: int, policy: str, tasks: list[str]
     """Evaluate round ``round``'s checkpoint on ``tasks``; the success rate (None when disabled or done)."""
     if run.is_committed(round, STAGE) or not tasks or cfg.tasks == 0:
         return None
-    table = play_held_out(client, policy, tasks, rollout, cfg, round)
+    table = play_held_out(client, policy, tasks, rollout, cfg, round, run.id)
     run.begin(round, STAGE)
     info = storage.write_shard(run, round, "evaluation", table, "evaluation")
     run.commit(round, STAGE, [info], config_hash(cfg), round + 1)

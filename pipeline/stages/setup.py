@@ -19,6 +19,7 @@ from pipeline.envs.alfworld_gen import generate_games
 from pipeline.envs.data import AlfworldDataConfig, collect_games
 from pipeline.policy.base import CheckpointError, check_checkpoint
 from pipeline.run_config import GamesConfig, RunConfig
+from pipeline.runtime.keys import key_prefix
 from pipeline.runtime.workers import check_batches, resolve_ranks
 
 CHECKPOINT = "checkpoint"
@@ -38,7 +39,8 @@ def prepare_games(cfg: GamesConfig, run: storage.Run, client=None) -> tuple[list
     root = cfg.data_dir
     if root is None:
         root = local_dir(run, "games")
-        common = dict(max_receptacles=cfg.max_receptacles, task_types=tuple(cfg.task_types), client=client)
+        common = dict(max_receptacles=cfg.max_receptacles, task_types=tuple(cfg.task_types), client=client,
+                      key=key_prefix("games", run.id))
         generate_games(root, cfg.generate_train, cfg.seed, split=cfg.train_split, **common)
         if cfg.generate_eval:
             generate_games(root, cfg.generate_eval, cfg.seed + 1, split=cfg.eval_split, **common)

@@ -37,6 +37,7 @@ import yaml
 import storage
 from pipeline.config import to_dict
 from pipeline.run_config import ClusterConfig
+from pipeline.runtime.keys import key_prefix
 from pipeline.runtime.workers import able_workers, live_workers, resolve_ranks
 from pipeline.runtime.lifeline import tied
 from pipeline.runtime.live import TOPIC, LiveSteps, forward
@@ -215,7 +216,7 @@ def train(client, run: storage.Run, round: int, policy: str, ref: str | None, cf
                                  rank, len(workers), hosts[0], port, hosts.count(hosts[rank]), tag, offset, workers=[w],
                                  allow_other_workers=False,
                                  resources=cluster.train_resources or None, pure=False,
-                                 key=f"train-r{round}-rank{rank}-{tag}")
+                                 key=f"{key_prefix('train', run.id, round, tag)}-rank{rank}")
                    for rank, w in enumerate(workers)]
         with LiveSteps(client, tag):
             lost = _wait_ranks(client, futures, workers)

@@ -1,0 +1,43 @@
+"""The names the project writes in a stage folder: the only files a sweep may delete.
+
+A stage folder holds its manifest, temporary ``.tmp-*`` names of atomic
+writes, and its own files: ``<table>/<shard>.parquet`` for each table the
+stage owns, ``metrics.json`` for the metrics stage, a Hugging Face export for
+a checkpoint. Anything else was put there by someone else: a sweep refuses
+to run (``ForeignDirectory`` naming it) rather than delete it.
+
+>>> is_ours("trajectories", "steps/batch-000001.parquet"), is_ours("trajectories", "mine.txt")
+(True, False)
+>>> is_ours("checkpoint", "model-00001-of-00002.safetensors"), is_ours("checkpoint", "notes/model.safetensors")
+(True, False)
+"""
+from __future__ import annotations
+
+from fnmatch import fnmatchcase
+
+from storage.manifest import MANIFEST_NAME
+from storage.schemas import TABLE_STAGE
+
+CHECKPOINT_STAGE = "checkpoint"
+TEMPORARY = (".tmp-*", "*/.tmp-*")
+# What a Hugging Face export of a causal LM writes (weights, config, tokenizer, chat template), plus the
+# trainer's per-step record and a fork's source record; an exporter copies only these names from its source model.
+CHECKPOINT_FILES = (
+    "*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin", "*.bin.index.json", "config.json",
+    "generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+    "added_tokens.json", "vocab.json", "vocab.txt", "merges.txt", "tokenizer.model", "chat_template.jinja",
+    "chat_template.json", "train_metrics.jsonl", "_fork.json",
+)
+_OWN = {CHECKPOINT_STAGE: CHECKPOINT_FILES, "metrics": ("metrics.json",)}
+
+
+def patterns(stage: str) -> tuple[str, ...]:
+    """Glob patterns (``/``-separated, one level each) of the files the project writes in ``stage``'s folder."""
+    tables = tuple(f"{table}/*.parquet" for table, owner in TABLE_STAGE.items() if owner == stage)
+    return (MANIFEST_NAME, *TEMPORARY, *tables, *_OWN.get(stage, ()))
+
+
+def is_ours(stage: str, rel: str) -> bool:
+    """Whether ``rel`` (a path inside ``stage``'s folder) is a name the project writes there."""
+    depth = rel.count("/")
+    return any(p.count("/") == depth and fnmatchcase(rel, p) for p in patterns(stage))
