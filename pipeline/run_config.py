@@ -156,7 +156,7 @@ class TinyModelConfig:
 class RunConfig:
     """A GiGPO run: where it lives, what it plays, and each stage's settings."""
 
-    run_dir: str = "runs/local"  # run directory (local path or URI); checkpoints need a shared filesystem
+    run_dir: str = "runs/local"  # run directory: a local or shared POSIX path (NFS/Lustre), not an object store
     rounds: int = 2  # total rounds of the run; a rerun finishes the missing ones (0: warm start and baseline only)
     tasks_per_round: int = 16  # episode groups collected per round (paper: 16)
     base_model: str = "tiny"  # HF checkpoint of round 0; "tiny" builds the tiny model into RUN/base_model

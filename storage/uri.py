@@ -15,7 +15,9 @@ import os
 from typing import Any
 
 import fsspec
+import pyarrow as pa
 import pyarrow.fs as pafs
+from fsspec.implementations.memory import MemoryFileSystem
 
 
 def as_pyarrow(filesystem: Any) -> pafs.FileSystem:
@@ -25,20 +27,27 @@ def as_pyarrow(filesystem: Any) -> pafs.FileSystem:
     return pafs.PyFileSystem(pafs.FSSpecHandler(filesystem))
 
 
+def scheme(uri: str) -> str:
+    """The scheme of ``uri``; ``file`` for a plain path.
+
+    >>> scheme("s3://bucket/run"), scheme("runs/demo")
+    ('s3', 'file')
+    """
+    return uri.split("://", 1)[0] if "://" in uri else "file"
+
+
 def resolve(uri: str, filesystem: Any = None) -> tuple[pafs.FileSystem, str]:
     """Return (pyarrow filesystem, path without scheme) for ``uri``."""
     if filesystem is not None:
         return as_pyarrow(filesystem), uri.split("://", 1)[-1]
-    if "://" not in uri:
-        return pafs.LocalFileSystem(), os.path.abspath(uri)
-    scheme, rest = uri.split("://", 1)
-    if scheme == "file":
+    rest = uri.split("://", 1)[-1]
+    if scheme(uri) == "file":
         return pafs.LocalFileSystem(), os.path.abspath(rest)
-    if scheme == "memory":
+    if scheme(uri) == "memory":
         return as_pyarrow(fsspec.filesystem("memory")), "/" + rest.strip("/")
     try:
         return pafs.FileSystem.from_uri(uri)
-    except (pafs.ArrowInvalid, pafs.ArrowNotImplementedError, ValueError):
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError):
         fs, path = fsspec.core.url_to_fs(uri)
         return as_pyarrow(fs), path
 
@@ -46,3 +55,9 @@ def resolve(uri: str, filesystem: Any = None) -> tuple[pafs.FileSystem, str]:
 def is_local(fs: pafs.FileSystem) -> bool:
     """True when paths on ``fs`` are paths of this machine's disk."""
     return isinstance(fs, pafs.LocalFileSystem)
+
+
+def is_memory(fs: pafs.FileSystem) -> bool:
+    """True for fsspec's in-process memory filesystem (tests)."""
+    handler = fs.handler if isinstance(fs, pafs.PyFileSystem) else None
+    return isinstance(getattr(handler, "fs", None), MemoryFileSystem)

@@ -51,8 +51,8 @@ def prepare_games(cfg: GamesConfig, run: storage.Run, client=None) -> tuple[list
 
 
 def check_paths(cfg: RunConfig) -> None:
-    """Refuse, before any work, a ``base_model`` that is no checkpoint, a ``fork`` without its source round
-    or a ``games.data_dir`` with unusable games.
+    """Refuse, before any work, a ``run_dir`` on an object store, a ``base_model`` that is no checkpoint, a
+    ``fork`` without its source round or a ``games.data_dir`` with unusable games.
 
     Raises ``ConfigError`` naming the key (every bad game of a split at once).
 
@@ -61,6 +61,10 @@ def check_paths(cfg: RunConfig) -> None:
     ...
     pipeline.config.ConfigError: base_model: /nonexistent/model: policy checkpoint directory not found
     """
+    if storage.uri.scheme(cfg.run_dir) != "file":
+        raise ConfigError(f"run_dir: {cfg.run_dir} is not a filesystem path; the games, checkpoints, the trainer's "
+                          "model files and the trackers need one that the driver and every worker share: use a "
+                          "local or shared POSIX path (NFS/Lustre)")
     if cfg.base_model != "tiny":
         try:
             check_checkpoint(cfg.base_model)

@@ -122,13 +122,18 @@ def test_bad_config_is_refused_before_any_work(tmp_path, monkeypatch, capsys, ar
     assert out.out == "" and not run_dir.exists()
 
 
-def test_bad_config_exits_2_from_the_command_line(tmp_path):
+@pytest.mark.parametrize("override, message", [
+    ("rollout.group_size=0", "config error: rollout.group_size must be >= 1, got 0\n"),
+    ("run_dir=s3://gigpo-runs/run", "config error: run_dir: s3://gigpo-runs/run is not a filesystem path; the games, "
+     "checkpoints, the trainer's model files and the trackers need one that the driver and every worker share: use "
+     "a local or shared POSIX path (NFS/Lustre)\n"),
+], ids=["group-size-0", "object-store"])
+def test_bad_config_exits_2_from_the_command_line(tmp_path, override, message):
     run_dir = tmp_path / "run"
-    done = subprocess.run(driver_args(run_dir, "rollout.group_size=0"), cwd=ROOT, env=driver_env(),
+    done = subprocess.run(driver_args(run_dir, override), cwd=ROOT, env=driver_env(),
                           capture_output=True, text=True, timeout=120)
-    assert (done.returncode, done.stdout) == (2, "")
-    assert done.stderr == "config error: rollout.group_size must be >= 1, got 0\n"
-    assert not run_dir.exists()
+    assert (done.returncode, done.stdout, done.stderr) == (2, "", message)
+    assert not run_dir.exists() and not (ROOT / "gigpo-runs").exists()
 
 
 def test_committed_stages_made_with_another_config_are_named(tmp_path):

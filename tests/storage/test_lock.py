@@ -49,3 +49,11 @@ def test_lock_on_object_store_style_filesystem(tmp_path):
                 pass
     with run.lock():  # released on exit
         pass
+
+
+def test_filesystem_without_atomic_create_is_refused():
+    with pytest.raises(storage.RunNotWritable, match=r"^bucket/run/_LOCK: the gcs filesystem offers no atomic create, "
+                                                     r"so no driver can lock the run; use a local or shared POSIX "
+                                                     r"path \(NFS/Lustre\) or s3://$"):
+        with storage.open_run("gs://bucket/run").lock():
+            pass
