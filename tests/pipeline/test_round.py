@@ -109,8 +109,11 @@ def test_a_second_driver_on_a_locked_run_exits_3(tmp_path):
      "config error: base_model: /nonexistent/model: policy checkpoint directory not found\n"),
     (["games.data_dir=/nonexistent/data"],
      "config error: games.data_dir: /nonexistent/data: ALFWorld data directory not found\n"),
+    (["trainer.lr=inf"], "config error: trainer.lr: expected a finite number, got inf\n"),
+    (["rollout.group_size=1"], "config error: rollout.group_size must be >= 2 with advantage.estimator='gigpo' (its "
+                               "advantages compare the episodes of one task), got 1\n"),
 ], ids=["unknown-key", "group-size-0", "rounds-negative", "--rounds-negative", "mistyped", "no-base-model",
-        "no-data-dir"])
+        "no-data-dir", "lr-inf", "group-size-1"])
 def test_bad_config_is_refused_before_any_work(tmp_path, monkeypatch, capsys, argv, message):
     from pipeline.round import main
 
@@ -122,12 +125,16 @@ def test_bad_config_is_refused_before_any_work(tmp_path, monkeypatch, capsys, ar
     assert out.out == "" and not run_dir.exists()
 
 
-def test_bad_config_exits_2_from_the_command_line(tmp_path):
+@pytest.mark.parametrize("override, message", [
+    ("rollout.group_size=0", "rollout.group_size must be >= 1, got 0"),
+    ("trainer.lr=nan", "trainer.lr: expected a finite number, got nan"),
+], ids=["group-size-0", "lr-nan"])
+def test_bad_config_exits_2_from_the_command_line(tmp_path, override, message):
     run_dir = tmp_path / "run"
-    done = subprocess.run(driver_args(run_dir, "rollout.group_size=0"), cwd=ROOT, env=driver_env(),
+    done = subprocess.run(driver_args(run_dir, override), cwd=ROOT, env=driver_env(),
                           capture_output=True, text=True, timeout=120)
     assert (done.returncode, done.stdout) == (2, "")
-    assert done.stderr == "config error: rollout.group_size must be >= 1, got 0\n"
+    assert done.stderr == f"config error: {message}\n"
     assert not run_dir.exists()
 
 
