@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from pathlib import Path
@@ -82,6 +83,24 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
     return value
 
 
+def check_finite(value: Any, where: str) -> None:
+    """Refuse a NaN or infinite float in ``value`` (walking lists, tuples and mappings), naming its dotted key.
+
+    >>> check_finite({"resources": {"GPU": 1.0}, "betas": [0.9, float("inf")]}, "trainer")
+    Traceback (most recent call last):
+    ...
+    pipeline.config.ConfigError: trainer.betas[1]: expected a finite number, got inf
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            check_finite(item, f"{where}[{i}]")
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            check_finite(item, _join(where, str(key)))
+
+
 def from_dict(cls: type, data: Mapping[str, Any], where: str = "") -> Any:
     """Build dataclass ``cls`` from a mapping, naming the dotted key of any problem."""
     hints = typing.get_type_hints(cls)
@@ -90,6 +109,9 @@ def from_dict(cls: type, data: Mapping[str, Any], where: str = "") -> Any:
     if unknown:
         raise ConfigError(f"{_join(where, unknown[0])}: unknown key; expected one of {names}")
     kwargs = {k: _convert(hints[k], v, _join(where, k)) for k, v in data.items()}
+    for key, value in kwargs.items():  # nested dataclasses were checked when built
+        if not dataclasses.is_dataclass(value):
+            check_finite(value, _join(where, key))
     try:
         return cls(**kwargs)
     except (ValueError, TypeError) as exc:

@@ -178,3 +178,7 @@ class RunConfig:
         if self.fork is not None and self.warm_start is not None and self.warm_start.enabled:
             raise ValueError("RunConfig.fork: a forked run starts from the source's checkpoint, so it has no warm "
                              "start; remove the warm_start section or set warm_start.enabled=false")
+        if self.trainer.loss == "ppo" and self.rollout.group_size < 2:  # every estimator combines A_E and A_S
+            raise ValueError(f"RunConfig.rollout.group_size must be >= 2 with advantage.estimator="
+                             f"{self.advantage.estimator!r} (its advantages compare the episodes of one task), "
+                             f"got {self.rollout.group_size}")

@@ -48,6 +48,31 @@ def _kind(t: pa.DataType) -> str:
     return str(t)
 
 
+def _holds_text(t: pa.DataType) -> bool:
+    """Whether a type is or nests (in lists, structs, maps) a string type.
+
+    >>> [_holds_text(t) for t in (pa.list_(pa.struct([("a", pa.large_string())])), pa.list_(pa.int32()))]
+    [True, False]
+    """
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
+        return True
+    return any(_holds_text(t.field(i).type) for i in range(t.num_fields))
+
+
+def _check_text(col: pa.ChunkedArray, name: str, table: str, where: str) -> None:
+    """Raise SchemaMismatch unless every string in ``col`` is valid UTF-8 (Polars panics reading invalid UTF-8).
+
+    Arrow builds string arrays from raw buffers without checking them; a full
+    validation (vectorised) does.
+    """
+    try:
+        col.validate(full=True)
+    except pa.ArrowInvalid as exc:
+        detail = " ".join(str(exc).split())
+        raise SchemaMismatch(f"{where}: column {name!r} of table {table!r} holds invalid UTF-8 ({detail}); "
+                             "expected valid UTF-8 strings") from exc
+
+
 def dictionary_columns(schema: pa.Schema) -> list[str]:
     """Parquet column paths to dictionary-encode: all but floats (and lists of floats).
 
@@ -64,7 +89,7 @@ def dictionary_columns(schema: pa.Schema) -> list[str]:
 
 
 def conform(data: pa.Table | pl.DataFrame, table: str, where: str) -> pa.Table:
-    """Return ``data`` cast to ``table``'s exact schema, or raise SchemaMismatch."""
+    """Return ``data`` cast to ``table``'s exact schema, or raise SchemaMismatch (also for invalid UTF-8 text)."""
     if table not in TABLES:
         raise SchemaMismatch(f"{where}: unknown table {table!r}; expected one of {sorted(TABLES)}")
     schema = TABLES[table]
@@ -81,7 +106,10 @@ def conform(data: pa.Table | pl.DataFrame, table: str, where: str) -> pa.Table:
             raise SchemaMismatch(f"{where}: column {field.name!r} has type {col.type}, expected {field.type}")
         if not field.nullable and col.null_count:
             raise SchemaMismatch(f"{where}: column {field.name!r} has {col.null_count} null(s), expected none")
-        columns.append(col.cast(field.type))
+        col = col.cast(field.type)
+        if _holds_text(field.type):
+            _check_text(col, field.name, table, where)
+        columns.append(col)
     return pa.Table.from_arrays(columns, schema=schema)
 
 

@@ -18,7 +18,7 @@ import argparse
 import json
 import sys
 
-from pipeline.config import apply_overrides, from_dict, read_yaml
+from pipeline.config import ConfigError, apply_overrides, from_dict, read_yaml
 from trainer.config import TrainerConfig
 
 
@@ -45,7 +45,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="print each optimizer step's metrics as a JSON line (rank 0; with --run), no progress bar")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: trainer.num_threads)")
     args = p.parse_args(argv)
-    cfg = parse_config(args.config, args.set)
+    try:
+        cfg = parse_config(args.config, args.set)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
     from trainer.engine import set_threads
 
     set_threads(args.threads or cfg.num_threads)

@@ -2,7 +2,9 @@
 
 An estimator takes numpy arrays ``adv_episode``, ``adv_step`` and the config and
 returns the per-row ``advantage`` the trainer uses. Register more with
-``@register_estimator(name)``.
+``@register_estimator(name)``. Both inputs compare the episodes of one task
+(A_S only states revisited inside one episode when it is alone), so every
+estimator needs ``rollout.group_size >= 2`` (``RunConfig`` refuses 1).
 
 >>> import numpy as np
 >>> from pipeline.advantage.config import AdvantageConfig

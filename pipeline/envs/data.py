@@ -86,6 +86,21 @@ def _keep(root: str, config: AlfworldDataConfig) -> bool:
     return data.get("solvable") is not None  # ALFWorld skips games never checked for solvability
 
 
+def _check_utf8(path: str) -> None:
+    """Refuse a path whose bytes are not UTF-8 (game paths become text in every table), its bytes escaped.
+
+    >>> _check_utf8(os.fsdecode(b"/data/trial_\\xff"))
+    Traceback (most recent call last):
+    ...
+    pipeline.envs.alfworld.GameFileError: /data/trial_\\xff: folder name is not valid UTF-8; rename it
+    """
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+        raise GameFileError(f"{shown}: folder name is not valid UTF-8; rename it") from None
+
+
 def collect_games(config: AlfworldDataConfig) -> list[str]:
     """Sorted paths of the playable ``game.tw-pddl`` files of ``config.split``."""
     if not os.path.isdir(config.data_dir):
@@ -93,13 +108,19 @@ def collect_games(config: AlfworldDataConfig) -> list[str]:
     if not os.path.isdir(config.split_dir):
         raise GameFileError(f"{config.split_dir}: missing split folder; expected the ALFWORLD_DATA layout "
                             f"{DATA_SUBDIR}/{{{','.join(SPLITS)}}}/<task>/<trial>/game.tw-pddl")
+    _check_utf8(config.split_dir)
     games, errors = [], []
     for root, _, files in os.walk(config.split_dir):
+        if "traj_data.json" not in files:
+            continue
         try:
-            if "traj_data.json" in files and _keep(root, config):
+            _check_utf8(root)
+            if _keep(root, config):
                 games.append(os.path.join(root, "game.tw-pddl"))
         except GameFileError as exc:  # go on: one error names every bad game
             errors.append(str(exc))
+    if len(errors) == 1:
+        raise GameFileError(f"{config.split_dir}: 1 unusable game folder: {errors[0]}")
     if errors:
         raise GameFileError(f"{config.split_dir}: {len(errors)} unusable game folder(s):\n  "
                             + "\n  ".join(sorted(errors)))

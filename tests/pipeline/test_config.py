@@ -157,3 +157,44 @@ def test_the_cluster_recipe_on_8_gpus():
     assert cfg.rollout.policy.vllm_args == {"tensor_parallel_size": 1} and cfg.trainer.max_seq_len == 2560
     assert (cfg.trainer.keep_checkpoints, cfg.trainer.keep_every) == (3, 10)
     assert cfg.cluster.train_ranks == "auto" and cfg.trainer.mini_batch_size % (cfg.trainer.micro_batch_size * 8) == 0
+
+
+@pytest.mark.parametrize("override, message", [
+    ("trainer.lr=inf", "trainer.lr: expected a finite number, got inf"),
+    ("trainer.lr=nan", "trainer.lr: expected a finite number, got nan"),
+    ("advantage.gamma=-.inf", "advantage.gamma: expected a finite number, got -inf"),
+    ("rollout.sampling.temperature=.nan", "rollout.sampling.temperature: expected a finite number, got nan"),
+    ("trainer.betas=[0.9, .inf]", "trainer.betas[1]: expected a finite number, got inf"),
+    ("rollout.resources={GPU: .inf}", "rollout.resources.GPU: expected a finite number, got inf"),
+    ("warm_start.lr=inf", "warm_start.lr: expected a finite number, got inf"),
+], ids=["inf", "nan", "-inf", "nested", "tuple", "dict", "optional-section"])
+def test_non_finite_numbers_are_refused_naming_the_key(override, message):
+    from pipeline.run_config import RunConfig
+
+    with pytest.raises(ConfigError) as caught:
+        load(RunConfig, None, [override])
+    assert str(caught.value) == message
+
+
+def test_the_trainer_loader_refuses_non_finite_numbers(tmp_path, capsys):
+    from trainer.__main__ import main, parse_config
+
+    with pytest.raises(ConfigError) as caught:
+        parse_config(None, ["clip_ratio_c=inf"])
+    assert str(caught.value) == "trainer.clip_ratio_c: expected a finite number, got inf"
+    args = ["--policy", str(tmp_path), "--data", "x.parquet", "--out", str(tmp_path / "o"), "--set", "lr=nan"]
+    assert main(args) == 2
+    assert capsys.readouterr().err == "config error: trainer.lr: expected a finite number, got nan\n"
+
+
+@pytest.mark.parametrize("estimator", ["gigpo", "grpo", "step_only"])
+def test_one_episode_per_group_is_refused_with_a_group_relative_estimator(estimator):
+    from pipeline.run_config import RunConfig
+
+    with pytest.raises(ConfigError) as caught:
+        load(RunConfig, None, ["rollout.group_size=1", f"advantage.estimator={estimator}"])
+    assert str(caught.value) == (f"rollout.group_size must be >= 2 with advantage.estimator={estimator!r} (its "
+                                 "advantages compare the episodes of one task), got 1")
+    assert load(RunConfig, None, ["rollout.group_size=2", f"advantage.estimator={estimator}"]).rollout.group_size == 2
+    sft = load(RunConfig, None, ["rollout.group_size=1", "trainer.loss=sft", "trainer.kl_coef=0"])
+    assert sft.rollout.group_size == 1  # SFT on the round's steps reads no advantages

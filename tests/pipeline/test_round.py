@@ -109,8 +109,11 @@ def test_a_second_driver_on_a_locked_run_exits_3(tmp_path):
      "config error: base_model: /nonexistent/model: policy checkpoint directory not found\n"),
     (["games.data_dir=/nonexistent/data"],
      "config error: games.data_dir: /nonexistent/data: ALFWorld data directory not found\n"),
+    (["trainer.lr=inf"], "config error: trainer.lr: expected a finite number, got inf\n"),
+    (["rollout.group_size=1"], "config error: rollout.group_size must be >= 2 with advantage.estimator='gigpo' (its "
+                               "advantages compare the episodes of one task), got 1\n"),
 ], ids=["unknown-key", "group-size-0", "rounds-negative", "--rounds-negative", "mistyped", "no-base-model",
-        "no-data-dir"])
+        "no-data-dir", "lr-inf", "group-size-1"])
 def test_bad_config_is_refused_before_any_work(tmp_path, monkeypatch, capsys, argv, message):
     from pipeline.round import main
 
@@ -123,16 +126,18 @@ def test_bad_config_is_refused_before_any_work(tmp_path, monkeypatch, capsys, ar
 
 
 @pytest.mark.parametrize("override, message", [
-    ("rollout.group_size=0", "config error: rollout.group_size must be >= 1, got 0\n"),
-    ("run_dir=s3://gigpo-runs/run", "config error: run_dir: s3://gigpo-runs/run is not a filesystem path; the games, "
+    ("rollout.group_size=0", "rollout.group_size must be >= 1, got 0"),
+    ("trainer.lr=nan", "trainer.lr: expected a finite number, got nan"),
+    ("run_dir=s3://gigpo-runs/run", "run_dir: s3://gigpo-runs/run is not a filesystem path; the games, "
      "checkpoints, the trainer's model files and the trackers need one that the driver and every worker share: use "
-     "a local or shared POSIX path (NFS/Lustre)\n"),
-], ids=["group-size-0", "object-store"])
+     "a local or shared POSIX path (NFS/Lustre)"),
+], ids=["group-size-0", "lr-nan", "object-store"])
 def test_bad_config_exits_2_from_the_command_line(tmp_path, override, message):
     run_dir = tmp_path / "run"
     done = subprocess.run(driver_args(run_dir, override), cwd=ROOT, env=driver_env(),
                           capture_output=True, text=True, timeout=120)
-    assert (done.returncode, done.stdout, done.stderr) == (2, "", message)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == f"config error: {message}\n"
     assert not run_dir.exists() and not (ROOT / "gigpo-runs").exists()
 
 

@@ -54,6 +54,27 @@ def test_unknown_table_is_refused(tmp_path):
         storage.write_shard(str(tmp_path), 0, "stepz", _steps(), "w0")
 
 
+def _invalid_utf8(column: str, kind: pa.DataType) -> pa.Table:
+    """``_steps()`` with row 1 of ``column`` holding invalid UTF-8 (Arrow does not check raw buffers)."""
+    tbl = _steps().to_arrow()
+    values = [b"go to loc 1"] * tbl.num_rows
+    values[1] = b"go to \xff"
+    text = pa.array(values, pa.binary()).view(pa.string()).cast(kind)
+    return tbl.set_column(tbl.schema.get_field_index(column), column, text)
+
+
+@pytest.mark.parametrize("column", ["observation", "action", "task_id"])
+@pytest.mark.parametrize("kind", [pa.string(), pa.large_string(), pa.string_view()], ids=str)
+def test_invalid_utf8_is_refused_naming_the_column(tmp_path, column, kind):
+    bad = _invalid_utf8(column, kind)
+    where = f"{tmp_path}/rounds/000000/trajectories/steps/w0.parquet"
+    with pytest.raises(storage.SchemaMismatch) as caught:
+        storage.write_shard(str(tmp_path), 0, "steps", bad, "w0")
+    assert str(caught.value) == (f"{where}: column {column!r} of table 'steps' holds invalid UTF-8 (In chunk 0: "
+                                 "Invalid: Invalid UTF8 sequence at string index 1); expected valid UTF-8 strings")
+    assert [f for _, _, files in os.walk(tmp_path) for f in files] == []  # nothing written
+
+
 def _shard(run, r):
     return f"{run.stage_dir(r, 'trajectories')}/steps/w0.parquet"
 

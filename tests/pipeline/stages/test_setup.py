@@ -31,6 +31,17 @@ def test_every_bad_game_of_the_data_dir_is_named_in_one_error(tmp_path):
                                 f"  {games[2]}: corrupted game file, missing text fields ['grammar']"])
 
 
+def test_a_game_folder_whose_name_is_not_utf8_is_named_before_any_work(tmp_path):
+    games = generate_games(str(tmp_path / "data"), games=2, seed=0, max_receptacles=5)
+    generate_games(str(tmp_path / "data"), games=1, seed=1, max_receptacles=5, split="valid_seen")
+    trial = os.fsencode(os.path.dirname(games[1]))
+    os.rename(trial, trial + b"-\xff\xfe")
+    with pytest.raises(ConfigError) as err:
+        check_paths(RunConfig(games=GamesConfig(data_dir=str(tmp_path / "data"))))
+    assert str(err.value) == (f"games.data_dir: {tmp_path}/data/json_2.1.1/train: 1 unusable game folder: "
+                              f"{os.fsdecode(trial)}-\\xff\\xfe: folder name is not valid UTF-8; rename it")
+
+
 def test_a_killed_build_leaves_no_folder_and_the_next_build_clears_its_leftovers(tmp_path):
     path = str(tmp_path / "base_model")
 
