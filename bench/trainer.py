@@ -2,7 +2,7 @@
 
     python -m bench.trainer                       # CPU: tiny and small presets
     python -m bench.trainer --preset qwen0.5b     # GPU: random-init Qwen2.5-0.5B shape, bf16, MFU
-    python -m bench.trainer --settings before after   # before/after issue 14's trainer settings, one run
+    python -m bench.trainer --settings before after   # padded baseline vs the defaults, on the same rows
 
 Builds a random-init Qwen2 model of the preset's shape, synthetic advantage rows
 (``--prompt-len`` / ``--response-len`` tokens), and runs ``train_round`` (1 rank,
@@ -12,9 +12,10 @@ first), their padding share, tokens/s per core on CPU, the model FLOP/s achieved
 and, as the physical limit, its ratio to this machine's measured fp32 matmul
 FLOP/s (CPU) or MFU against the bf16 peak (GPU); then the whole round's rate,
 its phases (load, engine, old/ref log-probs, update, export) and the share of
-the round spent in update steps. ``--settings before after`` runs the settings
-before issue 14 (padded micro-batches, one full LM-head pass, log-prob
-micro-batch = micro-batch) and after it on the same rows, in one run.
+the round spent in update steps. ``--settings`` picks the trainer settings, each
+run in turn on the same rows: ``before`` is the padded baseline (right-padded
+micro-batches, one full LM-head pass, log-prob micro-batch = micro-batch),
+``after`` the defaults (packed, chunked logits).
 """
 from __future__ import annotations
 
@@ -72,7 +73,7 @@ def matmul_flops(seconds: float = 1.0, n: int = 1024) -> float:
     return 2 * n**3 * done / (time.perf_counter() - start)
 
 
-SETTINGS = {  # --settings: the trainer's settings before issue 14 and its defaults now, on the same rows in one run
+SETTINGS = {  # --settings: the padded baseline (before) and the defaults (after), on the same rows in one run
     "before": lambda micro: dict(packing=False, logit_chunk_tokens=0, logprob_micro_batch_size=micro),
     "after": lambda micro: dict(packing=True, logprob_micro_batch_size=max(32, 2 * micro)),
 }
@@ -149,8 +150,8 @@ def main() -> None:
     ap.add_argument("--grad-ckpt", action="store_true", help="gradient checkpointing")
     ap.add_argument("--kl-coef", type=float, default=0.01, help="KL loss weight (0: no reference pass)")
     ap.add_argument("--settings", nargs="+", choices=sorted(SETTINGS), default=["after"],
-                    help="trainer settings, each run in turn: before (padded, one full LM-head pass, log-prob "
-                         "micro-batch = micro-batch) and/or after (the defaults now: packed, chunked)")
+                    help="trainer settings, each run in turn: before (the padded baseline: one full LM-head pass, "
+                         "log-prob micro-batch = micro-batch) and/or after (the defaults: packed, chunked)")
     args = ap.parse_args()
     from trainer.engine import has_cuda
 
