@@ -107,7 +107,10 @@ class Run:
         """
         check_claimable(self.fs, self.root)
         with self.lock() as held:
-            self._id = claim(self.fs, self.root).run_id
+            try:
+                self._id = claim(self.fs, self.root).run_id
+            except RunNotWritable:  # a read-only run made before marks: read as it is; a first write fails anyway
+                pass
             yield held
 
     # -- commits ------------------------------------------------------------

@@ -163,7 +163,7 @@ def test_worker_killed_mid_collect_is_retried_without_duplicates(tmp_path):
         deadline = time.monotonic() + 120
         while True:  # a worker that plays a rollout task now and half a second later, its env pool up: kill it
             assert time.monotonic() < deadline and collector.is_alive(), result
-            busy = {a: k for a, k in client.run(_executing).items() if any("rollout" in x for x in k)}
+            busy = {a: k for a, k in client.run(_executing).items() if any(x.startswith("collect-") for x in k)}
             if busy:
                 victim, keys = sorted(busy.items())[0]
                 time.sleep(0.5)
