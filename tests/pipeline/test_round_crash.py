@@ -1,5 +1,6 @@
 """Crash and resume on real processes: the driver SIGKILLed (with its whole process group) during each
-stage in turn, each kill in a rerun of the one before, and a Dask worker killed mid-collect.
+stage in turn, each kill in a rerun of the one before, a Dask worker killed mid-collect, and what a killed driver
+leaves in TMPDIR.
 
     .venv/bin/python -m pytest tests/pipeline/test_round_crash.py -q
 """
@@ -7,7 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -15,6 +19,7 @@ from pathlib import Path
 import dask
 import polars as pl
 import psutil
+import pytest
 from distributed import Client, LocalCluster
 from polars.testing import assert_frame_equal
 
@@ -23,6 +28,7 @@ from pipeline.envs import AlfworldEnvConfig, PoolConfig, generate_games
 from pipeline.models.tiny_model import make_tiny_model
 from pipeline.policy import PolicyConfig, SamplingConfig
 from pipeline.rollout import RolloutConfig, collect
+from pipeline.runtime.scratch import run_key
 from tests.pipeline.round_helpers import (
     CRASH,
     DRIVER_STAGE,
@@ -200,3 +206,45 @@ def _try(fn, *args):
         return fn(*args)
     except BaseException as exc:  # handed to the test thread
         return exc
+
+
+@pytest.fixture()
+def own_tmpdir(tmp_path, monkeypatch):
+    """A fresh TMPDIR for the drivers a test starts (torch's compile cache, made at import, elsewhere).
+
+    Short, unlike ``tmp_path``: the env processes' fork server listens on a Unix socket under it.
+    """
+    tmp = Path(tempfile.mkdtemp(prefix="t-"))
+    monkeypatch.setenv("TMPDIR", str(tmp))
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    yield tmp
+    shutil.rmtree(tmp)
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def test_the_next_driver_removes_the_temp_files_a_killed_driver_left_and_nothing_else(own_tmpdir, tmp_path):
+    tmp, run_dir = own_tmpdir, tmp_path / "run"
+    key = run_key(str(run_dir))
+    kept = ["foreign", f"gigpo-{key}-{os.getpid()}-x",  # a folder of the run whose owner is alive
+            f"gigpo-{run_key(str(tmp_path / 'other'))}-{_dead_pid()}-x"]  # another run's
+    for name in kept:
+        (tmp / name).mkdir()
+    args = driver_args(run_dir, *CRASH)
+    driver = Driver(args)
+    try:
+        _mid_stage("train", driver, run_dir, {})
+        assert not driver.kill()
+    finally:
+        driver.cleanup()
+    (left,) = tmp.glob(f"gigpo-{key}-{driver.proc.pid}-*")
+    assert list(left.glob(f"gigpo-{key}-*/trainer.yaml")) and list(left.glob("pymp-*"))  # a rank's, a worker's
+
+    code, out = run_to_end(args)
+    assert code == 0, out
+    assert sorted(p.name for p in tmp.iterdir()) == sorted(kept)
+
