@@ -11,10 +11,12 @@ starting policy; the KL reference is ``trainer.reference``), computes GiGPO
 advantages, trains, evaluates the new checkpoint on held-out tasks and commits
 its metrics. Every stage is committed by a
 manifest; a rerun (after a crash, or with a larger ``--rounds``) skips what
-is committed and redoes the rest from scratch. Temporary files live in a
-folder of the driver's own, removed at exit; a rerun removes those its killed
-processes left (``pipeline.runtime.scratch``). Exit codes: 0 done, 2 bad
-config, 3 the run is locked by another driver, 1 a stage failed.
+is committed and redoes the rest from scratch; so does a rerun after Ctrl-C,
+which stops the driver, names the round and stage it was in and keeps
+what is committed. Temporary files live in a folder of the driver's own,
+removed at exit; a rerun removes those its killed processes left
+(``pipeline.runtime.scratch``). Exit codes: 0 done, 2 bad config, 3 the run
+is locked by another driver, 1 a stage failed, 130 interrupted (Ctrl-C).
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ from pipeline.config import ConfigError, config_hash, hash_index, load, to_dict 
 from pipeline.rollout.collect import collect  # noqa: E402
 from pipeline.run_config import RunConfig  # noqa: E402
 from pipeline.runtime.cluster import connect  # noqa: E402
+from pipeline.runtime.interrupt import INTERRUPTED, interrupted  # noqa: E402
 from pipeline.runtime.workers import live_workers  # noqa: E402
 from pipeline.runtime.live import fig  # noqa: E402
 from pipeline.runtime.loggers import Trackers  # noqa: E402
@@ -144,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     except storage.StorageError as exc:  # a bad manifest or file, an unwritable run: named, nothing committed
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C: the stages are stopped (the cluster with them), the committed ones kept
+        print(interrupted(StageClock.current), file=sys.stderr, flush=True)
+        return INTERRUPTED
     return 0
 
 

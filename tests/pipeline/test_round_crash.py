@@ -1,6 +1,6 @@
 """Crash and resume on real processes: the driver SIGKILLed (with its whole process group) during each
-stage in turn, each kill in a rerun of the one before, a Dask worker killed mid-collect, and what a killed driver
-leaves in TMPDIR.
+stage in turn, each kill in a rerun of the one before, a Dask worker killed mid-collect, what a killed driver
+leaves in TMPDIR, and Ctrl-C.
 
     .venv/bin/python -m pytest tests/pipeline/test_round_crash.py -q
 """
@@ -40,6 +40,7 @@ from tests.pipeline.round_helpers import (
     group_alive,
     run_to_end,
     tables,
+    wait_group_gone,
 )
 
 TRAINER = ["-m", "trainer"]
@@ -248,3 +249,31 @@ def test_the_next_driver_removes_the_temp_files_a_killed_driver_left_and_nothing
     assert code == 0, out
     assert sorted(p.name for p in tmp.iterdir()) == sorted(kept)
 
+
+def test_ctrl_c_stops_the_driver_with_one_line_and_a_rerun_resumes(own_tmpdir, tmp_path):
+    """SIGINT to the driver's process group, as a terminal's Ctrl-C: the LocalCluster's workers get it too."""
+    tmp, run_dir = own_tmpdir, tmp_path / "run"
+    args = driver_args(run_dir, *CRASH)
+    with open(tmp_path / "stderr", "w") as err:
+        driver = Driver(args, stderr=err)
+        try:
+            _mid_stage("train", driver, run_dir, {})
+            os.killpg(driver.proc.pid, signal.SIGINT)
+            code = driver.wait(120)
+            assert not wait_group_gone(driver.proc.pid)
+        finally:
+            driver.cleanup()
+    stderr = (tmp_path / "stderr").read_text()
+    assert code == 130, driver.output + stderr
+    assert stderr.splitlines()[-1] == "interrupted in round 0, stage train; rerun the same command to resume"
+    assert "Traceback" not in driver.output + stderr and "CancelledError" not in stderr, stderr
+    assert list(tmp.iterdir()) == []
+    run = storage.open_run(str(run_dir))
+    assert run.is_committed(0, "advantages") and not run.is_committed(0, "checkpoint")
+
+    code, out = run_to_end(args)
+    assert code == 0, out
+    assert [line for line in out.splitlines() if line.startswith("round 0: ") and "stage seconds" not in line] == [
+        "round 0: collect (committed)", "round 0: advantage (committed)", "round 0: train ...",
+        "round 0: evaluate ..."]
+    assert list(tmp.iterdir()) == []
