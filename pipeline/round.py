@@ -11,8 +11,13 @@ starting policy; the KL reference is ``trainer.reference``), computes GiGPO
 advantages, trains, evaluates the new checkpoint on held-out tasks and commits
 its metrics. Every stage is committed by a
 manifest; a rerun (after a crash, or with a larger ``--rounds``) skips what
-is committed and redoes the rest from scratch. Exit codes: 0 done, 2 bad
-config or a run_dir that is not a run, 3 the run is locked by another driver, 1 a stage failed.
+is committed and redoes the rest from scratch; so does a rerun after Ctrl-C,
+which stops the driver, names the round and stage it was in and keeps
+what is committed. Temporary files live in a folder of the driver's own,
+removed at exit; a rerun removes those its killed processes left
+(``pipeline.runtime.scratch``). Exit codes: 0 done, 2 bad config or a run_dir
+that is not a run, 3 the run is locked by another driver, 1 a stage failed,
+130 interrupted (Ctrl-C).
 """
 from __future__ import annotations
 
@@ -28,10 +33,12 @@ from pipeline.advantage.round_job import run_advantage_round  # noqa: E402
 from pipeline.config import ConfigError, config_hash, hash_index, load, to_dict  # noqa: E402
 from pipeline.rollout.collect import collect  # noqa: E402
 from pipeline.run_config import RunConfig  # noqa: E402
-from pipeline.runtime.cluster import connect
+from pipeline.runtime.cluster import connect  # noqa: E402
+from pipeline.runtime.interrupt import INTERRUPTED, interrupted  # noqa: E402
 from pipeline.runtime.workers import live_workers  # noqa: E402
 from pipeline.runtime.live import fig  # noqa: E402
 from pipeline.runtime.loggers import Trackers  # noqa: E402
+from pipeline.runtime.scratch import run_tmpdir  # noqa: E402
 from pipeline.stages.derived import complete_derived  # noqa: E402
 from pipeline.stages.evaluate import evaluate  # noqa: E402
 from pipeline.stages.metrics import StageClock, gather  # noqa: E402
@@ -122,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     run = storage.open_run(cfg.run_dir)
     try:
-        with run.claim(), Trackers(cfg.logging, run, to_dict(cfg)) as trackers:
+        with run.claim(), run_tmpdir(run.uri), Trackers(cfg.logging, run, to_dict(cfg)) as trackers:
             complete_derived(run, trackers)
             todo = rounds_to_run(run, cfg.rounds)
             if not todo and (cfg.rounds or run.is_committed(WARM_ROUND, METRICS_STAGE)):
@@ -144,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     except storage.StorageError as exc:  # a bad manifest or file, an unwritable run: named, nothing committed
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C: the stages are stopped (the cluster with them), the committed ones kept
+        print(interrupted(StageClock.current), file=sys.stderr, flush=True)
+        return INTERRUPTED
     return 0
 
 

@@ -21,8 +21,12 @@ records exit code 143; the driver's Dask tasks are released with its client
 LocalCluster (non-daemonic workers, so tasks may start processes) is started
 and the script runs against it here.
 
+Ctrl-C while following a job stops the following only: the job keeps running
+on the cluster, and the line printed says how to cancel it or follow it again.
+
 Exit codes: the script's own when followed to its end; 0 when detached;
-2 for usage errors; 3 when the scheduler cannot be reached; 4 for an unknown job.
+2 for usage errors; 3 when the scheduler cannot be reached; 4 for an unknown job;
+130 when following was interrupted.
 """
 from __future__ import annotations
 
@@ -41,6 +45,7 @@ from pathlib import Path
 import click
 
 UNREACHABLE, UNKNOWN_JOB = 3, 4
+INTERRUPTED = 130  # Ctrl-C while following a job (128 + SIGINT)
 CANCELLED = 143  # the exit code recorded for a cancelled job (128 + SIGTERM)
 CANCEL_GRACE_S = 10.0  # seconds between SIGTERM and SIGKILL of a cancelled job's processes
 
@@ -139,6 +144,17 @@ def _read(job: str, offset: int, limit: int = 1 << 20) -> tuple[bytes | None, in
 
 
 def _follow(client, job: str, poll: float = 0.5, limit: int = 1 << 20) -> int:
+    """Print a job's log as it grows until it ends; its exit code (``INTERRUPTED`` on Ctrl-C: it keeps running)."""
+    try:
+        return _print_log(client, job, poll, limit)
+    except KeyboardInterrupt:
+        cli = f"dask-submit --scheduler {client.scheduler.address}"
+        click.echo(f"dask-submit: job {job} keeps running on the cluster; cancel it with `{cli} --cancel {job}`, "
+                   f"follow it again with `{cli} --logs {job} --follow`", err=True)
+        return INTERRUPTED
+
+
+def _print_log(client, job: str, poll: float, limit: int) -> int:
     """Print a job's log as it grows (UTF-8 decoded across read boundaries); return its exit code."""
     offset, decoder = 0, codecs.getincrementaldecoder("utf-8")(errors="replace")
     while True:

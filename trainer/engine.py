@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
+import sys
 from pathlib import Path
 
 import torch
@@ -65,10 +67,25 @@ def has_cuda() -> bool:
     return torch.cuda.is_available() and os.environ.get("DS_ACCELERATOR", "cuda") == "cuda"
 
 
+def extensions_dir(prefix: str = sys.prefix) -> str:
+    """Where this Python environment (``prefix``) builds torch extensions: a folder of its own in the user's cache.
+
+    torch's default (``~/.cache/torch_extensions``) is shared by every environment of the user: two
+    checkouts with different venvs rebuild DeepSpeed's CPU comm op in turn, each waiting on the other's lock.
+    """
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    key = hashlib.sha256(os.path.realpath(prefix).encode()).hexdigest()[:12]
+    return os.path.join(cache, "torch_extensions", f"venv-{key}")
+
+
 def import_deepspeed():
-    """Import DeepSpeed, selecting its CPU accelerator first when there is no GPU."""
+    """Import DeepSpeed, selecting its CPU accelerator first when there is no GPU.
+
+    Its ops build under ``TORCH_EXTENSIONS_DIR``, by default ``extensions_dir()``.
+    """
     if not has_cuda():
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", extensions_dir())
     import deepspeed
 
     return deepspeed

@@ -12,11 +12,13 @@ With ``reset`` the state is removed once the checkpoint is exported.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 import polars as pl
 
@@ -36,8 +38,8 @@ def train_from_run(run, round: int, cfg: TrainerConfig, policy_path: str | Path,
     """Train on round ``round`` of ``run`` (a ``storage.Run``); returns None when already committed.
 
     Local runs write straight into the stage directories; for object-store runs the
-    checkpoint and state are written under ``local_dir`` (default: a temp dir) and the
-    checkpoint is uploaded before the commit.
+    checkpoint and state are written under ``local_dir`` (default: a temp dir, removed
+    when the call ends) and the checkpoint is uploaded before the commit.
 
     Example (a run whose round 0 has a committed advantages stage)::
 
@@ -58,31 +60,42 @@ def train_from_run(run, round: int, cfg: TrainerConfig, policy_path: str | Path,
             + ("run the advantage job before training" if cfg.loss == "ppo" else "collect it before training"))
     rank, _ = init_distributed()
     local = is_local(run.fs)
-    base = Path(local_dir or tempfile.mkdtemp(prefix="gigpo-trainer-"))
-    out_dir = run.stage_dir(round, CHECKPOINT_STAGE) if local else base / CHECKPOINT_STAGE
-    state_dir = run.stage_dir(round, STATE_STAGE) if local else base / STATE_STAGE
-    if rank == 0 and local:
-        run.begin(round, CHECKPOINT_STAGE)  # drop a crashed attempt's partial export
-    if dist.is_initialized():
-        dist.barrier()
-    rows = (run.scan("advantages", rounds=[round]) if cfg.loss == "ppo"  # load_rows reads only its COLUMNS
-            else run.scan("steps", rounds=[round]).with_columns(advantage=pl.lit(0.0)))
-    keep = cfg.optimizer_state == "keep" and local
-    previous = run.stage_dir(round - 1, STATE_STAGE) if keep else None
-    result = train_round(cfg, policy_path, rows, out_dir, ref_path=ref_path, state_dir=state_dir,
-                         optimizer_from=previous, on_step=on_step, progress=progress)
-    if rank == 0:
-        if keep and not result.continued and not result.resumed_from:
-            print(f"trainer: round {round}: AdamW starts fresh (no optimizer state of round {round - 1} in "
-                  f"{previous})", file=sys.stderr, flush=True)
-        with open(Path(out_dir) / TRAIN_STEPS, "w") as fh:
-            fh.writelines(json.dumps(m) + "\n" for m in result.metrics)
-        _commit(run, round, Path(out_dir), local, cfg, source)
-        if local and not cfg.keep_state:
-            _drop_older_states(run, round)
-    if dist.is_initialized():
-        dist.barrier()
-    return result
+    with _staging(local_dir, local) as base:
+        out_dir = run.stage_dir(round, CHECKPOINT_STAGE) if local else base / CHECKPOINT_STAGE
+        state_dir = run.stage_dir(round, STATE_STAGE) if local else base / STATE_STAGE
+        if rank == 0 and local:
+            run.begin(round, CHECKPOINT_STAGE)  # drop a crashed attempt's partial export
+        if dist.is_initialized():
+            dist.barrier()
+        rows = (run.scan("advantages", rounds=[round]) if cfg.loss == "ppo"  # load_rows reads only its COLUMNS
+                else run.scan("steps", rounds=[round]).with_columns(advantage=pl.lit(0.0)))
+        keep = cfg.optimizer_state == "keep" and local
+        previous = run.stage_dir(round - 1, STATE_STAGE) if keep else None
+        result = train_round(cfg, policy_path, rows, out_dir, ref_path=ref_path, state_dir=state_dir,
+                             optimizer_from=previous, on_step=on_step, progress=progress)
+        if rank == 0:
+            if keep and not result.continued and not result.resumed_from:
+                print(f"trainer: round {round}: AdamW starts fresh (no optimizer state of round {round - 1} in "
+                      f"{previous})", file=sys.stderr, flush=True)
+            with open(Path(out_dir) / TRAIN_STEPS, "w") as fh:
+                fh.writelines(json.dumps(m) + "\n" for m in result.metrics)
+            _commit(run, round, Path(out_dir), local, cfg, source)
+            if local and not cfg.keep_state:
+                _drop_older_states(run, round)
+        if dist.is_initialized():
+            dist.barrier()
+        return result
+
+
+@contextlib.contextmanager
+def _staging(local_dir: str | Path | None, local: bool) -> Iterator[Path | None]:
+    """Where an object-store run's checkpoint and state are written: ``local_dir``, else a temp dir removed at
+    exit; None for a local run (it writes into its stage directories)."""
+    if local_dir or local:
+        yield Path(local_dir) if local_dir else None
+        return
+    with tempfile.TemporaryDirectory(prefix="gigpo-trainer-") as tmp:
+        yield Path(tmp)
 
 
 def _drop_older_states(run, round: int) -> None:

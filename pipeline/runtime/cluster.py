@@ -3,7 +3,8 @@
 Workers are made non-daemonic: rollout tasks start env worker processes and
 training tasks start trainer processes, which daemonic processes may not.
 Every worker gets a reaper (``pipeline.runtime.reaper``): what its tasks started dies
-with it.
+with it. The workers of a LocalCluster ignore Ctrl-C (``pipeline.runtime.interrupt``):
+the driver stops them.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import dask
 from distributed import Client, LocalCluster
 
 from pipeline.run_config import ClusterConfig
+from pipeline.runtime.interrupt import IgnoreInterrupts
 from pipeline.runtime.reaper import ReapOrphans
 
 
@@ -41,6 +43,7 @@ def connect(cfg: ClusterConfig) -> Iterator[Client]:
                          # rather than its default 8787, busy when another cluster runs on this host
                          dashboard_address=None, scheduler_kwargs={"dashboard_address": "127.0.0.1:0"}) as cluster, \
             Client(cluster) as client:
+        client.register_plugin(IgnoreInterrupts())
         client.register_plugin(ReapOrphans())
         yield client
 

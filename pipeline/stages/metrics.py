@@ -21,7 +21,12 @@ CLOCK = "_stage_seconds.json"
 
 
 class StageClock:
-    """``with clock("collect", done=run.is_committed(r, "trajectories")):`` times a stage that runs."""
+    """``with clock("collect", done=run.is_committed(r, "trajectories")):`` times a stage that runs.
+
+    ``StageClock.current`` is the (round, stage) entered last in this process (None before any).
+    """
+
+    current: tuple[int, str] | None = None
 
     def __init__(self, run: storage.Run, round: int):
         self.run, self.round, self.path = run, round, f"{run.root}/rounds/{round:06d}/{CLOCK}"
@@ -33,6 +38,7 @@ class StageClock:
 
     @contextlib.contextmanager
     def __call__(self, stage: str, done: bool):
+        StageClock.current = (self.round, stage)
         print(f"round {self.round}: {stage} " + ("(committed)" if done else "..."), flush=True)
         start = time.perf_counter()
         yield

@@ -17,7 +17,8 @@ ends (``pipeline.runtime.live``), numbered on the run's global step axis.
 No trainer outlives what started it: it dies with its Dask worker (a
 parent-death signal), and its rank task kills it once the task is cancelled
 (the driver died, or stopped the ranks after losing a worker), so no late
-commit can race a new driver.
+commit can race a new driver. A trainer keeps its temporary files in its rank's
+own folder (``TMPDIR``), removed once it ends, even killed.
 """
 from __future__ import annotations
 
@@ -26,7 +27,6 @@ import os
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -41,6 +41,7 @@ from pipeline.runtime.keys import key_prefix
 from pipeline.runtime.workers import able_workers, live_workers, resolve_ranks
 from pipeline.runtime.lifeline import tied
 from pipeline.runtime.live import TOPIC, LiveSteps, forward
+from pipeline.runtime.scratch import scratch
 from pipeline.stages.record import read_metrics, step_axis
 from trainer.checkpoint import TRAIN_STEPS
 from trainer.config import TrainerConfig
@@ -132,7 +133,7 @@ def train_rank(run_uri: str, round: int, policy: str, ref: str | None, trainer: 
     Its step records go to the driver as events tagged ``tag``, at global steps after ``offset``.
     """
     threads = thread_count(trainer["num_threads"], ranks_on_host)
-    with tempfile.TemporaryDirectory(prefix="gigpo-train-") as tmp:
+    with scratch(run_uri) as tmp:
         cfg_path, log_path = os.path.join(tmp, "trainer.yaml"), os.path.join(tmp, "log")
         with open(cfg_path, "w") as fh:
             yaml.safe_dump({"trainer": trainer}, fh)
@@ -140,7 +141,7 @@ def train_rank(run_uri: str, round: int, policy: str, ref: str | None, trainer: 
                "--config", cfg_path, f"--threads={threads}", "--live"] + (["--ref", ref] if ref else [])
         rendezvous = {"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": "0", "MASTER_ADDR": master,
                       "MASTER_PORT": str(port)}
-        env = _without_nanny_malloc(os.environ) | thread_env(threads) | rendezvous
+        env = _without_nanny_malloc(os.environ) | thread_env(threads) | rendezvous | {"TMPDIR": tmp}
         with open(log_path, "w") as log:
             code = _supervise(cmd, env, log, _emitter(round, tag, offset))
         if code != 0:

@@ -87,12 +87,19 @@ def gone(proc: psutil.Process, timeout: float) -> bool:
     return False
 
 
-class Driver:
-    """A driver process in its own session; its merged stdout/stderr lines are collected by a thread."""
+def default_sigint() -> None:
+    """A ``preexec_fn``: the child takes Ctrl-C as a terminal's foreground process does (a background job of a
+    non-interactive shell, such as this test run may be, starts with SIGINT ignored, and so would its children)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
-    def __init__(self, args: list[str], cwd: Path = ROOT):
-        self.proc = subprocess.Popen(args, cwd=cwd, env=driver_env(), stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True, bufsize=1, start_new_session=True)
+
+class Driver:
+    """A driver process in its own session; its stdout lines (with stderr, unless a file is given for it) are
+    collected by a thread."""
+
+    def __init__(self, args: list[str], cwd: Path = ROOT, stderr=subprocess.STDOUT):
+        self.proc = subprocess.Popen(args, cwd=cwd, env=driver_env(), stdout=subprocess.PIPE, stderr=stderr,
+                                     text=True, bufsize=1, start_new_session=True, preexec_fn=default_sigint)
         self.lines: list[str] = []
         self._cond = threading.Condition()
         self._reader = threading.Thread(target=self._read, daemon=True)

@@ -1,5 +1,6 @@
 """Crash and resume on real processes: the driver SIGKILLed (with its whole process group) during each
-stage in turn, each kill in a rerun of the one before, and a Dask worker killed mid-collect.
+stage in turn, each kill in a rerun of the one before, a Dask worker killed mid-collect, what a killed driver
+leaves in TMPDIR, and Ctrl-C.
 
     .venv/bin/python -m pytest tests/pipeline/test_round_crash.py -q
 """
@@ -7,7 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -15,6 +19,7 @@ from pathlib import Path
 import dask
 import polars as pl
 import psutil
+import pytest
 from distributed import Client, LocalCluster
 from polars.testing import assert_frame_equal
 
@@ -23,6 +28,7 @@ from pipeline.envs import AlfworldEnvConfig, PoolConfig, generate_games
 from pipeline.models.tiny_model import make_tiny_model
 from pipeline.policy import PolicyConfig, SamplingConfig
 from pipeline.rollout import RolloutConfig, collect
+from pipeline.runtime.scratch import run_key
 from tests.pipeline.round_helpers import (
     CRASH,
     DRIVER_STAGE,
@@ -34,6 +40,7 @@ from tests.pipeline.round_helpers import (
     group_alive,
     run_to_end,
     tables,
+    wait_group_gone,
 )
 
 TRAINER = ["-m", "trainer"]
@@ -200,3 +207,73 @@ def _try(fn, *args):
         return fn(*args)
     except BaseException as exc:  # handed to the test thread
         return exc
+
+
+@pytest.fixture()
+def own_tmpdir(tmp_path, monkeypatch):
+    """A fresh TMPDIR for the drivers a test starts (torch's compile cache, made at import, elsewhere).
+
+    Short, unlike ``tmp_path``: the env processes' fork server listens on a Unix socket under it.
+    """
+    tmp = Path(tempfile.mkdtemp(prefix="t-"))
+    monkeypatch.setenv("TMPDIR", str(tmp))
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    yield tmp
+    shutil.rmtree(tmp)
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def test_the_next_driver_removes_the_temp_files_a_killed_driver_left_and_nothing_else(own_tmpdir, tmp_path):
+    tmp, run_dir = own_tmpdir, tmp_path / "run"
+    key = run_key(str(run_dir))
+    kept = ["foreign", f"gigpo-{key}-{os.getpid()}-x",  # a folder of the run whose owner is alive
+            f"gigpo-{run_key(str(tmp_path / 'other'))}-{_dead_pid()}-x"]  # another run's
+    for name in kept:
+        (tmp / name).mkdir()
+    args = driver_args(run_dir, *CRASH)
+    driver = Driver(args)
+    try:
+        _mid_stage("train", driver, run_dir, {})
+        assert not driver.kill()
+    finally:
+        driver.cleanup()
+    (left,) = tmp.glob(f"gigpo-{key}-{driver.proc.pid}-*")
+    assert list(left.glob(f"gigpo-{key}-*/trainer.yaml")) and list(left.glob("pymp-*"))  # a rank's, a worker's
+
+    code, out = run_to_end(args)
+    assert code == 0, out
+    assert sorted(p.name for p in tmp.iterdir()) == sorted(kept)
+
+
+def test_ctrl_c_stops_the_driver_with_one_line_and_a_rerun_resumes(own_tmpdir, tmp_path):
+    """SIGINT to the driver's process group, as a terminal's Ctrl-C: the LocalCluster's workers get it too."""
+    tmp, run_dir = own_tmpdir, tmp_path / "run"
+    args = driver_args(run_dir, *CRASH)
+    with open(tmp_path / "stderr", "w") as err:
+        driver = Driver(args, stderr=err)
+        try:
+            _mid_stage("train", driver, run_dir, {})
+            os.killpg(driver.proc.pid, signal.SIGINT)
+            code = driver.wait(120)
+            assert not wait_group_gone(driver.proc.pid)
+        finally:
+            driver.cleanup()
+    stderr = (tmp_path / "stderr").read_text()
+    assert code == 130, driver.output + stderr
+    assert stderr.splitlines()[-1] == "interrupted in round 0, stage train; rerun the same command to resume"
+    assert "Traceback" not in driver.output + stderr and "CancelledError" not in stderr, stderr
+    assert list(tmp.iterdir()) == []
+    run = storage.open_run(str(run_dir))
+    assert run.is_committed(0, "advantages") and not run.is_committed(0, "checkpoint")
+
+    code, out = run_to_end(args)
+    assert code == 0, out
+    assert [line for line in out.splitlines() if line.startswith("round 0: ") and "stage seconds" not in line] == [
+        "round 0: collect (committed)", "round 0: advantage (committed)", "round 0: train ...",
+        "round 0: evaluate ..."]
+    assert list(tmp.iterdir()) == []

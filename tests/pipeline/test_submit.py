@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -11,7 +12,7 @@ import psutil
 import pytest
 from distributed import LocalCluster
 
-from tests.pipeline.round_helpers import gone
+from tests.pipeline.round_helpers import default_sigint, gone
 
 BIN = Path(sys.executable).parent
 SCRIPT = """
@@ -90,6 +91,7 @@ def test_list_and_cancel_leave_no_process_of_the_job(tmp_path, monkeypatch):
             time.sleep(0.2)
         child = int(log.read_text().split()[1])
         wrapper = json.loads((tmp_path / "jobs" / job / "job.json").read_text())["pid"]
+        _ctrl_c_stops_following_only(cli, job)
         listed = _run(*cli, "--list").stdout.splitlines()
         assert listed[0].split() == ["job", "state", "started", "command"]
         assert listed[1].startswith(f"{job:<24}{'running':<22}") and listed[1].endswith("long.py a")
@@ -102,6 +104,19 @@ def test_list_and_cancel_leave_no_process_of_the_job(tmp_path, monkeypatch):
         assert _run(*cli, "--cancel", job).stdout == f"job {job} had already ended\n"
         unknown = _run(*cli, "--cancel", "nope")
         assert (unknown.returncode, unknown.stderr) == (4, "dask-submit: no job 'nope' on this scheduler\n")
+
+
+def _ctrl_c_stops_following_only(cli: list, job: str) -> None:
+    follow = subprocess.Popen([str(a) for a in cli] + ["--logs", job, "--follow"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
+    assert follow.stdout.readline().startswith("child ")
+    follow.send_signal(signal.SIGINT)
+    _, err = follow.communicate(timeout=30)
+    cmd = f"dask-submit --scheduler {cli[2]}"
+    assert (follow.returncode, err) == (130, f"dask-submit: job {job} keeps running on the cluster; cancel it with "
+                                             f"`{cmd} --cancel {job}`, follow it again with `{cmd} --logs {job} "
+                                             "--follow`\n")
+    assert _run(*cli, "--list").stdout.splitlines()[1].startswith(f"{job:<24}{'running':<22}")
 
 
 def test_usage_errors(tmp_path):

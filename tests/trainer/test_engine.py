@@ -229,3 +229,17 @@ def test_a_build_lock_left_by_a_killed_build_is_cleared(tmp_path):
     done = _load_op(tmp_path / "ext", timeout_s=120)  # torch alone waits on that lock forever
     assert done.returncode == 0, done.stderr[-2000:]
     assert not (copy / "lock").exists()
+
+
+def test_torch_extensions_build_in_a_folder_of_this_python_environment_unless_one_is_set(monkeypatch, tmp_path):
+    from trainer.engine import extensions_dir, import_deepspeed
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert extensions_dir("/opt/venvs/a") == str(tmp_path / "torch_extensions" / "venv-6e8a7832163e")
+    assert extensions_dir() == extensions_dir(sys.prefix) != extensions_dir("/opt/venvs/a")
+    monkeypatch.delenv("TORCH_EXTENSIONS_DIR", raising=False)
+    import_deepspeed()
+    assert os.environ["TORCH_EXTENSIONS_DIR"] == extensions_dir()
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "mine"))
+    import_deepspeed()
+    assert os.environ["TORCH_EXTENSIONS_DIR"] == str(tmp_path / "mine")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import polars as pl
@@ -49,7 +50,9 @@ def test_bad_shard_rows_are_named_by_episode_and_step(tiny_model, tmp_path):
     assert not run.is_committed(0, CHECKPOINT_STAGE)
 
 
-def test_train_from_run_commits_checkpoint_once(tiny_model, tmp_path):
+def test_train_from_run_commits_checkpoint_once(tiny_model, tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
     run = storage.open_run(str(tmp_path / "run"))
     cfg = TrainerConfig(kl_coef=0.0, lr=1e-3, mini_batch_size=4, micro_batch_size=2, save_every=1)
     with pytest.raises(storage.StageNotCommitted, match="no committed 'advantages' stage"):
@@ -69,6 +72,7 @@ def test_train_from_run_commits_checkpoint_once(tiny_model, tmp_path):
     AutoModelForCausalLM.from_pretrained(run.stage_dir(0, CHECKPOINT_STAGE))
     assert (Path(run.stage_dir(0, STATE_STAGE)) / "latest").is_file()  # optimizer_state: keep, for round 1
     assert train_from_run(run, 0, cfg, tiny_model, progress=False) is None  # committed: no-op
+    assert list((tmp_path / "tmp").iterdir()) == []  # a local run's trainer stages nothing in the temp dir
 
 
 def test_sft_trains_on_the_rounds_steps(tiny_model, tmp_path):

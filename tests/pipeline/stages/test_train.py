@@ -1,15 +1,22 @@
-"""The train stage's rank task: the trainer's step records reach the driver's console while it runs."""
+"""The train stage's rank task: the trainer's step records reach the driver's console while it runs; a trainer
+leaves nothing in the temp dir."""
 from __future__ import annotations
 
 import io
 import sys
+import tempfile
 import time
 
 import pytest
 from distributed import Client, LocalCluster
 
+import storage
+from pipeline.config import to_dict
+from pipeline.models.tiny_model import make_tiny_model
 from pipeline.runtime.live import LiveSteps
 from pipeline.stages import train
+from tests.trainer.test_rounds import _advantages, commit_advantages
+from trainer.config import TrainerConfig
 from trainer.metrics import live_record
 
 STEP = {"loss": 0.5, "approx_kl": 0.001, "entropy": 2.0, "grad_norm": 1.0, "clip_frac": 0.0,
@@ -51,3 +58,18 @@ def test_step_records_of_the_current_attempt_are_printed_on_the_driver(client, t
         "round 3 step 2/2 (global 42): loss 0.5, kl 0.001, entropy 2, grad norm 1, clip 0, response 10.0 tokens, "
         "100 tokens/s"]
     assert (tmp_path / "log").read_text().splitlines()[-1] == "done"
+
+
+def test_a_trainer_process_leaves_nothing_in_the_temp_dir(tmp_path, monkeypatch):
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # this process's too
+    run = storage.open_run(str(tmp_path / "run"))
+    commit_advantages(run, 0, _advantages(0))
+    policy = str(make_tiny_model(tmp_path / "tiny", seed=0))
+    cfg = TrainerConfig(kl_coef=0.0, mini_batch_size=4, micro_batch_size=2, num_threads=1)
+    train.train_rank(run.uri, 0, policy, None, to_dict(cfg), rank=0, world=1, master="127.0.0.1",
+                     port=train._free_port())
+    assert run.is_committed(0, train.STAGE)
+    assert list(tmp.iterdir()) == []
