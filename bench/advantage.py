@@ -50,8 +50,8 @@ from tqdm.auto import tqdm
 from pipeline.advantage import AdvantageConfig, compute_advantages
 from pipeline.advantage.dask_job import read_scalars, run_advantage_job, slim
 from pipeline.advantage.naive import naive_advantages
-from pipeline.advantage.round_job import StorageSink, run_advantage_round
 from pipeline.advantage.stats import anchor_tables
+from pipeline.stages.advantage import StorageSink, advantage
 from storage.shards import conform, dictionary_columns
 
 
@@ -160,7 +160,7 @@ def bench_dask(rows: int, shard_rows: int, cfg: AdvantageConfig, repeats: int = 
         for workers in (1, 2):
             with connect(ClusterConfig(n_workers=workers, threads_per_worker=1)) as client:  # the driver's cluster
                 # workers that have imported the stage's modules, as a round's collect leaves them (~1-2 s each)
-                client.run(lambda: importlib.import_module("pipeline.advantage.round_job") is not None)
+                client.run(lambda: importlib.import_module("pipeline.stages.advantage") is not None)
                 runs = [stage_once(run, cfg, client) for _ in range(1 + repeats)]
                 (first, _, _), (wall, cpu, result) = runs[0], sorted(runs[1:], key=lambda r: r[0])[repeats // 2]
                 rates[workers] = result.rows / wall
@@ -202,7 +202,7 @@ def stage_once(run, cfg: AdvantageConfig, client) -> tuple[float, float, object]
     """(wall, CPU of workers + driver, JobResult) of one advantage stage of round 0, redone from scratch."""
     run.begin(0, "advantages", overwrite=True)
     cpu, wall = cpu_seconds(client), time.perf_counter()
-    result = run_advantage_round(run, 0, cfg, client=client, progress=False)
+    result = advantage(client, run, 0, cfg, progress=False)
     return time.perf_counter() - wall, cpu_seconds(client) - cpu, result
 
 

@@ -97,7 +97,7 @@ def bench_collect(path: str, cfg, games: list[str], workers: int, run_dir: str) 
     from distributed import Client, LocalCluster
 
     import storage
-    from pipeline.rollout import collect
+    from pipeline.stages.collect import collect
 
     tasks = [games[i % len(games)] for i in range(cfg.groups_per_batch * workers)]
     with dask.config.set({"distributed.worker.daemon": False}), \

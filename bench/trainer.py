@@ -81,7 +81,7 @@ SETTINGS = {  # --settings: the padded baseline (before) and the defaults (after
 
 def bench(preset: str, args, label: str) -> None:
     from trainer import TrainerConfig, train_round
-    from trainer.engine import has_cuda
+    from trainer.host import has_cuda
 
     tmp = Path(tempfile.mkdtemp(prefix=f"bench-trainer-{preset}-"))
     model_dir = make_model(preset, tmp / "model")
@@ -106,7 +106,7 @@ def report(res, rows: pl.DataFrame, model_dir: Path, wall: float, epochs: int) -
     """Update-step rate, padding, the round's phases and the share of the round spent in update steps."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from trainer.engine import has_cuda
+    from trainer.host import has_cuda
     from trainer.metrics import train_flops
     from trainer.model import count_params
 
@@ -153,7 +153,7 @@ def main() -> None:
                     help="trainer settings, each run in turn: before (the padded baseline: one full LM-head pass, "
                          "log-prob micro-batch = micro-batch) and/or after (the defaults: packed, chunked)")
     args = ap.parse_args()
-    from trainer.engine import has_cuda
+    from trainer.host import has_cuda
 
     gpu = has_cuda()
     args.rows = args.rows or (512 if gpu else 64)

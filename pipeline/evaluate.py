@@ -28,11 +28,12 @@ import storage
 from pipeline.config import ConfigError, load
 from pipeline.envs.data import DATA_SUBDIR, AlfworldDataConfig, collect_games, read_task_type, task_id
 from pipeline.policy.base import CheckpointError, check_checkpoint
+from pipeline.records import CHECKPOINT_STAGE
 from pipeline.run_config import RunConfig
 from pipeline.runtime.cluster import connect
 from pipeline.stages.evaluate import EVAL_SEED_ROUND, play_held_out
 from pipeline.stages.retention import kept_checkpoints, retired
-from pipeline.stages.setup import CHECKPOINT, check_paths, prepare_games
+from pipeline.stages.setup import check_paths, prepare_games
 from storage.shards import put_atomic
 from storage.uri import resolve
 
@@ -47,11 +48,11 @@ def resolve_checkpoint(run: storage.Run, value: str) -> tuple[str, int, str]:
         except CheckpointError as exc:
             raise ConfigError(f"--checkpoint: {exc}") from exc
         return value, EVAL_SEED_ROUND, os.path.basename(os.path.normpath(value))
-    if not run.is_committed(r, CHECKPOINT) or retired(run, r):
+    if not run.is_committed(r, CHECKPOINT_STAGE) or retired(run, r):
         kept = kept_checkpoints(run)
         why = "was removed by retention (trainer.keep_checkpoints)" if retired(run, r) else "is not committed"
         raise ConfigError(f"--checkpoint {r}: the checkpoint of round {r} of {run.root} {why} (kept: {kept or 'none'})")
-    return run.stage_dir(r, CHECKPOINT), r, f"round-{r}"
+    return run.stage_dir(r, CHECKPOINT_STAGE), r, f"round-{r}"
 
 
 def held_out_games(cfg: RunConfig, run: storage.Run) -> list[str]:

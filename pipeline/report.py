@@ -23,7 +23,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 import storage  # noqa: E402
-from pipeline.stages.record import RoundMetrics, read_metrics  # noqa: E402
+from pipeline.records import RoundMetrics, read_metrics  # noqa: E402
 
 STAGES = ("demos", "warm_start", "collect", "advantage", "train", "evaluate")
 

@@ -29,29 +29,29 @@ if __name__ == "__main__":  # run as a script: this folder must not shadow the p
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
 
 import storage  # noqa: E402
-from pipeline.advantage.round_job import run_advantage_round  # noqa: E402
 from pipeline.config import ConfigError, config_hash, hash_index, load, to_dict  # noqa: E402
-from pipeline.rollout.collect import collect  # noqa: E402
+from pipeline.records import ADVANTAGES_STAGE, CHECKPOINT_STAGE, EVALUATION_STAGE, METRICS_STAGE, TRAJECTORIES_STAGE  # noqa: E402
 from pipeline.run_config import RunConfig  # noqa: E402
+from pipeline.runtime.clock import StageClock  # noqa: E402
 from pipeline.runtime.cluster import connect  # noqa: E402
 from pipeline.runtime.interrupt import INTERRUPTED, interrupted  # noqa: E402
-from pipeline.runtime.workers import live_workers  # noqa: E402
 from pipeline.runtime.live import fig  # noqa: E402
 from pipeline.runtime.loggers import Trackers  # noqa: E402
 from pipeline.runtime.scratch import run_tmpdir  # noqa: E402
+from pipeline.stages.advantage import advantage  # noqa: E402
+from pipeline.stages.collect import collect  # noqa: E402
 from pipeline.stages.derived import complete_derived  # noqa: E402
 from pipeline.stages.evaluate import evaluate  # noqa: E402
-from pipeline.stages.metrics import StageClock, gather  # noqa: E402
-from pipeline.stages.record import METRICS_STAGE, commit_metrics  # noqa: E402
+from pipeline.stages.metrics import commit_round_metrics  # noqa: E402
 from pipeline.stages.retention import prune  # noqa: E402
 from pipeline.stages.setup import (base_model, check_cluster, check_paths, policy_for, prepare_games, reference_policy,  # noqa: E402
                                    round_tasks)
-from pipeline.stages.train import read_train_steps, train  # noqa: E402
+from pipeline.stages.train import train  # noqa: E402
 from pipeline.stages.warm_start import WARM_ROUND, derived_sections, evaluate_before, warm_start  # noqa: E402
 
 # The config section whose hash each stage's manifest records.
-STAGE_SECTIONS = {"trajectories": "rollout", "advantages": "advantage", "checkpoint": "trainer",
-                  "evaluation": "evaluation"}
+STAGE_SECTIONS = {TRAJECTORIES_STAGE: "rollout", ADVANTAGES_STAGE: "advantage", CHECKPOINT_STAGE: "trainer",
+                  EVALUATION_STAGE: "evaluation"}
 
 
 def kept_with_other_config(run: storage.Run, r: int, cfg: RunConfig) -> list[str]:
@@ -63,24 +63,22 @@ def kept_with_other_config(run: storage.Run, r: int, cfg: RunConfig) -> list[str
 def run_round(r: int, cfg: RunConfig, run: storage.Run, client, games, held_out, start: str, ref: str | None,
               trackers: Trackers) -> None:
     """One round, as a recipe; each stage is a no-op when already committed."""
-    clock, h = StageClock(run, r), config_hash(cfg)
+    clock = StageClock(run, r)
     for stage in kept_with_other_config(run, r, cfg):
         print(f"warning: round {r}: the committed {stage!r} stage was made with another "
               f"{STAGE_SECTIONS[stage]!r} config; it is kept as it is", file=sys.stderr, flush=True)
     policy = policy_for(run, r, start)
-    with clock("collect", done=run.is_committed(r, "trajectories")):
+    with clock("collect", done=run.is_committed(r, TRAJECTORIES_STAGE)):
         tasks = round_tasks(games, r, cfg.tasks_per_round, cfg.games.seed)
         collect(client, run, r, policy, tasks, cfg.rollout, policy_version=r)
-    with clock("advantage", done=run.is_committed(r, "advantages")):
-        run_advantage_round(run, r, cfg.advantage, client=client, progress=cfg.rollout.progress)
-    with clock("train", done=run.is_committed(r, "checkpoint")):
+    with clock("advantage", done=run.is_committed(r, ADVANTAGES_STAGE)):
+        advantage(client, run, r, cfg.advantage, progress=cfg.rollout.progress)
+    with clock("train", done=run.is_committed(r, CHECKPOINT_STAGE)):
         train(client, run, r, policy, ref, cfg.trainer, cfg.cluster)
     if cfg.evaluation.after(r, cfg.rounds):
-        with clock("evaluate", done=run.is_committed(r, "evaluation")):
-            evaluate(client, run, r, run.stage_dir(r, "checkpoint"), held_out, cfg.rollout, cfg.evaluation)
-    cores = sum(w["nthreads"] for w in live_workers(client).values())
-    metrics = gather(run, r, clock.seconds, read_train_steps(run, r), cores)
-    commit_metrics(run, metrics, h)
+        with clock("evaluate", done=run.is_committed(r, EVALUATION_STAGE)):
+            evaluate(client, run, r, run.stage_dir(r, CHECKPOINT_STAGE), held_out, cfg.rollout, cfg.evaluation)
+    metrics = commit_round_metrics(client, run, r, clock.seconds, config_hash(cfg))
     prune(run, cfg.trainer)
     trackers.catch_up()
     print(f"round {r}: success {metrics.success_rate:.3f}, held-out {fig(metrics.eval_success_rate)}, anchored share "

@@ -12,7 +12,7 @@ from pipeline.advantage.config import AdvantageConfig
 from pipeline.envs.data import SPLITS
 from pipeline.envs.tasks import TASK_TYPES, check_task_type
 from pipeline.rollout.config import RolloutConfig
-from pipeline.runtime.loggers import LoggingConfig
+from pipeline.runtime.trackers import LoggingConfig
 from trainer.config import LR_DECAYS, TrainerConfig
 
 

@@ -17,7 +17,7 @@ scheduler host under ``~/.dask-submit/JOB`` (or ``$DASK_SUBMIT_HOME/JOB``).
 ``--cancel`` sends SIGTERM to the job's process group (the driver and every
 process it started on that host), SIGKILL after ``CANCEL_GRACE_S``, and
 records exit code 143; the driver's Dask tasks are released with its client
-(a trainer rank stops once its task is, see ``pipeline.stages.train``). Without ``--scheduler`` a
+(a trainer rank stops once its task is, see ``pipeline.runtime.ranks``). Without ``--scheduler`` a
 LocalCluster (non-daemonic workers, so tasks may start processes) is started
 and the script runs against it here.
 

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from storage.stage_names import ADVANTAGES_STAGE, EVALUATION_STAGE, TRAJECTORIES_STAGE
+
 SCHEMA_VERSION = 3
 READABLE_VERSIONS = (1, 2, 3)  # shard versions readers accept
 VERSION_KEY = b"gigpo.schema_version"
@@ -147,12 +149,12 @@ VIEWS: dict[str, tuple[str, tuple[str, ...]]] = {"advantages": ("steps", ADVANTA
 
 # Which stage of a round commits each table.
 TABLE_STAGE: dict[str, str] = {
-    "steps": "trajectories",
-    "episodes": "trajectories",
-    "advantages": "advantages",
-    "anchor_stats": "advantages",
-    "anchor_groups": "advantages",
-    "evaluation": "evaluation",
+    "steps": TRAJECTORIES_STAGE,
+    "episodes": TRAJECTORIES_STAGE,
+    "advantages": ADVANTAGES_STAGE,
+    "anchor_stats": ADVANTAGES_STAGE,
+    "anchor_groups": ADVANTAGES_STAGE,
+    "evaluation": EVALUATION_STAGE,
 }
 
 _STEPS_V2 = ("state_key", "admissible_key")

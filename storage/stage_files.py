@@ -17,8 +17,8 @@ from fnmatch import fnmatchcase
 
 from storage.manifest import MANIFEST_NAME
 from storage.schemas import TABLE_STAGE
+from storage.stage_names import CHECKPOINT_STAGE, METRICS_FILE, METRICS_STAGE
 
-CHECKPOINT_STAGE = "checkpoint"
 TEMPORARY = (".tmp-*", "*/.tmp-*")
 # What a Hugging Face export of a causal LM writes (weights, config, tokenizer, chat template), plus the
 # trainer's per-step record and a fork's source record; an exporter copies only these names from its source model.
@@ -28,7 +28,7 @@ CHECKPOINT_FILES = (
     "added_tokens.json", "vocab.json", "vocab.txt", "merges.txt", "tokenizer.model", "chat_template.jinja",
     "chat_template.json", "train_metrics.jsonl", "_fork.json",
 )
-_OWN = {CHECKPOINT_STAGE: CHECKPOINT_FILES, "metrics": ("metrics.json",)}
+_OWN = {CHECKPOINT_STAGE: CHECKPOINT_FILES, METRICS_STAGE: (METRICS_FILE,)}
 
 
 def patterns(stage: str) -> tuple[str, ...]:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import config_doc
-from pipeline.stages.record import RoundMetrics
+from pipeline.records import RoundMetrics
 from storage.schemas import TABLES
 
 ROOT = Path(__file__).resolve().parents[1]

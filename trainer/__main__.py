@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
-    from trainer.engine import set_threads
+    from trainer.host import set_threads
 
     set_threads(args.threads or cfg.num_threads)
     if args.run is not None:

@@ -27,7 +27,8 @@ import numpy as np
 import torch
 
 from pipeline.config import to_dict
-from storage.stage_files import CHECKPOINT_STAGE, is_ours
+from storage.stage_files import is_ours
+from storage.stage_names import CHECKPOINT_STAGE, TRAIN_STEPS
 from trainer.batches import RoundData
 from trainer.config import TrainerConfig
 
@@ -48,9 +49,6 @@ def fingerprint(data: RoundData, cfg: TrainerConfig, world_size: int) -> str:
     settings = {k: v for k, v in to_dict(cfg).items() if k not in _NOT_IN_FINGERPRINT}
     h.update(json.dumps({"cfg": settings, "world_size": world_size}, sort_keys=True).encode())
     return h.hexdigest()
-
-
-TRAIN_STEPS = "train_metrics.jsonl"  # per-step metrics, committed with the checkpoint
 
 
 def export_hf(engine, lm, src_path: str | Path, out_dir: str | Path, rank: int) -> Path:

@@ -12,8 +12,6 @@ CPU accelerator over gloo (``DS_ACCELERATOR=cpu``, set here before DeepSpeed is 
 0.5
 >>> [lr_at(TrainerConfig(lr=1.0, lr_decay="linear"), k, total=4) for k in range(4)]
 [1.0, 0.75, 0.5, 0.25]
->>> thread_count(3), thread_env(2)["OMP_NUM_THREADS"]
-(3, '2')
 """
 from __future__ import annotations
 
@@ -27,44 +25,8 @@ from pathlib import Path
 import torch
 
 from trainer.config import TrainerConfig
+from trainer.host import free_port, has_cuda
 from trainer.model import LogProbModel, load_causal_lm
-
-
-THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
-
-
-def host_cores() -> int:
-    """CPU cores this process may run on (its affinity mask where the OS has one)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def thread_count(configured: int, ranks_on_host: int = 1) -> int:
-    """Torch threads of one trainer rank: ``configured``, else the host's cores shared by its ranks.
-
-    Explicit, because a process a Dask task starts inherits the nanny's ``OMP_NUM_THREADS=1``.
-    """
-    return configured or max(1, host_cores() // ranks_on_host)
-
-
-def thread_env(threads: int) -> dict[str, str]:
-    """Environment variables that size OpenMP/MKL/OpenBLAS pools (read when a library loads)."""
-    return {name: str(threads) for name in THREAD_VARS}
-
-
-def set_threads(threads: int) -> int:
-    """Size this process's thread pools to ``threads`` (0: ``thread_count(0)``); returns the count."""
-    threads = thread_count(threads)
-    os.environ.update(thread_env(threads))
-    torch.set_num_threads(threads)
-    return threads
-
-
-def has_cuda() -> bool:
-    """Train on CUDA: a GPU is visible and DeepSpeed's accelerator is not forced elsewhere.
-
-    ``DS_ACCELERATOR=cpu`` (DeepSpeed's own switch) keeps training on CPU even on a GPU host.
-    """
-    return torch.cuda.is_available() and os.environ.get("DS_ACCELERATOR", "cuda") == "cuda"
 
 
 def extensions_dir(prefix: str = sys.prefix) -> str:
@@ -102,7 +64,7 @@ def init_distributed(rank: int | None = None, world_size: int | None = None, mas
     import torch.distributed as dist
 
     env = {"RANK": rank, "WORLD_SIZE": world_size, "MASTER_ADDR": master_addr, "MASTER_PORT": master_port}
-    defaults = {"RANK": 0, "WORLD_SIZE": 1, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": _free_port}
+    defaults = {"RANK": 0, "WORLD_SIZE": 1, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": free_port}
     for key, value in env.items():
         if value is not None:
             os.environ[key] = str(value)
@@ -207,11 +169,3 @@ def global_grad_norm(engine) -> float:
     if engine.zero_optimization_stage() > 0 or engine.bfloat16_enabled() or not params:
         return float("nan")
     return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params])))
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

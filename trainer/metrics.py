@@ -22,6 +22,8 @@ from collections import defaultdict
 import numpy as np
 import torch
 
+from trainer.host import has_cuda
+
 # bf16 dense peak FLOP/s per device, matched on the CUDA device name.
 PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12}
 _TENSORS = ("loss", "pg_loss", "kl_loss", "entropy", "clipped", "clipped_lower", "approx_kl_sum",
@@ -43,8 +45,6 @@ def peak_flops(configured: float | None) -> float | None:
     """The configured peak, else the table's entry for this GPU, else None (CPU: no MFU)."""
     if configured is not None:
         return configured
-    from trainer.engine import has_cuda
-
     if not has_cuda():
         return None
     name = torch.cuda.get_device_name()

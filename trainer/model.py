@@ -22,14 +22,13 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from trainer import attention
+from trainer.host import has_cuda
 
 
 def attention_backend() -> str:
     """flash_attention_2 (varlen kernels for packed sequences) on CUDA when flash-attn is installed, else
     ``packed_sdpa`` (``trainer.attention``: SDPA per packed sequence, exact, no [N x N] mask)."""
     import importlib.util
-
-    from trainer.engine import has_cuda
 
     return "flash_attention_2" if has_cuda() and importlib.util.find_spec("flash_attn") else attention.NAME
 

@@ -23,13 +23,11 @@ from typing import Iterator
 import polars as pl
 
 from pipeline.config import config_hash
-from trainer.checkpoint import TRAIN_STEPS
+from storage.stage_names import ADVANTAGES_STAGE, CHECKPOINT_STAGE, STATE_STAGE, TRAIN_STEPS, TRAJECTORIES_STAGE
 from trainer.config import TrainerConfig
 from trainer.train import TrainResult, train_round
 
-CHECKPOINT_STAGE = "checkpoint"
-STATE_STAGE = "trainer_state"
-SOURCE_STAGE = {"ppo": "advantages", "sft": "trajectories"}  # the stage each loss trains on
+SOURCE_STAGE = {"ppo": ADVANTAGES_STAGE, "sft": TRAJECTORIES_STAGE}  # the stage each loss trains on
 
 
 def train_from_run(run, round: int, cfg: TrainerConfig, policy_path: str | Path, *,

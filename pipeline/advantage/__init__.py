@@ -15,10 +15,10 @@ Conventions (verl-agent's ``gigpo/core_gigpo.py``; each is a field of AdvantageC
 - advantage = A_E + step_weight * A_S (``gigpo``), A_E (``grpo``) or A_S (``step_only``).
 
 Entry points: ``compute_advantages`` (a frame), ``run_advantage_job`` (Parquet
-shards, in process or on Dask), ``run_advantage_round`` (a run directory's
-round, committed), ``anchor_stats`` (per-group table), ``anchor_groups``
-(per-anchor-group table, purity against the true state), ``anchor_key`` (the
-stable key rollout workers store).
+shards, in process or on Dask; the advantage stage, ``pipeline.stages.advantage``,
+runs it on a run directory's round and commits it), ``anchor_stats`` (per-group
+table), ``anchor_groups`` (per-anchor-group table, purity against the true
+state), ``anchor_key`` (the stable key rollout workers store).
 
 >>> import polars as pl
 >>> from pipeline.advantage import AdvantageConfig, compute_advantages
@@ -33,7 +33,6 @@ from pipeline.advantage.config import AdvantageConfig
 from pipeline.advantage.dask_job import JobResult, run_advantage_job
 from pipeline.advantage.engine import ADVANTAGE_COLUMNS, compute_advantages
 from pipeline.advantage.estimators import ESTIMATORS, register_estimator
-from pipeline.advantage.round_job import run_advantage_round
 from pipeline.advantage.purity import anchor_groups
 from pipeline.advantage.stats import anchor_stats
 from pipeline.advantage.validate import AdvantageInputError
@@ -54,6 +53,5 @@ __all__ = [
     "register_estimator",
     "register_normalizer",
     "run_advantage_job",
-    "run_advantage_round",
     "text_key",
 ]

@@ -30,7 +30,7 @@ def connect(cfg: ClusterConfig) -> Iterator[Client]:
             yield client
         return
     # The nanny's MALLOC_TRIM_THRESHOLD_ makes glibc mmap every large tensor: torch generation and training
-    # then spend about half their time in page faults (see pipeline.stages.train); None unsets it. A nanny
+    # then spend about half their time in page faults (see pipeline.runtime.ranks); None unsets it. A nanny
     # also sets it in the process that starts it, whose environment the next workers inherit: drop it here.
     os.environ.pop("MALLOC_TRIM_THRESHOLD_", None)
     # Polars sizes its thread pool by the host's cores, not threads_per_worker (the nanny's OMP_NUM_THREADS

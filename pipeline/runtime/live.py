@@ -41,6 +41,18 @@ def step_line(m: dict) -> str:
     return line + (f", MFU {100 * m['mfu']:.1f}%" if m.get("mfu") is not None else "")
 
 
+def emitter(round: int, tag: str, offset: int) -> Callable[[dict], None]:
+    """In a rank task: send a step record to the driver as a Dask event under ``TOPIC``, tagged ``tag``, at its
+    global step after ``offset`` (a no-op outside a Dask task)."""
+    from distributed import get_worker
+
+    try:
+        worker = get_worker()
+    except ValueError:
+        return lambda m: None
+    return lambda m: worker.log_event(TOPIC, m | {"round": round, "tag": tag, "global_step": offset + m["step"]})
+
+
 def forward(stream: IO[bytes], log: IO[str], emit: Callable[[dict], None]) -> None:
     """Copy ``stream``'s lines to ``log``; ``emit`` each step record (until the stream ends)."""
     for raw in stream:

@@ -8,7 +8,7 @@ W&B run per GiGPO run (``RUN/wandb``); it needs the ``wandb`` extra.
 After a round's metrics stage is committed, each tracker gets the round's
 per-step trainer metrics (``train/<name>``; the warm start's as ``sft/<name>``)
 at their global steps (every optimizer step of the run counted once, see
-``pipeline.stages.record.step_axis``), then the round's figures (``loss``,
+``pipeline.records.step_axis``), then the round's figures (``loss``,
 ``eval_success_rate``, ``stage_seconds/<stage>``, ``round``, ...) at the
 round's last step. ``_logged_rounds.json`` in a tracker's folder records the
 rounds it has (written after its flush), so a driver start logs the rounds a
@@ -17,30 +17,15 @@ once more at most (with the same values).
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import storage
-from pipeline.runtime.trackers import TensorBoard, Wandb, WandbConfig
-from pipeline.stages.record import RoundMetrics, read_metrics, step_axis
+from pipeline.records import RoundMetrics, read_metrics, read_train_steps, step_axis
+from pipeline.runtime.trackers import LoggingConfig, TensorBoard, Wandb
 
 LOGGED = "_logged_rounds.json"
-
-
-@dataclass(frozen=True)
-class LoggingConfig:
-    """Where round metrics go besides ``RUN/metrics.jsonl``."""
-
-    tensorboard: bool = False  # write TensorBoard scalars to RUN/tensorboard
-    wandb: WandbConfig | None = None  # a Weights & Biases run (None: none)
-
-    def __post_init__(self) -> None:
-        for key, package, extra in (("tensorboard", "tensorboard", "train"), ("wandb", "wandb", "wandb")):
-            if getattr(self, key) and importlib.util.find_spec(package) is None:
-                raise ValueError(f"LoggingConfig.{key} is set but the {package} package is not installed "
-                                 f"(pip install -e .[{extra}])")
 
 
 def scalars(metrics: RoundMetrics) -> dict[str, float]:
@@ -103,8 +88,6 @@ class Trackers:
         return sorted(logged)
 
     def _write(self, name: str, todo: list[RoundMetrics], axis: dict[int, tuple[int, int]]) -> None:
-        from pipeline.stages.train import read_train_steps
-
         writer = self._writer(name)
         for m in todo:
             start, steps = axis[m.round]

@@ -1,4 +1,4 @@
-"""The experiment trackers' writers: TensorBoard events and a Weights & Biases run.
+"""The experiment trackers' writers and their config: TensorBoard events and a Weights & Biases run.
 
 Each writer takes ``write(step, {name: value})`` on the run's global step axis
 and is opened once per driver (one TensorBoard event file per driver start, not
@@ -11,6 +11,7 @@ per round); ``close`` flushes it.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 from dataclasses import dataclass
 
@@ -31,6 +32,20 @@ class WandbConfig:
             raise ValueError(f"WandbConfig.mode must be one of {WANDB_MODES}, got {self.mode!r}")
         if not self.project:
             raise ValueError("WandbConfig.project must not be empty")
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    """Where round metrics go besides ``RUN/metrics.jsonl``."""
+
+    tensorboard: bool = False  # write TensorBoard scalars to RUN/tensorboard
+    wandb: WandbConfig | None = None  # a Weights & Biases run (None: none)
+
+    def __post_init__(self) -> None:
+        for key, package, extra in (("tensorboard", "tensorboard", "train"), ("wandb", "wandb", "wandb")):
+            if getattr(self, key) and importlib.util.find_spec(package) is None:
+                raise ValueError(f"LoggingConfig.{key} is set but the {package} package is not installed "
+                                 f"(pip install -e .[{extra}])")
 
 
 class TensorBoard:

@@ -1,7 +1,10 @@
 """The stages of a round, in the order ``pipeline/round.py`` runs them.
 
 ``setup`` (games, base model, tasks) -> ``warm_start`` (round -1: expert demos,
-SFT, baseline evaluation) -> collect (``pipeline.rollout``) -> advantage
-(``pipeline.advantage``) -> ``train`` -> ``evaluate`` -> ``metrics`` (gathered
-into the ``record``), then ``derived`` outputs (``metrics.jsonl``, TensorBoard).
+SFT, or a ``fork`` of another run; then the baseline evaluation) -> per round:
+``collect`` -> ``advantage`` -> ``train`` -> ``evaluate`` -> ``metrics``, then
+``retention`` of old checkpoints and the ``derived`` outputs (``metrics.jsonl``,
+the trackers). Each stage is a function ``stage(client, run, round, ...)`` that
+commits its stage folder (``pipeline.records`` names them) and does nothing when
+it is committed; the machinery they run on is ``pipeline.runtime``.
 """

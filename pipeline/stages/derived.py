@@ -6,7 +6,7 @@ stages are the truth, so the next driver rebuilds the one and logs the other
 (idempotent: a complete run is left as it is).
 
 >>> import tempfile, storage
->>> from pipeline.runtime.loggers import LoggingConfig
+>>> from pipeline.runtime.trackers import LoggingConfig
 >>> run = storage.open_run(tempfile.mkdtemp())
 >>> with Trackers(LoggingConfig(tensorboard=True), run) as trackers:
 ...     complete_derived(run, trackers)
@@ -15,8 +15,8 @@ stages are the truth, so the next driver rebuilds the one and logs the other
 from __future__ import annotations
 
 import storage
+from pipeline.records import read_metrics, write_jsonl
 from pipeline.runtime.loggers import Trackers
-from pipeline.stages.record import read_metrics, write_jsonl
 
 
 def complete_derived(run: storage.Run, trackers: Trackers) -> list[int]:

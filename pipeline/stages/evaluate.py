@@ -5,7 +5,7 @@ episodes per task, on the same rollout tasks and env pools as collect, with the
 same sampling seeds at every evaluation of a run (a fixed held-out set: rounds
 differ only by their policy); only the per-episode outcome is kept
 (``storage.schemas.EVALUATION``). ``play_held_out`` plays without committing
-(``python -m pipeline.evaluate``, evaluation-only).
+(``python -m pipeline.evaluate_checkpoint``, evaluation-only).
 """
 from __future__ import annotations
 
@@ -15,14 +15,14 @@ import polars as pl
 
 import storage
 from pipeline.config import config_hash
-from pipeline.rollout.collect import make_groups
+from pipeline.records import EVALUATION_STAGE
 from pipeline.rollout.config import RolloutConfig
+from pipeline.rollout.dispatch import make_groups
 from pipeline.rollout.task import play_groups, release_resources
 from pipeline.run_config import EvalConfig
 from pipeline.runtime.keys import key_prefix
 from pipeline.runtime.workers import able_workers, spread
 
-STAGE = "evaluation"
 EVAL_SEED_ROUND = -2  # every evaluation samples with the same seeds: rounds differ only by their policy
 
 
@@ -58,10 +58,10 @@ def play_held_out(client, policy: str, tasks: list[str], rollout: RolloutConfig,
 def evaluate(client, run: storage.Run, round: int, policy: str, tasks: list[str], rollout: RolloutConfig,
              cfg: EvalConfig) -> float | None:
     """Evaluate round ``round``'s checkpoint on ``tasks``; the success rate (None when disabled or done)."""
-    if run.is_committed(round, STAGE) or not tasks or cfg.tasks == 0:
+    if run.is_committed(round, EVALUATION_STAGE) or not tasks or cfg.tasks == 0:
         return None
     table = play_held_out(client, policy, tasks, rollout, cfg, round, run.id)
-    run.begin(round, STAGE)
+    run.begin(round, EVALUATION_STAGE)
     info = storage.write_shard(run, round, "evaluation", table, "evaluation")
-    run.commit(round, STAGE, [info], config_hash(cfg), round + 1)
+    run.commit(round, EVALUATION_STAGE, [info], config_hash(cfg), round + 1)
     return float(table["won"].mean())

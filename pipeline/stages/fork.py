@@ -19,13 +19,11 @@ import shutil
 
 import storage
 from pipeline.config import ConfigError, config_hash
+from pipeline.records import CHECKPOINT_STAGE, FORK_FILE, STATE_STAGE, TRAIN_STEPS
 from pipeline.run_config import ForkConfig
 from pipeline.stages.retention import kept_checkpoints, retired
-from trainer.checkpoint import TRAIN_STEPS
-from trainer.rounds import CHECKPOINT_STAGE, STATE_STAGE
 
 FORK_ROUND = -1  # the round the fork's copy lands in (a warm start's round)
-FORK_FILE = "_fork.json"
 LINK_BYTES = 1 << 12  # files from this size on are hard-linked rather than copied (DeepSpeed's `latest` is rewritten)
 
 

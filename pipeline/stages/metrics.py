@@ -1,50 +1,28 @@
-"""Gather one round's metrics from its committed tables and the stage clock.
+"""The metrics stage: one round's numbers, gathered from its committed tables, committed as its ``metrics`` stage.
 
-The stage clock (``RUN/rounds/R/_stage_seconds.json``) records the wall time
-of each stage the driver ran; a stage found committed on a rerun keeps the
-time of the run that did it.
+``gather`` reads the round's tables, the stage clock's times
+(``pipeline.runtime.clock``) and the trainer's per-step metrics into a
+``pipeline.records.RoundMetrics``; ``commit_round_metrics`` commits it and
+rebuilds ``RUN/metrics.jsonl``.
 """
 from __future__ import annotations
-
-import contextlib
-import json
-import time
 
 import polars as pl
 
 import storage
 from pipeline.advantage.purity import pooled_purity
-from pipeline.stages.record import RoundMetrics
-from storage.shards import put_atomic
+from pipeline.records import (ADVANTAGES_STAGE, EVALUATION_STAGE, TRAJECTORIES_STAGE, RoundMetrics, commit_metrics,
+                              read_train_steps)
+from pipeline.runtime.workers import live_workers
 
-CLOCK = "_stage_seconds.json"
 
-
-class StageClock:
-    """``with clock("collect", done=run.is_committed(r, "trajectories")):`` times a stage that runs.
-
-    ``StageClock.current`` is the (round, stage) entered last in this process (None before any).
-    """
-
-    current: tuple[int, str] | None = None
-
-    def __init__(self, run: storage.Run, round: int):
-        self.run, self.round, self.path = run, round, f"{run.root}/rounds/{round:06d}/{CLOCK}"
-        try:
-            with run.fs.open_input_stream(self.path) as src:
-                self.seconds: dict[str, float] = json.loads(src.read())
-        except FileNotFoundError:
-            self.seconds = {}
-
-    @contextlib.contextmanager
-    def __call__(self, stage: str, done: bool):
-        StageClock.current = (self.round, stage)
-        print(f"round {self.round}: {stage} " + ("(committed)" if done else "..."), flush=True)
-        start = time.perf_counter()
-        yield
-        if not done or stage not in self.seconds:
-            self.seconds[stage] = time.perf_counter() - start
-            put_atomic(self.run.fs, self.path, json.dumps(self.seconds).encode())
+def commit_round_metrics(client, run: storage.Run, round: int, seconds: dict[str, float],
+                         config_hash: str) -> RoundMetrics:
+    """Gather round ``round``'s metrics (its stage times: ``seconds``) and commit them; the record."""
+    cores = sum(w["nthreads"] for w in live_workers(client).values())
+    metrics = gather(run, round, seconds, read_train_steps(run, round), cores)
+    commit_metrics(run, metrics, config_hash)
+    return metrics
 
 
 def _mean(rows: list[dict], key: str) -> float | None:
@@ -64,14 +42,14 @@ def gather(run: storage.Run, round: int, seconds: dict[str, float], train_steps:
     anchors: dict = {}
     purity: dict = {}
     version = round
-    if run.is_committed(round, "trajectories"):
-        version = run.manifest(round, "trajectories").policy_version
+    if run.is_committed(round, TRAJECTORIES_STAGE):
+        version = run.manifest(round, TRAJECTORIES_STAGE).policy_version
         steps = run.scan("steps", rounds=[round]).select(
             pl.len().alias("n"), (~pl.col("action_valid")).mean().alias("invalid"),
             pl.col("response_ids").list.len().sum().alias("tokens")).collect().row(0, named=True)
         eps = run.scan("episodes", rounds=[round]).select(
             pl.col("won").mean().alias("won"), pl.col("length").mean().alias("length")).collect().row(0, named=True)
-    if run.is_committed(round, "advantages"):
+    if run.is_committed(round, ADVANTAGES_STAGE):
         w = pl.col("steps")
         anchors = run.scan("anchor_stats", rounds=[round]).select(
             ((pl.col("anchored_share") * w).sum() / w.sum()).alias("anchored"),
@@ -80,7 +58,7 @@ def gather(run: storage.Run, round: int, seconds: dict[str, float], train_steps:
             ((pl.col("mean_abs_adv_step") * w).sum() / w.sum()).alias("as")).collect().row(0, named=True)
         purity = _purity(run, round)
     held_out = None
-    if run.is_committed(round, "evaluation"):
+    if run.is_committed(round, EVALUATION_STAGE):
         held_out = run.scan("evaluation", rounds=[round]).select(pl.col("won").mean()).collect().item()
     collect_s, adv_s = seconds.get("collect"), seconds.get("advantage")
     return RoundMetrics(

@@ -18,9 +18,8 @@ from __future__ import annotations
 import shutil
 
 import storage
-from trainer.checkpoint import TRAIN_STEPS
+from pipeline.records import CHECKPOINT_STAGE, STATE_STAGE, TRAIN_STEPS
 from trainer.config import TrainerConfig
-from trainer.rounds import CHECKPOINT_STAGE, STATE_STAGE
 
 NOTE = "retention (trainer.keep_checkpoints / keep_every)"
 

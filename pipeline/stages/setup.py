@@ -18,11 +18,10 @@ from pipeline.envs.alfworld import GameFileError
 from pipeline.envs.alfworld_gen import generate_games
 from pipeline.envs.data import AlfworldDataConfig, collect_games
 from pipeline.policy.base import CheckpointError, check_checkpoint
+from pipeline.records import CHECKPOINT_STAGE
 from pipeline.run_config import GamesConfig, RunConfig
 from pipeline.runtime.keys import key_prefix
 from pipeline.runtime.workers import check_batches, resolve_ranks
-
-CHECKPOINT = "checkpoint"
 
 
 def local_dir(run: storage.Run, name: str) -> str:
@@ -163,7 +162,7 @@ def policy_for(run: storage.Run, round: int, base: str) -> str:
     starting policy: the warm start's checkpoint or the base model)."""
     if round == 0:
         return base
-    if not run.is_committed(round - 1, CHECKPOINT):
-        raise storage.StageNotCommitted(f"{run.stage_dir(round - 1, CHECKPOINT)}: round {round - 1} has no "
+    if not run.is_committed(round - 1, CHECKPOINT_STAGE):
+        raise storage.StageNotCommitted(f"{run.stage_dir(round - 1, CHECKPOINT_STAGE)}: round {round - 1} has no "
                                         f"committed checkpoint to collect round {round} with")
-    return run.stage_dir(round - 1, CHECKPOINT)
+    return run.stage_dir(round - 1, CHECKPOINT_STAGE)

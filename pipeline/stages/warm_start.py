@@ -22,16 +22,17 @@ import sys
 
 import storage
 from pipeline.config import config_hash
-from pipeline.rollout.collect import collect
+from pipeline.records import CHECKPOINT_STAGE, EVALUATION_STAGE, METRICS_STAGE, TRAJECTORIES_STAGE
 from pipeline.rollout.config import RolloutConfig
 from pipeline.run_config import RunConfig, WarmStartConfig
+from pipeline.runtime.clock import StageClock
 from pipeline.runtime.live import fig
+from pipeline.stages.collect import collect
 from pipeline.stages.evaluate import evaluate
 from pipeline.stages.fork import fork_start
-from pipeline.stages.metrics import StageClock, gather
-from pipeline.stages.record import METRICS_STAGE, commit_metrics
-from pipeline.stages.setup import CHECKPOINT, round_tasks
-from pipeline.stages.train import read_train_steps, train
+from pipeline.stages.metrics import commit_round_metrics
+from pipeline.stages.setup import round_tasks
+from pipeline.stages.train import train
 from trainer.config import TrainerConfig
 
 WARM_ROUND = -1  # the round number of everything before round 0
@@ -69,23 +70,23 @@ def warm_start(client, run: storage.Run, cfg: RunConfig, games: list[str], base:
     ``warm_start`` section says now: a committed warm start is kept, none is made.
     """
     ws = cfg.warm_start
-    if run.is_committed(WARM_ROUND, CHECKPOINT):
-        return run.stage_dir(WARM_ROUND, CHECKPOINT)
+    if run.is_committed(WARM_ROUND, CHECKPOINT_STAGE):
+        return run.stage_dir(WARM_ROUND, CHECKPOINT_STAGE)
     if cfg.fork is None and (ws is None or not ws.enabled):
         return base
-    if run.is_committed(0, "trajectories"):
+    if run.is_committed(0, TRAJECTORIES_STAGE):
         print("warning: round 0 was collected from the base model; no warm start or fork is made now",
               file=sys.stderr, flush=True)
         return base
     if cfg.fork is not None:
         return fork_start(run, cfg.fork)
     clock = StageClock(run, WARM_ROUND)
-    with clock("demos", done=run.is_committed(WARM_ROUND, "trajectories")):
+    with clock("demos", done=run.is_committed(WARM_ROUND, TRAJECTORIES_STAGE)):
         tasks = round_tasks(games, WARM_ROUND, ws.tasks, cfg.games.seed)
         collect(client, run, WARM_ROUND, base, tasks, demo_rollout(cfg.rollout, ws), policy_version=WARM_ROUND)
-    with clock("warm_start", done=run.is_committed(WARM_ROUND, CHECKPOINT)):
+    with clock("warm_start", done=run.is_committed(WARM_ROUND, CHECKPOINT_STAGE)):
         train(client, run, WARM_ROUND, base, None, sft_trainer(cfg.trainer, ws), cfg.cluster)
-    return run.stage_dir(WARM_ROUND, CHECKPOINT)
+    return run.stage_dir(WARM_ROUND, CHECKPOINT_STAGE)
 
 
 def evaluate_before(client, run: storage.Run, cfg: RunConfig, held_out: list[str], start: str) -> None:
@@ -94,12 +95,11 @@ def evaluate_before(client, run: storage.Run, cfg: RunConfig, held_out: list[str
         return
     clock = StageClock(run, WARM_ROUND)
     if cfg.evaluation.before_training:
-        with clock("evaluate", done=run.is_committed(WARM_ROUND, "evaluation")):
+        with clock("evaluate", done=run.is_committed(WARM_ROUND, EVALUATION_STAGE)):
             evaluate(client, run, WARM_ROUND, start, held_out, cfg.rollout, cfg.evaluation)
     if not run.stages(WARM_ROUND):
         return  # no warm start, nothing evaluated: round 0 is the first record
-    metrics = gather(run, WARM_ROUND, clock.seconds, read_train_steps(run, WARM_ROUND), cores=1)
-    commit_metrics(run, metrics, config_hash(cfg))
+    metrics = commit_round_metrics(client, run, WARM_ROUND, clock.seconds, config_hash(cfg))
     print(f"before round 0: held-out {fig(metrics.eval_success_rate)}"
           + (f", expert success {metrics.success_rate:.3f}, SFT loss {fig(metrics.loss)}"
-             if run.is_committed(WARM_ROUND, "trajectories") else ""), flush=True)
+             if run.is_committed(WARM_ROUND, TRAJECTORIES_STAGE) else ""), flush=True)

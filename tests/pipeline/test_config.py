@@ -115,7 +115,7 @@ def test_every_manifest_hash_resolves_in_the_saved_config(tmp_path):
     from pipeline.config import hash_index
     from pipeline.round import STAGE_SECTIONS
     from pipeline.run_config import RunConfig
-    from pipeline.stages.record import METRICS_STAGE
+    from pipeline.records import METRICS_STAGE
 
     cfg = load(RunConfig, None, ["trainer.lr=3e-5", f"run_dir={tmp_path}"])
     run = storage.open_run(str(tmp_path))

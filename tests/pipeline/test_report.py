@@ -4,8 +4,8 @@ from __future__ import annotations
 import json
 
 import storage
+from pipeline.records import RoundMetrics, commit_metrics, read_metrics
 from pipeline.report import main, summary
-from pipeline.stages.record import RoundMetrics, commit_metrics, read_metrics
 
 
 def _metrics(r):

@@ -27,8 +27,9 @@ import storage
 from pipeline.envs import AlfworldEnvConfig, PoolConfig, generate_games
 from pipeline.models.tiny_model import make_tiny_model
 from pipeline.policy import PolicyConfig, SamplingConfig
-from pipeline.rollout import RolloutConfig, collect
+from pipeline.rollout import RolloutConfig
 from pipeline.runtime.scratch import run_key
+from pipeline.stages.collect import collect
 from tests.pipeline.round_helpers import (
     CRASH,
     DRIVER_STAGE,

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import storage
-from pipeline.stages.record import RoundMetrics
+from pipeline.records import RoundMetrics
 from storage.shards import put_atomic
 from storage.synthetic import synthetic_round
 from tests.pipeline.round_helpers import driver_args, run_to_end

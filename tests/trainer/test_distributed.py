@@ -145,7 +145,7 @@ def test_one_worker_process_trains_round_after_round(tiny_model, tmp_path, make_
 
 def test_trainer_process_sizes_its_threads_not_from_an_inherited_omp_setting(tiny_model, tmp_path, make_rows):
     """A Dask nanny starts workers with OMP_NUM_THREADS=1 and a trainer they start inherits it."""
-    from trainer.engine import host_cores
+    from trainer.host import host_cores
 
     data = tmp_path / "rows.parquet"
     make_rows(4).write_parquet(data)

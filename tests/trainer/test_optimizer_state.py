@@ -8,8 +8,9 @@ import os
 import pytest
 
 import storage
+from storage.stage_names import STATE_STAGE
 from trainer.config import TrainerConfig
-from trainer.rounds import STATE_STAGE, train_from_run
+from trainer.rounds import train_from_run
 from trainer.train import train_round
 
 pytestmark = pytest.mark.usefixtures("dist_group")

@@ -13,7 +13,8 @@ import storage
 from storage.synthetic import synthetic_round
 from trainer.config import TrainerConfig
 from pipeline.config import config_hash
-from trainer.rounds import CHECKPOINT_STAGE, STATE_STAGE, train_from_run
+from storage.stage_names import CHECKPOINT_STAGE, STATE_STAGE
+from trainer.rounds import train_from_run
 
 pytestmark = pytest.mark.usefixtures("dist_group")
 

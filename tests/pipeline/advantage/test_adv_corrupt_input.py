@@ -10,7 +10,7 @@ from distributed import Client, LocalCluster
 
 import storage
 from pipeline.advantage import AdvantageConfig
-from pipeline.advantage.round_job import run_advantage_round
+from pipeline.stages.advantage import advantage
 from storage.schemas import STEPS
 from storage.synthetic import synthetic_round
 
@@ -39,7 +39,7 @@ def _corrupt_round(tmp_path) -> tuple[storage.Run, str]:
 def test_corrupt_steps_shard_is_named(tmp_path, groups_whole):
     run, path = _corrupt_round(tmp_path)
     with pytest.raises(storage.CorruptShard, match=rf"^{re.escape(path)}: cannot read Parquet data \(.*CRC checksum"):
-        run_advantage_round(run, 0, AdvantageConfig(), groups_whole=groups_whole, progress=False)
+        advantage(None, run, 0, AdvantageConfig(), groups_whole=groups_whole, progress=False)
     assert not run.is_committed(0, "advantages")
 
 
@@ -48,5 +48,5 @@ def test_corrupt_steps_shard_is_named_from_a_dask_worker(tmp_path):
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
         with Client(cluster) as client:
             with pytest.raises(storage.CorruptShard, match=rf"^{re.escape(path)}: cannot read Parquet data"):
-                run_advantage_round(run, 0, AdvantageConfig(), client=client, progress=False)
+                advantage(client, run, 0, AdvantageConfig(), progress=False)
     assert not run.is_committed(0, "advantages")

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from pipeline.advantage import AdvantageConfig, AdvantageInputError, anchor_groups, anchor_stats, compute_advantages
 from pipeline.advantage.dask_job import run_advantage_job, slim
-from pipeline.advantage.round_job import run_advantage_round
+from pipeline.stages.advantage import advantage
 from pipeline.config import config_hash
 import storage
 from storage.schemas import ADVANTAGES
@@ -200,7 +200,7 @@ def test_round_stage_through_storage(client, tmp_path, frame, steps_table):
         infos.append(storage.write_shard(run, 0, "steps", part, f"w{i}"))
     run.commit(0, "trajectories", infos, "cfg", policy_version=3)
 
-    result = run_advantage_round(run, 0, CFG, client=client, progress=False)
+    result = advantage(client, run, 0, CFG, progress=False)
     assert [o.rows for o in result.outputs] == [i.rows for i in infos]
     manifest = run.manifest(0, "advantages")
     assert manifest.policy_version == 3 and manifest.config_hash == config_hash(CFG)
@@ -209,4 +209,4 @@ def test_round_stage_through_storage(client, tmp_path, frame, steps_table):
     assert run.read("advantages", rounds=[0]).sort(KEYS).equals(expected.sort(KEYS))
     assert run.read("anchor_stats", rounds=[0]).equals(anchor_stats(expected))
     assert run.read("anchor_groups", rounds=[0]).sort("group_id", "anchor_id").equals(anchor_groups(expected))
-    assert run_advantage_round(run, 0, CFG, client=client, progress=False) is None  # committed: a rerun is a no-op
+    assert advantage(client, run, 0, CFG, progress=False) is None  # committed: a rerun is a no-op

@@ -139,7 +139,7 @@ def test_anchor_groups_refuses_advantages_without_anchor_ids(steps):
 def test_round_purity_pools_groups_exactly(steps, steps_table, tmp_path):
     """Through the run directory: anchor_groups read back with Polars, the round's metrics pooled over groups."""
     import storage
-    from pipeline.advantage import run_advantage_round
+    from pipeline.stages.advantage import advantage
     from pipeline.stages.metrics import _purity  # pooled_purity over the round's committed tables
 
     # group 10: two one-step episodes from the same start A (one pure anchor group of 2 steps, both revisits)
@@ -150,7 +150,7 @@ def test_round_purity_pools_groups_exactly(steps, steps_table, tmp_path):
     scalars = pl.concat([scalars, more.select(scalars.columns).cast(scalars.schema)])
     run = storage.open_run(str(tmp_path))
     run.commit(0, "trajectories", [storage.write_shard(run, 0, "steps", steps_table(scalars), "w0")], "cfg", 0)
-    run_advantage_round(run, 0, AdvantageConfig(gamma=0.5), progress=False)
+    advantage(None, run, 0, AdvantageConfig(gamma=0.5), progress=False)
     groups = run.scan("anchor_groups").filter(pl.col("size") > 1).select("group_id", "size", "states", "pure")
     assert groups.collect().rows() == [(9, 3, 1, True), (9, 2, 2, False), (10, 2, 1, True)]
     assert _purity(run, 0) == pytest.approx({
@@ -164,7 +164,7 @@ def test_round_purity_pools_groups_exactly(steps, steps_table, tmp_path):
 def test_round_of_schema_v1_steps(steps, steps_table, tmp_path, monkeypatch):
     """Steps written by the version-1 code (no state columns) get advantages; states read as null."""
     import storage
-    from pipeline.advantage import run_advantage_round
+    from pipeline.stages.advantage import advantage
     from storage import shards
 
     run = storage.open_run(str(tmp_path))
@@ -174,7 +174,7 @@ def test_round_of_schema_v1_steps(steps, steps_table, tmp_path, monkeypatch):
         info = shards.write_file(run.fs, run.stage_dir(0, "trajectories"), "steps/w0.parquet", old, "steps")
     run.commit(0, "trajectories", [info], "cfg", 0)
     assert run.read("steps")["state_key"].null_count() == 7
-    run_advantage_round(run, 0, AdvantageConfig(gamma=0.5), progress=False)
+    advantage(None, run, 0, AdvantageConfig(gamma=0.5), progress=False)
     adv_v1 = run.read("advantages").sort("episode_id", "step")
     assert adv_v1["state_key"].null_count() == 7
     assert adv_v1["anchor_group_size"].to_list() == [3, 2, 1, 3, 1, 2, 3]

@@ -9,9 +9,9 @@ import pytest
 import storage
 from pipeline.models.tiny_model import make_tiny_model
 from pipeline.policy import PolicyConfig, SamplingConfig, load_policy, make_backend, release_policy
-from pipeline.rollout.collect import collect
 from pipeline.rollout.config import RolloutConfig
 from pipeline.run_config import ClusterConfig
+from pipeline.stages.collect import collect
 from pipeline.stages.train import train
 from trainer.config import TrainerConfig
 

@@ -21,7 +21,8 @@ from pipeline.envs import AlfworldEnv, AlfworldEnvConfig, PoolConfig, build_prom
 from pipeline.envs import parse_action, task_id
 from pipeline.policy import CheckpointError, PolicyConfig, SamplingConfig
 from pipeline.policy.hf import HFBackend
-from pipeline.rollout import RolloutConfig, collect
+from pipeline.rollout import RolloutConfig
+from pipeline.stages.collect import collect
 
 G = 2
 CONFIG = RolloutConfig(group_size=G, groups_per_batch=2, sampling=SamplingConfig(max_new_tokens=16, seed=1),
@@ -166,7 +167,8 @@ from distributed import Client, LocalCluster
 import storage
 from pipeline.envs import AlfworldEnvConfig, PoolConfig
 from pipeline.policy import PolicyConfig, SamplingConfig
-from pipeline.rollout import RolloutConfig, collect
+from pipeline.rollout import RolloutConfig
+from pipeline.stages.collect import collect
 
 if __name__ == "__main__":
     tiny, run_dir, *tasks = sys.argv[1:]

@@ -17,7 +17,8 @@ from pipeline.envs import AlfworldEnvConfig, PoolConfig, generate_games
 from pipeline.models.tiny_model import make_tiny_model
 from pipeline.policy import PolicyConfig, SamplingConfig
 from pipeline.policy.hf import HFBackend
-from pipeline.rollout import RolloutConfig, collect
+from pipeline.rollout import RolloutConfig
+from pipeline.stages.collect import collect
 from pipeline.runtime.reaper import ReapOrphans
 from tests.pipeline.round_helpers import gone
 

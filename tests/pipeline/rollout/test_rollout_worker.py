@@ -19,8 +19,8 @@ from pipeline.envs import (AlfworldEnv, AlfworldEnvConfig, EnvPool, PoolConfig, 
                            chat_prompt)
 from pipeline.policy import PolicyConfig, SamplingConfig
 from pipeline.policy.hf import HFBackend
-from pipeline.rollout import (RolloutConfig, collect, make_groups, mix_seed, play_batch, release_resources,
-                              rollout_batch)
+from pipeline.rollout import RolloutConfig, make_groups, mix_seed, play_batch, release_resources, rollout_batch
+from pipeline.stages.collect import collect
 
 SAMPLING = SamplingConfig(max_new_tokens=8)
 CONFIG = RolloutConfig(group_size=2, groups_per_batch=2, sampling=SAMPLING, env=AlfworldEnvConfig(max_steps=3),

@@ -5,7 +5,7 @@ import os
 
 from pipeline.run_config import ClusterConfig
 from pipeline.runtime.cluster import connect
-from pipeline.stages.train import _without_nanny_malloc
+from pipeline.runtime.ranks import without_nanny_malloc
 
 
 def _worker_env():
@@ -22,4 +22,4 @@ def test_workers_run_without_the_malloc_threshold_and_with_polars_on_their_threa
         seen = client.run(_worker_env)
     # Dask's other settings stay; Polars and Arrow use the worker's one thread, not the host's cores
     assert list(seen.values()) == [(None, "1", 1, 1)]
-    assert _without_nanny_malloc({"MALLOC_TRIM_THRESHOLD_": "65536", "PATH": "/bin"}) == {"PATH": "/bin"}
+    assert without_nanny_malloc({"MALLOC_TRIM_THRESHOLD_": "65536", "PATH": "/bin"}) == {"PATH": "/bin"}

@@ -10,12 +10,11 @@ import pytest
 
 import storage
 from pipeline.config import ConfigError, load
+from pipeline.records import TRAIN_STEPS, RoundMetrics, commit_metrics
 from pipeline.run_config import RunConfig
-from pipeline.runtime.loggers import LoggingConfig, Trackers
-from pipeline.runtime.trackers import WandbConfig
-from pipeline.stages.record import RoundMetrics, commit_metrics
+from pipeline.runtime.loggers import Trackers
+from pipeline.runtime.trackers import LoggingConfig, WandbConfig
 from storage.shards import put_atomic
-from trainer.checkpoint import TRAIN_STEPS
 
 
 def _commit_round(run, r: int, losses: list[float]) -> None:

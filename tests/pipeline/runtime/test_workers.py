@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
 
 import dask
@@ -11,16 +10,15 @@ from distributed import Client, LocalCluster, Scheduler, SpecCluster, Worker
 
 import storage
 from pipeline.config import ConfigError, load
-import pipeline.rollout.collect  # noqa: F401  (the module: the package exports its function as `collect`)
+from pipeline.rollout import dispatch
 from pipeline.rollout.config import RolloutConfig
 from pipeline.rollout.task import BatchResult
 from pipeline.rollout.worker import BatchStats
 from pipeline.run_config import RunConfig
 from pipeline.runtime.workers import able_workers, live_workers, resolve_ranks
+from pipeline.stages import collect as collect_stage
 from pipeline.stages.setup import check_cluster
 from storage.shards import put_atomic
-
-collect_mod = sys.modules["pipeline.rollout.collect"]
 
 CALLS = 300
 
@@ -88,11 +86,11 @@ def _fake_batch(run, round, version, policy, b, groups, config):
 
 
 def test_collect_spreads_a_round_over_every_gpu_worker(gpu_cluster, tmp_path, monkeypatch):
-    monkeypatch.setattr(collect_mod, "rollout_batch", _fake_batch)
-    monkeypatch.setattr(collect_mod, "verify_checkpoint", lambda path: None)
+    monkeypatch.setattr(dispatch, "rollout_batch", _fake_batch)
+    monkeypatch.setattr(collect_stage, "verify_checkpoint", lambda path: None)
     run = storage.open_run(str(tmp_path))
     config = RolloutConfig(group_size=2, groups_per_batch=16, resources={"GPU": 1}, progress=False)
-    collect_mod.collect(gpu_cluster, run, 0, "policy", [f"/g/task{i}/trial/game.tw-pddl" for i in range(16)], config)
+    collect_stage.collect(gpu_cluster, run, 0, "policy", [f"/g/task{i}/trial/game.tw-pddl" for i in range(16)], config)
     placed = [json.loads(open(f"{run.stage_dir(0, 'trajectories')}/steps/batch-{b:06d}").read()) for b in range(3)]
     assert [groups for _, groups in placed] == [list(range(0, 6)), list(range(6, 12)), list(range(12, 16))]
     assert sorted(worker for worker, _ in placed) == able_workers(gpu_cluster, {"GPU": 1})  # one task per GPU

@@ -5,9 +5,10 @@ import json
 import os
 
 import storage
-from pipeline.runtime.loggers import LoggingConfig, Trackers
+from pipeline.records import RoundMetrics, commit_metrics
+from pipeline.runtime.loggers import Trackers
+from pipeline.runtime.trackers import LoggingConfig
 from pipeline.stages.derived import complete_derived
-from pipeline.stages.record import RoundMetrics, commit_metrics
 
 ON = LoggingConfig(tensorboard=True)
 

@@ -13,10 +13,13 @@ from distributed import Client, LocalCluster
 import storage
 from pipeline.config import to_dict
 from pipeline.models.tiny_model import make_tiny_model
-from pipeline.runtime.live import LiveSteps
+from pipeline.records import CHECKPOINT_STAGE
+from pipeline.runtime.live import LiveSteps, emitter
+from pipeline.runtime.ranks import supervise
 from pipeline.stages import train
 from tests.trainer.test_rounds import _advantages, commit_advantages
 from trainer.config import TrainerConfig
+from trainer.host import free_port
 from trainer.metrics import live_record
 
 STEP = {"loss": 0.5, "approx_kl": 0.001, "entropy": 2.0, "grad_norm": 1.0, "clip_frac": 0.0,
@@ -28,8 +31,7 @@ def _fake_rank(tag: str, log_path: str) -> int | None:
     lines = [live_record(s, 2, STEP | {"loss": s / 4}) for s in (1, 2)]
     code = "import time\n" + "".join(f"print({line!r}, flush=True); time.sleep(3)\n" for line in lines)
     with open(log_path, "w") as log:
-        return train._supervise([sys.executable, "-c", code + "print('done')"], {}, log,
-                                train._emitter(3, tag, 40))
+        return supervise([sys.executable, "-c", code + "print('done')"], {}, log, emitter(3, tag, 40))
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +72,6 @@ def test_a_trainer_process_leaves_nothing_in_the_temp_dir(tmp_path, monkeypatch)
     policy = str(make_tiny_model(tmp_path / "tiny", seed=0))
     cfg = TrainerConfig(kl_coef=0.0, mini_batch_size=4, micro_batch_size=2, num_threads=1)
     train.train_rank(run.uri, 0, policy, None, to_dict(cfg), rank=0, world=1, master="127.0.0.1",
-                     port=train._free_port())
-    assert run.is_committed(0, train.STAGE)
+                     port=free_port())
+    assert run.is_committed(0, CHECKPOINT_STAGE)
     assert list(tmp.iterdir()) == []

@@ -1,17 +1,16 @@
-"""``collect``: one round's trajectories, played by Dask tasks, committed as the ``trajectories`` stage.
+"""Playing episode groups on the Dask cluster: one task per batch of groups, gathered with a progress bar.
 
 One task per batch of at most ``groups_per_batch`` groups, and at least one
 task per worker that has ``config.resources`` (e.g. ``GPU=1``; any worker on a
 LocalCluster), so every GPU plays (``pipeline.runtime.workers.spread``); each
-writing one steps and one episodes shard. A failed task is retried by Dask
-and rewrites the same shard names; nothing is visible to readers until every
-task is done and the stage is committed. A committed round is not redone.
+writing one steps and one episodes shard (``pipeline.rollout.task``). A failed
+task is retried by Dask and rewrites the same shard names. The collect stage
+(``pipeline.stages.collect``) commits what they wrote.
 
 Worker processes must be non-daemonic (env pools start processes)::
 
     dask.config.set({"distributed.worker.daemon": False})
     client = Client(LocalCluster(n_workers=2, threads_per_worker=1))
-    manifest = collect(client, run, round=0, policy_path=ckpt, tasks=games, config=RolloutConfig())
 """
 from __future__ import annotations
 
@@ -19,19 +18,13 @@ import time
 
 from tqdm.auto import tqdm
 
-import storage
-from storage import Manifest, Run
-
-from pipeline.config import config_hash
 from pipeline.envs.data import task_id
-from pipeline.policy.base import verify_checkpoint
 from pipeline.rollout.config import RolloutConfig
+from pipeline.rollout.task import DAEMON_ERROR, BatchResult, is_daemon, rollout_batch
+from pipeline.rollout.worker import Group
 from pipeline.runtime.keys import key_prefix
 from pipeline.runtime.workers import able_workers, spread
-from pipeline.rollout.task import DAEMON_ERROR, BatchResult, is_daemon, release_resources, rollout_batch
-from pipeline.rollout.worker import Group
-
-STAGE = "trajectories"
+from storage import Run
 
 
 def make_groups(tasks: list[str]) -> list[Group]:
@@ -43,7 +36,7 @@ def make_groups(tasks: list[str]) -> list[Group]:
     return [Group(g, task_id(path), str(path)) for g, path in enumerate(tasks)]
 
 
-def _check_workers(client, resources: dict) -> None:
+def check_workers(client, resources: dict) -> None:
     """Fail fast on the driver: daemonic workers, or no worker with the requested resources."""
     if any(client.run(is_daemon).values()):
         raise RuntimeError(DAEMON_ERROR)
@@ -55,40 +48,18 @@ def _check_workers(client, resources: dict) -> None:
                            "--resources GPU=1`) or set rollout.resources: {} on CPU")
 
 
-def collect(client, run: Run | str, round: int, policy_path: str, tasks: list[str], config: RolloutConfig,
-            policy_version: int | None = None) -> Manifest:
-    """Collect and commit round ``round``'s trajectories; return the stage manifest.
-
-    ``policy_version`` (default ``round``: round r plays round r-1's checkpoint, round 0 the base model) is written
-    to every row.
-    Returns the existing manifest, doing nothing, when the stage is committed.
-    """
-    run = run if isinstance(run, Run) else storage.open_run(run)
-    if run.is_committed(round, STAGE):
-        return run.manifest(round, STAGE)
-    if not tasks:
-        raise ValueError(f"collect round {round}: no tasks given")
-    verify_checkpoint(policy_path)
-    _check_workers(client, config.resources)
-    version = round if policy_version is None else int(policy_version)
-    groups = make_groups(tasks)
+def play_batches(client, run: Run, round: int, version: int, policy_path: str, groups: list[Group],
+                 config: RolloutConfig) -> list[BatchResult]:
+    """Play ``groups`` in batches on the cluster, each task writing its shards into ``run``'s round ``round``;
+    the batches' results, in batch order."""
     per = spread(len(groups), config.groups_per_batch, len(able_workers(client, config.resources)))
     batches = [groups[i:i + per] for i in range(0, len(groups), per)]
-    run.begin(round, STAGE)  # drops a crashed attempt's leftovers
     keys = key_prefix("collect", run.id, round)
     futures = [client.submit(rollout_batch, run, round, version, str(policy_path), b, batch, config,
                              key=f"{keys}-b{b:06d}", retries=config.retries,
                              resources=config.resources or None)
                for b, batch in enumerate(batches)]
-    results = _gather(futures, len(groups) * config.group_size, config.progress)
-    if not any(r.stats.steps for r in results):  # every game failed: an empty round would be committed for good
-        errors = [line for r in results for line in r.stats.errors]
-        raise RuntimeError(f"collect round {round}: no episode took a step, nothing committed; "
-                           f"{len(errors)} error(s), the first: {errors[0] if errors else 'none'}")
-    infos = [info for r in results for info in (r.steps, r.episodes)]
-    manifest = run.commit(round, STAGE, infos, config_hash(config), version)
-    client.run(release_resources, config.policy.free_between_rounds)
-    return manifest
+    return _gather(futures, len(groups) * config.group_size, config.progress)
 
 
 def _gather(futures: list, episodes: int, progress: bool) -> list[BatchResult]:

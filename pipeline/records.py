@@ -1,10 +1,15 @@
-"""The per-round metrics record (one line of ``RUN/metrics.jsonl``) and how it is kept.
+"""The records a round commits beside its tables, read back by the driver, the loggers and the report.
 
-Round -1 (the warm start and the held-out baseline before round 0) has a record
-too, the file's first line.
+The stage names (``storage.stage_names``) are the folders ``RUN/rounds/<round>/<stage>/``;
+the stages write there and readers read there, through this module.
 
-Each round commits a ``metrics`` stage holding ``metrics.json``; ``metrics.jsonl``
-is rebuilt from the committed ones, so a resumed round never writes a line twice.
+- ``RoundMetrics``: one round in numbers, the ``metrics`` stage's ``metrics.json``
+  and one line of ``RUN/metrics.jsonl``. Round -1 (the warm start and the
+  held-out baseline before round 0) has a record too, the file's first line.
+  ``metrics.jsonl`` is rebuilt from the committed records, so a resumed round
+  never writes a line twice.
+- ``read_train_steps``: the trainer's per-step metrics, committed with the
+  round's ``checkpoint``; ``step_axis`` numbers every optimizer step of the run.
 
 >>> m = RoundMetrics(round=0, policy_version=0)
 >>> RoundMetrics.from_json(m.to_json()) == m
@@ -17,9 +22,12 @@ from dataclasses import asdict, dataclass, field, fields
 
 import storage
 from storage.shards import put_atomic
+from storage.stage_names import (ADVANTAGES_STAGE, CHECKPOINT_STAGE, EVALUATION_STAGE, FORK_FILE, METRICS_FILE,
+                                 METRICS_STAGE, STATE_STAGE, TRAIN_STEPS, TRAJECTORIES_STAGE)
 
-METRICS_STAGE = "metrics"
-METRICS_FILE = "metrics.json"
+__all__ = ["ADVANTAGES_STAGE", "CHECKPOINT_STAGE", "EVALUATION_STAGE", "FORK_FILE", "METRICS_FILE", "METRICS_STAGE",
+           "STATE_STAGE", "TRAIN_STEPS", "TRAJECTORIES_STAGE", "RoundMetrics", "commit_metrics", "read_metrics",
+           "read_train_steps", "step_axis", "write_jsonl"]
 
 
 @dataclass(frozen=True)
@@ -97,13 +105,20 @@ def step_axis(run: storage.Run, records: list[RoundMetrics]) -> dict[int, tuple[
     ...                 RoundMetrics(1, 1, train_steps=3)])
     {-1: (0, 4), 0: (4, 3), 1: (7, 3)}
     """
-    from pipeline.stages.train import read_train_steps
-
     axis, total = {}, 0
     for m in sorted(records, key=lambda m: m.round):
         steps = m.train_steps if m.train_steps is not None else len(read_train_steps(run, m.round))
         axis[m.round], total = (total, steps), total + steps
     return axis
+
+
+def read_train_steps(run: storage.Run, round: int) -> list[dict]:
+    """The per-step trainer metrics committed with round ``round``'s checkpoint ([] if none), checked against its
+    manifest."""
+    manifest = run.manifest(round, CHECKPOINT_STAGE)
+    if manifest is None or TRAIN_STEPS not in {f.path for f in manifest.files}:
+        return []
+    return [json.loads(line) for line in run.read_bytes(round, CHECKPOINT_STAGE, TRAIN_STEPS).decode().splitlines()]
 
 
 def write_jsonl(run: storage.Run) -> None:
