@@ -107,8 +107,8 @@ def report(res, rows: pl.DataFrame, model_dir: Path, wall: float, epochs: int) -
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from trainer.host import has_cuda
-    from trainer.metrics import train_flops
     from trainer.model import count_params
+    from trainer.step_metrics import train_flops
 
     steady = res.metrics[1:] or res.metrics
     tok_s = statistics.median(m["tokens_per_s"] for m in steady)

@@ -7,7 +7,7 @@
 from trainer.config import TrainerConfig
 from trainer.distributed import shutdown_distributed, train_round_rank
 from trainer.rounds import train_from_run
-from trainer.train import TrainResult, mean_logprob, train_round
+from trainer.updates import TrainResult, mean_logprob, train_round
 
 __all__ = ["TrainResult", "TrainerConfig", "mean_logprob", "shutdown_distributed", "train_from_run", "train_round",
            "train_round_rank"]

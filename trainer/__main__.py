@@ -10,7 +10,7 @@ process may use (an inherited ``OMP_NUM_THREADS`` is not followed).
     deepspeed --num_gpus 8 --module trainer --run runs/x --round 3 --policy ckpt/r3 --ref ckpt/r0
 
 With ``--live`` rank 0 prints each optimizer step's metrics as one JSON line
-(``trainer.metrics.live_record``) as the step ends; the train stage forwards them to the driver.
+(``trainer.step_metrics.live_record``) as the step ends; the train stage forwards them to the driver.
 """
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
             p.error("--data needs --out")
         import polars as pl
 
-        from trainer.train import train_round
+        from trainer.updates import train_round
 
         result = train_round(cfg, args.policy, pl.scan_parquet(args.data), args.out, ref_path=args.ref,
                              state_dir=args.state_dir)
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
 def _print_step(step: int, total: int, metrics: dict) -> None:
     import torch.distributed as dist
 
-    from trainer.metrics import live_record
+    from trainer.step_metrics import live_record
 
     if not dist.is_initialized() or dist.get_rank() == 0:  # metrics are reduced over ranks: rank 0 has them all
         print(live_record(step, total, metrics), flush=True)

@@ -154,6 +154,6 @@ def _barrier() -> None:
 
 
 def _deepspeed():
-    from trainer.engine import import_deepspeed
+    from trainer.deepspeed_engine import import_deepspeed
 
     return import_deepspeed()

@@ -12,8 +12,8 @@ Example (a Dask client and two GPU workers ``ws``)::
 """
 from __future__ import annotations
 
-from trainer.engine import init_distributed
-from trainer.train import TrainResult, train_round
+from trainer.deepspeed_engine import init_distributed
+from trainer.updates import TrainResult, train_round
 
 
 def train_round_rank(rank: int, world_size: int, master_addr: str, master_port: int, *, local_rank: int = 0,
@@ -40,7 +40,7 @@ def shutdown_distributed() -> None:
     """
     import torch.distributed as dist
 
-    from trainer.engine import import_deepspeed
+    from trainer.deepspeed_engine import import_deepspeed
 
     if dist.is_initialized():
         dist.barrier()

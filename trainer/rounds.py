@@ -25,7 +25,7 @@ import polars as pl
 from pipeline.config import config_hash
 from storage.stage_names import ADVANTAGES_STAGE, CHECKPOINT_STAGE, STATE_STAGE, TRAIN_STEPS, TRAJECTORIES_STAGE
 from trainer.config import TrainerConfig
-from trainer.train import TrainResult, train_round
+from trainer.updates import TrainResult, train_round
 
 SOURCE_STAGE = {"ppo": ADVANTAGES_STAGE, "sft": TRAJECTORIES_STAGE}  # the stage each loss trains on
 
@@ -47,7 +47,7 @@ def train_from_run(run, round: int, cfg: TrainerConfig, policy_path: str | Path,
     import torch.distributed as dist
     from storage.uri import is_local
 
-    from trainer.engine import init_distributed
+    from trainer.deepspeed_engine import init_distributed
 
     if run.is_committed(round, CHECKPOINT_STAGE):
         return None

@@ -2,7 +2,7 @@
 
 A rank task reads its ``python -m trainer --live`` process's output line by
 line (``forward``): every line goes to the rank's log, and each step record
-(``trainer.metrics.LIVE_PREFIX``) is also sent to the scheduler as a Dask event
+(``trainer.step_metrics.LIVE_PREFIX``) is also sent to the scheduler as a Dask event
 under ``TOPIC``. The driver subscribes for the time of the train stage
 (``LiveSteps``) and prints each step of the current attempt as one line:
 
@@ -18,7 +18,7 @@ import json
 import sys
 from typing import IO, Callable
 
-from trainer.metrics import LIVE_PREFIX
+from trainer.step_metrics import LIVE_PREFIX
 
 TOPIC = "gigpo-train-steps"
 

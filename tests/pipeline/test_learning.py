@@ -53,8 +53,8 @@ from pipeline.policy.hf import HFBackend  # noqa: E402
 from pipeline.rollout import RolloutConfig, make_groups, mix_seed, play_batch  # noqa: E402
 from tests.child_env import child_env  # noqa: E402
 from trainer.config import TrainerConfig  # noqa: E402
-from trainer.engine import init_distributed  # noqa: E402
-from trainer.train import mean_logprob, train_round  # noqa: E402
+from trainer.deepspeed_engine import init_distributed  # noqa: E402
+from trainer.updates import mean_logprob, train_round  # noqa: E402
 
 GAMES, GROUP, ROUNDS = 4, 8, 5
 SHAPE = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,

@@ -23,7 +23,7 @@ def tiny_model(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def dist_group():
     """A 1-rank gloo group in the test process (DeepSpeed needs one)."""
-    from trainer.engine import init_distributed
+    from trainer.deepspeed_engine import init_distributed
 
     return init_distributed()
 

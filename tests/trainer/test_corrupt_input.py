@@ -10,7 +10,7 @@ import pytest
 import storage
 from trainer.batches import load_rows
 from trainer.config import TrainerConfig
-from trainer.train import train_round
+from trainer.updates import train_round
 
 
 def _flip(path: str, pos: int | None = None) -> None:

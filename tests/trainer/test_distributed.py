@@ -13,7 +13,7 @@ import torch
 from tests.child_env import ROOT, child_env
 from trainer.checkpoint import StateMismatchError
 from trainer.config import TrainerConfig
-from trainer.train import train_round
+from trainer.updates import train_round
 
 pytestmark = pytest.mark.usefixtures("dist_group")
 
@@ -62,7 +62,7 @@ CHILD = textwrap.dedent("""
     import json, sys, time
     import polars as pl
     from trainer.config import TrainerConfig
-    from trainer.train import train_round
+    from trainer.updates import train_round
 
     policy, data, out, state, kill_at, cfg = sys.argv[1:7]
     def on_step(step, total, metrics):

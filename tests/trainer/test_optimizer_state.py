@@ -11,7 +11,7 @@ import storage
 from storage.stage_names import STATE_STAGE
 from trainer.config import TrainerConfig
 from trainer.rounds import train_from_run
-from trainer.train import train_round
+from trainer.updates import train_round
 
 pytestmark = pytest.mark.usefixtures("dist_group")
 QUIET = dict(progress=False)

@@ -38,7 +38,7 @@ def _commit_advantages(run, r: int) -> None:
 @pytest.fixture(scope="module")
 def source(tmp_path_factory):
     """A run whose round 0 trained from the tiny model and kept its AdamW state."""
-    from trainer.engine import init_distributed
+    from trainer.deepspeed_engine import init_distributed
 
     init_distributed()
     root = tmp_path_factory.mktemp("fork")

@@ -6,7 +6,7 @@ import os
 import pytest
 
 import storage
-from pipeline.evaluate import main as evaluate_main
+from pipeline.evaluate_checkpoint import main as evaluate_main
 from pipeline.stages.retention import prune
 from storage.cli import main as storage_main
 from storage.shards import put_atomic

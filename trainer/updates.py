@@ -26,11 +26,11 @@ from storage import verify_stage_dir
 from trainer import checkpoint as ckpt
 from trainer.batches import PAD_ROW, BadRoundError, MicroBatch, RoundData, collate, load_rows, make_plan
 from trainer.config import TrainerConfig
-from trainer.engine import build_engine, global_grad_norm, init_distributed, lr_at, set_lr, use_bf16
+from trainer.deepspeed_engine import build_engine, global_grad_norm, init_distributed, lr_at, set_lr, use_bf16
 from trainer.host import has_cuda
 from trainer.loss import policy_loss, sft_loss
-from trainer.metrics import StepAccumulator, peak_flops, train_flops
 from trainer.model import LogProbModel, count_params, load_causal_lm
+from trainer.step_metrics import StepAccumulator, peak_flops, train_flops
 
 
 @dataclass

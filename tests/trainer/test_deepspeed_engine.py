@@ -16,7 +16,7 @@ from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
 from trainer.batches import BadRoundError
 from trainer.config import TrainerConfig
-from trainer.train import mean_logprob, train_round
+from trainer.updates import mean_logprob, train_round
 
 pytestmark = pytest.mark.usefixtures("dist_group")
 QUIET = dict(progress=False)
@@ -212,7 +212,7 @@ def test_overflowing_loss_stops_before_update_and_export(tiny_model, tmp_path, m
 
 
 def _load_op(ext_dir: Path, timeout_s: float) -> subprocess.CompletedProcess:
-    code = "import deepspeed; from trainer.engine import import_deepspeed, load_shm_comm_op; " \
+    code = "import deepspeed; from trainer.deepspeed_engine import import_deepspeed, load_shm_comm_op; " \
            "load_shm_comm_op(import_deepspeed())"
     env = {**os.environ, "TORCH_EXTENSIONS_DIR": str(ext_dir), "DS_ACCELERATOR": "cpu"}
     return subprocess.run([sys.executable, "-c", code], env=env, timeout=timeout_s, capture_output=True, text=True)
@@ -232,7 +232,7 @@ def test_a_build_lock_left_by_a_killed_build_is_cleared(tmp_path):
 
 
 def test_torch_extensions_build_in_a_folder_of_this_python_environment_unless_one_is_set(monkeypatch, tmp_path):
-    from trainer.engine import extensions_dir, import_deepspeed
+    from trainer.deepspeed_engine import extensions_dir, import_deepspeed
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert extensions_dir("/opt/venvs/a") == str(tmp_path / "torch_extensions" / "venv-6e8a7832163e")

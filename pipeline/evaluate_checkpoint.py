@@ -1,7 +1,8 @@
-"""``python -m pipeline.evaluate``: evaluate one checkpoint on the held-out games, without training.
+"""``python -m pipeline.evaluate_checkpoint``: evaluate one checkpoint on the held-out games, without training.
 
-    python -m pipeline.evaluate --config configs/local.yaml --checkpoint 3             # round 3 of the run
-    python -m pipeline.evaluate --config configs/local.yaml --checkpoint /models/x --episodes 64 --split valid_unseen
+    python -m pipeline.evaluate_checkpoint --config configs/local.yaml --checkpoint 3   # round 3 of the run
+    python -m pipeline.evaluate_checkpoint --config configs/local.yaml --checkpoint /models/x --episodes 64 \\
+        --split valid_unseen
 
 ``--checkpoint`` is a round of the config's run (its committed checkpoint; -1:
 the warm start's) or a Hugging Face model directory. The episodes are played as
@@ -102,7 +103,7 @@ def success_lines(table: pl.DataFrame) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m pipeline.evaluate", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m pipeline.evaluate_checkpoint", description=__doc__.splitlines()[0])
     ap.add_argument("--config", help="YAML run config (default: built-in defaults)")
     ap.add_argument("--checkpoint", required=True, help="a round of the run (-1: the warm start) or a model directory")
     ap.add_argument("--episodes", type=int, help="held-out episodes (default: evaluation.tasks x group_size)")

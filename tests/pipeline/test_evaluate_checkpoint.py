@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 import storage
-from pipeline.evaluate import main
+from pipeline.evaluate_checkpoint import main
 from pipeline.models.tiny_model import make_tiny_model
 
 SMALL = ["games.generate_train=1", "games.generate_eval=2", "games.max_receptacles=5", "evaluation.group_size=2",
