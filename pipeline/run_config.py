@@ -10,9 +10,10 @@ from dataclasses import dataclass, field
 
 from pipeline.advantage.config import AdvantageConfig
 from pipeline.envs.data import SPLITS
-from pipeline.envs.tasks import TASK_TYPES, check_task_type
+from pipeline.envs.tasks import TASK_TYPES, check_task_types
 from pipeline.rollout.config import RolloutConfig
 from pipeline.runtime.trackers import LoggingConfig
+from pipeline.validators import above, choice, in_range, must
 from trainer.config import LR_DECAYS, TrainerConfig
 
 
@@ -31,16 +32,11 @@ class GamesConfig:
 
     def __post_init__(self) -> None:
         for name in ("train_split", "eval_split"):
-            if getattr(self, name) not in SPLITS:
-                raise ValueError(f"GamesConfig.{name} must be one of {SPLITS}, got {getattr(self, name)!r}")
+            choice(self, name, SPLITS)
         if self.generate_train < 1 or self.generate_eval < 0:
             raise ValueError("GamesConfig.generate_train must be >= 1 and generate_eval >= 0")
-        if not self.task_types:
-            raise ValueError("GamesConfig.task_types must name at least one task type")
-        for name in self.task_types:
-            check_task_type(name, "GamesConfig.task_types")
-        if not 3 <= self.max_receptacles <= 25:
-            raise ValueError(f"GamesConfig.max_receptacles must be in [3, 25], got {self.max_receptacles}")
+        check_task_types(self.task_types, "GamesConfig.task_types")
+        in_range(self, "max_receptacles", 3, 25)
 
 
 @dataclass(frozen=True)
@@ -89,14 +85,10 @@ class WarmStartConfig:
         if self.tasks < 1 or self.group_size < 1 or self.epochs < 1:
             raise ValueError(f"WarmStartConfig.tasks, group_size and epochs must be >= 1, got {self.tasks}, "
                              f"{self.group_size}, {self.epochs}")
-        if self.expert not in EXPERTS:
-            raise ValueError(f"WarmStartConfig.expert must be one of {EXPERTS}, got {self.expert!r}")
-        if not 0 <= self.epsilon <= 1:
-            raise ValueError(f"WarmStartConfig.epsilon must be in [0, 1], got {self.epsilon}")
-        if not self.lr > 0:
-            raise ValueError(f"WarmStartConfig.lr must be > 0, got {self.lr}")
-        if self.lr_decay not in LR_DECAYS:
-            raise ValueError(f"WarmStartConfig.lr_decay must be one of {LR_DECAYS}, got {self.lr_decay!r}")
+        choice(self, "expert", EXPERTS)
+        in_range(self, "epsilon", 0, 1)
+        above(self, "lr", 0)
+        choice(self, "lr_decay", LR_DECAYS)
         if min(self.micro_batch_size, self.mini_batch_size) < 1 or self.mini_batch_size % self.micro_batch_size:
             raise ValueError(f"WarmStartConfig.mini_batch_size must be a multiple of micro_batch_size >= 1, got "
                              f"{self.mini_batch_size} and {self.micro_batch_size}")
@@ -124,8 +116,9 @@ class ClusterConfig:
     def __post_init__(self) -> None:
         if self.n_workers < 1 or self.threads_per_worker < 1:
             raise ValueError("ClusterConfig.n_workers and threads_per_worker must be >= 1")
-        if self.train_ranks != "auto" and not (isinstance(self.train_ranks, int) and self.train_ranks >= 1):
-            raise ValueError(f"ClusterConfig.train_ranks must be 'auto' or an integer >= 1, got {self.train_ranks!r}")
+        ranks = self.train_ranks
+        must(self, "train_ranks", ranks == "auto" or (isinstance(ranks, int) and ranks >= 1),
+             "'auto' or an integer >= 1", repr(ranks))
 
 
 @dataclass(frozen=True)
@@ -141,8 +134,7 @@ class TinyModelConfig:
     tie_word_embeddings: bool = False  # share input embedding and output head
 
     def __post_init__(self) -> None:
-        if self.tokenizer not in ("bpe", "word"):
-            raise ValueError(f"TinyModelConfig.tokenizer must be bpe or word, got {self.tokenizer!r}")
+        must(self, "tokenizer", self.tokenizer in ("bpe", "word"), "bpe or word", repr(self.tokenizer))
         if self.num_attention_heads < 1 or self.num_attention_heads % max(self.num_key_value_heads, 1) \
                 or self.hidden_size % self.num_attention_heads or self.hidden_size // self.num_attention_heads < 32:
             raise ValueError("TinyModelConfig needs hidden_size = num_attention_heads x a head_dim >= 32 and "

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pipeline.validators import expect
+
 LOSS_AGG_MODES = ("token-mean", "seq-mean-token-sum", "seq-mean-token-mean")
 KL_LOSS_TYPES = ("low_var_kl", "kl", "abs", "mse")
 OLD_LOGPROBS = ("rollout", "recompute")
@@ -73,37 +75,33 @@ class TrainerConfig:
     num_threads: int = 0  # torch CPU threads per rank; 0: the host's cores (as the process may use) / its ranks
 
     def __post_init__(self) -> None:
-        self._check_choice("loss_agg_mode", LOSS_AGG_MODES)
-        self._check_choice("kl_loss_type", KL_LOSS_TYPES)
-        self._check_choice("old_logprobs", OLD_LOGPROBS)
-        self._check_choice("precision", PRECISIONS)
-        self._check_choice("empty_round", EMPTY_ROUND)
-        self._check_choice("loss", LOSSES)
-        self._check_choice("optimizer_state", OPTIMIZER_STATES)
-        self._check_choice("reference", REFERENCES)
-        self._check_choice("lr_decay", LR_DECAYS)
-        self._check(self.reference != "none" or self.kl_coef == 0, "reference",
-                    f"'none' (no KL reference) needs kl_coef=0, got kl_coef={self.kl_coef}")
+        for name, choices in (("loss_agg_mode", LOSS_AGG_MODES), ("kl_loss_type", KL_LOSS_TYPES),
+                              ("old_logprobs", OLD_LOGPROBS), ("precision", PRECISIONS), ("empty_round", EMPTY_ROUND),
+                              ("loss", LOSSES), ("optimizer_state", OPTIMIZER_STATES), ("reference", REFERENCES),
+                              ("lr_decay", LR_DECAYS)):
+            expect(self, name, getattr(self, name) in choices, f"expected one of {sorted(choices)}")
+        expect(self, "reference", self.reference != "none" or self.kl_coef == 0,
+               f"'none' (no KL reference) needs kl_coef=0, got kl_coef={self.kl_coef}")
         for name in ("clip_ratio_low", "clip_ratio_high"):
-            self._check(0 <= getattr(self, name) < 1, name, "expected 0 <= value < 1")
-        self._check(self.clip_ratio_c > 1.0, "clip_ratio_c", "expected > 1 (dual-clip lower bound)")
+            expect(self, name, 0 <= getattr(self, name) < 1, "expected 0 <= value < 1")
+        expect(self, "clip_ratio_c", self.clip_ratio_c > 1.0, "expected > 1 (dual-clip lower bound)")
         for name in ("kl_coef", "entropy_coeff", "weight_decay", "grad_clip", "lr"):
-            self._check(getattr(self, name) >= 0, name, "expected >= 0")
-        self._check(self.temperature > 0, "temperature", "expected > 0")
+            expect(self, name, getattr(self, name) >= 0, "expected >= 0")
+        expect(self, "temperature", self.temperature > 0, "expected > 0")
         for name in ("ppo_epochs", "mini_batch_size", "micro_batch_size", "logprob_micro_batch_size"):
-            self._check(getattr(self, name) >= 1, name, "expected >= 1")
-        self._check(self.loss == "ppo" or self.kl_coef == 0, "kl_coef",
-                    "expected 0 with loss='sft' (no reference policy)")
+            expect(self, name, getattr(self, name) >= 1, "expected >= 1")
+        expect(self, "kl_coef", self.loss == "ppo" or self.kl_coef == 0,
+               "expected 0 with loss='sft' (no reference policy)")
         for name in ("warmup_steps", "save_every", "num_threads", "logit_chunk_tokens", "keep_checkpoints",
                      "keep_every"):
-            self._check(getattr(self, name) >= 0, name, "expected >= 0")
-        self._check(self.max_seq_len is None or self.max_seq_len >= 2, "max_seq_len", "expected None or >= 2")
-        self._check(self.zero_stage in (0, 1, 2, 3), "zero_stage", "expected 0, 1, 2 or 3")
-        self._check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas",
-                    "expected two values in [0, 1)")
-        self._check(self.peak_flops is None or self.peak_flops > 0, "peak_flops", "expected None or > 0")
-        self._check(self.mini_batch_size % self.micro_batch_size == 0, "mini_batch_size",
-                    f"expected a multiple of micro_batch_size={self.micro_batch_size}")
+            expect(self, name, getattr(self, name) >= 0, "expected >= 0")
+        expect(self, "max_seq_len", self.max_seq_len is None or self.max_seq_len >= 2, "expected None or >= 2")
+        expect(self, "zero_stage", self.zero_stage in (0, 1, 2, 3), "expected 0, 1, 2 or 3")
+        expect(self, "betas", len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
+               "expected two values in [0, 1)")
+        expect(self, "peak_flops", self.peak_flops is None or self.peak_flops > 0, "expected None or > 0")
+        expect(self, "mini_batch_size", self.mini_batch_size % self.micro_batch_size == 0,
+               f"expected a multiple of micro_batch_size={self.micro_batch_size}")
 
     def grad_accum_steps(self, world_size: int) -> int:
         """Micro-batches per optimizer step on each rank (DeepSpeed's gradient_accumulation_steps)."""
@@ -114,10 +112,3 @@ class TrainerConfig:
                 f"micro_batch_size * world_size = {self.micro_batch_size} * {world_size}"
             )
         return self.mini_batch_size // per_step
-
-    def _check_choice(self, name: str, choices: tuple[str, ...]) -> None:
-        self._check(getattr(self, name) in choices, name, f"expected one of {sorted(choices)}")
-
-    def _check(self, ok: bool, name: str, expected: str) -> None:
-        if not ok:
-            raise ValueError(f"TrainerConfig.{name}={getattr(self, name)!r}: {expected}")

@@ -16,6 +16,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from pipeline.validators import at_least, choice, finite_in, in_range, must
+
 NORMS = ("std", "mean")
 EPISODE_STATS = ("steps", "episodes")
 CLUSTER_ORDERS = ("episode", "step")
@@ -59,34 +61,21 @@ class AdvantageConfig:
         from pipeline.advantage.anchors import ANCHORS, NORMALIZERS
         from pipeline.advantage.estimators import ESTIMATORS
 
-        _choice("estimator", self.estimator, ESTIMATORS)
-        _choice("norm", self.norm, NORMS)
-        _choice("episode_stats", self.episode_stats, EPISODE_STATS)
-        _choice("anchor", self.anchor, ANCHORS)
-        _choice("cluster_order", self.cluster_order, CLUSTER_ORDERS)
+        choice(self, "estimator", sorted(ESTIMATORS))
+        choice(self, "norm", sorted(NORMS))
+        choice(self, "episode_stats", sorted(EPISODE_STATS))
+        choice(self, "anchor", sorted(ANCHORS))
+        choice(self, "cluster_order", sorted(CLUSTER_ORDERS))
         for name in self.normalizers:
-            _choice("normalizers", name, NORMALIZERS)
-        _finite_in("gamma", self.gamma, 0.0, 1.0)
-        if not (isinstance(self.step_weight, (int, float)) and math.isfinite(self.step_weight)):
-            raise ValueError(f"AdvantageConfig.step_weight must be finite, got {self.step_weight}")
-        _finite_in("invalid_penalty", self.invalid_penalty, 0.0, math.inf)
-        if not (math.isfinite(self.epsilon) and self.epsilon > 0):
-            raise ValueError(f"AdvantageConfig.epsilon must be finite and > 0, got {self.epsilon}")
-        if not (0.0 < self.anchor_threshold <= 1.0):
-            raise ValueError(f"AdvantageConfig.anchor_threshold must be in (0, 1], got {self.anchor_threshold}")
+            choice(self, "normalizers", sorted(NORMALIZERS), value=name)
+        finite_in(self, "gamma", 0.0, 1.0)
+        must(self, "step_weight", isinstance(self.step_weight, (int, float)) and math.isfinite(self.step_weight),
+             "finite")
+        finite_in(self, "invalid_penalty", 0.0, math.inf)
+        must(self, "epsilon", math.isfinite(self.epsilon) and self.epsilon > 0, "finite and > 0")
+        in_range(self, "anchor_threshold", 0, 1, open_low=True)
         if self.anchor == "columns" and not self.anchor_columns:
             raise ValueError("AdvantageConfig.anchor_columns must name at least one column when anchor='columns'")
-        if self.embedding_batch_size < 1:
-            raise ValueError(f"AdvantageConfig.embedding_batch_size must be >= 1, got {self.embedding_batch_size}")
+        at_least(self, "embedding_batch_size", 1)
         object.__setattr__(self, "normalizers", tuple(self.normalizers))
         object.__setattr__(self, "anchor_columns", tuple(self.anchor_columns))
-
-
-def _choice(name: str, value: str, allowed) -> None:
-    if value not in allowed:
-        raise ValueError(f"AdvantageConfig.{name} must be one of {sorted(allowed)}, got {value!r}")
-
-
-def _finite_in(name: str, value: float, lo: float, hi: float) -> None:
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and lo <= value <= hi):
-        raise ValueError(f"AdvantageConfig.{name} must be in [{lo}, {hi}], got {value}")

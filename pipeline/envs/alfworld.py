@@ -38,7 +38,9 @@ import os
 import random
 import sys
 from dataclasses import dataclass, field
+
 from pipeline.envs.textgen_cache import cache_command_texts
+from pipeline.validators import at_least, choice
 
 EXPERTS = (None, "planner", "handcoded")
 _GAME_KEYS = ("pddl_domain", "grammar", "pddl_problem")
@@ -66,10 +68,8 @@ class AlfworldEnvConfig:
     expert: str | None = None  # ALFWorld expert to attach: None, "planner" (replans each step) or "handcoded"
 
     def __post_init__(self) -> None:
-        if self.max_steps < 1:
-            raise ValueError(f"AlfworldEnvConfig.max_steps must be >= 1, got {self.max_steps}")
-        if self.expert not in EXPERTS:
-            raise ValueError(f"AlfworldEnvConfig.expert must be one of {EXPERTS}, got {self.expert!r}")
+        at_least(self, "max_steps", 1)
+        choice(self, "expert", EXPERTS)
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,8 @@ from pipeline.envs.alfworld import AlfworldEnv, AlfworldEnvConfig, GameFileError
 from pipeline.envs.data import DATA_SUBDIR, SPLITS
 from pipeline.envs.households import ROOM_SCENE_BASE, sample_household
 from pipeline.envs.pddl import problem_text
-from pipeline.envs.tasks import TASK_TYPES, TaskSpec, check_task_type, sample_task
+from pipeline.envs.tasks import TASK_TYPES, TaskSpec, check_task_types, sample_task
+from pipeline.validators import at_least, choice
 
 GENERATOR_VERSION = 1
 _MAX_TRIES = 20
@@ -52,19 +53,13 @@ class GenConfig:
     max_distractors: int = 3  # most extra objects per receptacle
 
     def __post_init__(self) -> None:
-        if self.games < 1:
-            raise ValueError(f"GenConfig.games must be >= 1, got {self.games}")
-        if self.split not in SPLITS:
-            raise ValueError(f"GenConfig.split must be one of {SPLITS}, got {self.split!r}")
-        if not self.task_types:
-            raise ValueError("GenConfig.task_types must name at least one task type")
-        for name in self.task_types:
-            check_task_type(name, "GenConfig.task_types")
+        at_least(self, "games", 1)
+        choice(self, "split", SPLITS)
+        check_task_types(self.task_types, "GenConfig.task_types")
         if not 3 <= self.min_receptacles <= self.max_receptacles <= 25:
             raise ValueError("GenConfig needs 3 <= min_receptacles <= max_receptacles <= 25, got "
                              f"{self.min_receptacles} and {self.max_receptacles}")
-        if self.max_distractors < 0:
-            raise ValueError(f"GenConfig.max_distractors must be >= 0, got {self.max_distractors}")
+        at_least(self, "max_distractors", 0)
 
 
 @dataclass(frozen=True)

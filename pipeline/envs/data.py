@@ -22,7 +22,8 @@ from dataclasses import dataclass
 import alfworld.gen.goal_library as glib
 
 from pipeline.envs.alfworld import GameFileError, read_game_file
-from pipeline.envs.tasks import TASK_TYPES, check_task_type
+from pipeline.envs.tasks import TASK_TYPES, check_task_types
+from pipeline.validators import at_least, choice
 
 SPLITS = ("train", "valid_seen", "valid_unseen")
 DATA_SUBDIR = "json_2.1.1"
@@ -38,14 +39,9 @@ class AlfworldDataConfig:
     max_games: int = 0  # keep the first N games in path order; 0 keeps all
 
     def __post_init__(self) -> None:
-        if self.split not in SPLITS:
-            raise ValueError(f"AlfworldDataConfig.split must be one of {SPLITS}, got {self.split!r}")
-        if not self.task_types:
-            raise ValueError("AlfworldDataConfig.task_types must name at least one task type")
-        for name in self.task_types:
-            check_task_type(name, "AlfworldDataConfig.task_types")
-        if self.max_games < 0:
-            raise ValueError(f"AlfworldDataConfig.max_games must be >= 0, got {self.max_games}")
+        choice(self, "split", SPLITS)
+        check_task_types(self.task_types, "AlfworldDataConfig.task_types")
+        at_least(self, "max_games", 0)
 
     @property
     def split_dir(self) -> str:

@@ -31,6 +31,7 @@ from typing import Mapping, Sequence
 from pipeline.envs.alfworld import AlfworldEnvConfig, EnvError, GameFileError, ResetResult, StepResult
 from pipeline.runtime.lifeline import exit_with_parent
 from pipeline.runtime.mainmodule import main_hidden
+from pipeline.validators import above, at_least, choice
 
 START_METHODS = ("forkserver", "spawn")
 _PRELOAD = ["pipeline.envs.alfworld", "textworld.envs.pddl", "alfworld.agents.environment.alfred_tw_env"]
@@ -45,12 +46,9 @@ class PoolConfig:
     step_timeout_s: float = 600.0  # a worker silent this long on one call is killed and treated as crashed
 
     def __post_init__(self) -> None:
-        if self.workers < 1:
-            raise ValueError(f"PoolConfig.workers must be >= 1, got {self.workers}")
-        if self.start_method not in START_METHODS:
-            raise ValueError(f"PoolConfig.start_method must be one of {START_METHODS}, got {self.start_method!r}")
-        if self.step_timeout_s <= 0:
-            raise ValueError(f"PoolConfig.step_timeout_s must be > 0, got {self.step_timeout_s}")
+        at_least(self, "workers", 1)
+        choice(self, "start_method", START_METHODS)
+        above(self, "step_timeout_s", 0)
 
 
 def _worker_main(conn, env_config: AlfworldEnvConfig) -> None:

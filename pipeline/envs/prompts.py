@@ -25,6 +25,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from pipeline.validators import at_least, choice
+
 _INSTRUCTION = (
     "Now it's your turn to take an action.\n"
     "You should first reason step-by-step about the current situation. This reasoning process MUST be "
@@ -76,11 +78,8 @@ class PromptConfig:
     admissible_only: bool = False  # an action not among the state's admissible commands is invalid (verl-agent: no)
 
     def __post_init__(self) -> None:
-        if self.template not in PROMPT_TEMPLATES:
-            raise ValueError(f"PromptConfig.template must be one of {sorted(PROMPT_TEMPLATES)}, "
-                             f"got {self.template!r}")
-        if self.history_length < 0:
-            raise ValueError(f"PromptConfig.history_length must be >= 0, got {self.history_length}")
+        choice(self, "template", sorted(PROMPT_TEMPLATES))
+        at_least(self, "history_length", 0)
 
 
 def format_history(history: Sequence[tuple[str, str]], observations: bool = True) -> str:

@@ -37,6 +37,14 @@ def check_task_type(name: str, where: str) -> str:
     return name
 
 
+def check_task_types(names, where: str) -> None:
+    """``names`` (from ``where``, e.g. ``GamesConfig.task_types``) name at least one task type, each known."""
+    if not names:
+        raise ValueError(f"{where} must name at least one task type")
+    for name in names:
+        check_task_type(name, where)
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     """One sampled task: ALFRED's ``pddl_params`` plus the household it needs."""

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from pipeline.envs.prompts import PromptConfig
 
 import storage
+from pipeline.validators import above, at_least, choice, in_range, must
 
 FREE_MODES = ("none", "sleep", "restart")
 
@@ -47,16 +48,12 @@ class SamplingConfig:
     stop_token_ids: tuple[int, ...] = ()  # extra token ids that end a response, besides the checkpoint's eos
 
     def __post_init__(self) -> None:
-        if not self.temperature > 0:
-            raise ValueError(f"SamplingConfig.temperature must be > 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"SamplingConfig.top_p must be in (0, 1], got {self.top_p}")
-        if self.top_k < 0:
-            raise ValueError(f"SamplingConfig.top_k must be >= 0 (0 disables), got {self.top_k}")
-        if self.max_new_tokens < 1:
-            raise ValueError(f"SamplingConfig.max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if any(isinstance(t, bool) or not isinstance(t, int) or t < 0 for t in self.stop_token_ids):
-            raise ValueError(f"SamplingConfig.stop_token_ids must be token ids >= 0, got {self.stop_token_ids}")
+        above(self, "temperature", 0)
+        in_range(self, "top_p", 0, 1, open_low=True)
+        at_least(self, "top_k", 0, " (0 disables)")
+        at_least(self, "max_new_tokens", 1)
+        must(self, "stop_token_ids", all(isinstance(t, int) and not isinstance(t, bool) and t >= 0
+                                         for t in self.stop_token_ids), "token ids >= 0")
 
 
 @dataclass(frozen=True)
@@ -76,25 +73,15 @@ class PolicyConfig:
     expert_epsilon: float = 0.0  # expert: share of turns whose env step plays a random shown action (seeded)
 
     def __post_init__(self) -> None:
-        if self.dtype not in ("float32", "bfloat16", "float16"):
-            raise ValueError(f"PolicyConfig.dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
-        if self.max_batch_size < 1:
-            raise ValueError(f"PolicyConfig.max_batch_size must be >= 1, got {self.max_batch_size}")
-        if self.num_threads < 0:
-            raise ValueError(f"PolicyConfig.num_threads must be >= 0 (0: torch default), got {self.num_threads}")
-        if self.max_model_len < 0:
-            raise ValueError(f"PolicyConfig.max_model_len must be >= 0, got {self.max_model_len}")
-        if self.kv_cache_memory_bytes < 0:
-            raise ValueError(f"PolicyConfig.kv_cache_memory_bytes must be >= 0 (0: sized by "
-                             f"gpu_memory_utilization), got {self.kv_cache_memory_bytes}")
-        if not 0 < self.gpu_memory_utilization <= 1:
-            raise ValueError(f"PolicyConfig.gpu_memory_utilization must be in (0, 1], "
-                             f"got {self.gpu_memory_utilization}")
-        if not 0 <= self.expert_epsilon <= 1:
-            raise ValueError(f"PolicyConfig.expert_epsilon must be in [0, 1], got {self.expert_epsilon}")
-        if self.free_between_rounds not in FREE_MODES:
-            raise ValueError(f"PolicyConfig.free_between_rounds must be one of {FREE_MODES}, "
-                             f"got {self.free_between_rounds!r}")
+        must(self, "dtype", self.dtype in ("float32", "bfloat16", "float16"), "float32, bfloat16 or float16",
+             repr(self.dtype))
+        at_least(self, "max_batch_size", 1)
+        at_least(self, "num_threads", 0, " (0: torch default)")
+        at_least(self, "max_model_len", 0)
+        at_least(self, "kv_cache_memory_bytes", 0, " (0: sized by gpu_memory_utilization)")
+        in_range(self, "gpu_memory_utilization", 0, 1, open_low=True)
+        in_range(self, "expert_epsilon", 0, 1)
+        choice(self, "free_between_rounds", FREE_MODES)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from pipeline.envs.alfworld import AlfworldEnvConfig
 from pipeline.envs.pool import PoolConfig
 from pipeline.envs.prompts import PromptConfig
 from pipeline.policy.base import PolicyConfig, SamplingConfig
+from pipeline.validators import at_least
 
 
 @dataclass(frozen=True)
@@ -31,12 +32,9 @@ class RolloutConfig:
     progress: bool = True  # show a tqdm bar of episodes done and steps/s
 
     def __post_init__(self) -> None:
-        if self.group_size < 1:
-            raise ValueError(f"RolloutConfig.group_size must be >= 1, got {self.group_size}")
-        if self.groups_per_batch < 1:
-            raise ValueError(f"RolloutConfig.groups_per_batch must be >= 1, got {self.groups_per_batch}")
-        if self.retries < 0:
-            raise ValueError(f"RolloutConfig.retries must be >= 0, got {self.retries}")
+        at_least(self, "group_size", 1)
+        at_least(self, "groups_per_batch", 1)
+        at_least(self, "retries", 0)
         if self.policy.backend == "expert" and self.env.expert is None:
             raise ValueError("RolloutConfig.env.expert must name the expert ('handcoded' or 'planner') when "
                              "policy.backend is 'expert'")

@@ -15,6 +15,8 @@ import importlib.util
 import os
 from dataclasses import dataclass
 
+from pipeline.validators import choice
+
 WANDB_MODES = ("online", "offline")
 
 
@@ -28,8 +30,7 @@ class WandbConfig:
     name: str | None = None  # display name (None: the run directory's name)
 
     def __post_init__(self) -> None:
-        if self.mode not in WANDB_MODES:
-            raise ValueError(f"WandbConfig.mode must be one of {WANDB_MODES}, got {self.mode!r}")
+        choice(self, "mode", WANDB_MODES)
         if not self.project:
             raise ValueError("WandbConfig.project must not be empty")
 
