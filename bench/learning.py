@@ -28,6 +28,8 @@ import sys
 import time
 from pathlib import Path
 
+from storage.shards import build_folder
+
 ROOT = Path(__file__).resolve().parents[1]
 # Arm name -> config overrides.
 ARMS: dict[str, list[str]] = {
@@ -79,10 +81,8 @@ def fork(warm: Path, dest: Path) -> None:
     """Start ``dest`` as a copy of the warm run: round -1, the games and the base model (not its lock)."""
     if dest.exists():
         return
-    tmp = dest.with_name(dest.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(warm, tmp, ignore=shutil.ignore_patterns("_LOCK", "tensorboard", "metrics.jsonl"))
-    tmp.rename(dest)
+    build_folder(str(dest), lambda tmp: shutil.copytree(
+        warm, tmp, ignore=shutil.ignore_patterns("_LOCK", "tensorboard", "metrics.jsonl"), dirs_exist_ok=True))
 
 
 def metric(run_dir: Path, key: str) -> dict[int, float]:

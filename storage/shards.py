@@ -2,7 +2,9 @@
 
 A shard is one Parquet file of one table. It is written whole to a temporary
 name and renamed, so a crash leaves either nothing or a complete file; its
-SHA-256, size and footer digest go into the stage manifest at commit.
+SHA-256, size and footer digest go into the stage manifest at commit. Every
+file the project writes whole goes through ``put_atomic`` (``pyarrow.fs.LocalFileSystem()``
+for a file outside a run), every folder through ``build_folder``.
 
 Integrity at read: every data page carries a CRC-32 (Parquet page checksums),
 checked by every read of this module, and the footer (schema, offsets,
@@ -19,9 +21,14 @@ SHA-256 instead. Polars' own Parquet reader skips page checksums, so
 """
 from __future__ import annotations
 
+import glob
 import hashlib
+import os
+import shutil
+import tempfile
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
 
 import polars as pl
 import pyarrow as pa
@@ -142,6 +149,28 @@ def put_atomic(fs: pafs.FileSystem, path: str, payload: bytes | pa.Buffer) -> No
         except OSError:
             pass  # never created, or the filesystem refuses even that
         raise RunNotWritable(f"{path}: cannot write ({exc})") from exc
+
+
+def build_folder(path: str, build: Callable[[str], object]) -> None:
+    """Run ``build(tmp)`` on a temporary folder beside ``path``, then rename it to ``path``.
+
+    ``path`` thus exists only complete; a build killed half-way leaves a
+    ``<name>.tmp-*`` folder that the next build removes (callers hold the run lock).
+
+    >>> import os, tempfile
+    >>> root = tempfile.mkdtemp()
+    >>> build_folder(f"{root}/model", lambda tmp: open(f"{tmp}/config.json", "w").close())
+    >>> os.listdir(root), os.listdir(f"{root}/model")
+    (['model'], ['config.json'])
+    """
+    parent, name = os.path.split(path)
+    os.makedirs(parent, exist_ok=True)
+    for stale in glob.glob(os.path.join(glob.escape(parent), glob.escape(name) + ".tmp-*")):
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = tempfile.mkdtemp(prefix=f"{name}.tmp-", dir=parent)
+    build(tmp)
+    shutil.rmtree(path, ignore_errors=True)
+    os.rename(tmp, path)
 
 
 def footer_sha256(tail: bytes | pa.Buffer) -> str:

@@ -1,4 +1,5 @@
-"""Shared test setup: GPU tests are skipped on machines without CUDA."""
+"""Shared test setup: GPU tests are skipped on machines without CUDA; the tiny model and two small games, built
+once per session."""
 from __future__ import annotations
 
 import pytest
@@ -19,3 +20,19 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory) -> str:
+    """The tiny model's folder (seed 0)."""
+    from pipeline.models.tiny_model import make_tiny_model
+
+    return str(make_tiny_model(tmp_path_factory.mktemp("tiny"), seed=0))
+
+
+@pytest.fixture(scope="session")
+def games(tmp_path_factory) -> list[str]:
+    """Two small generated ALFWorld games (seed 0, at most 5 receptacles)."""
+    from pipeline.envs import generate_games
+
+    return generate_games(str(tmp_path_factory.mktemp("games")), games=2, seed=0, max_receptacles=5)

@@ -5,9 +5,8 @@
 'token-mean'
 """
 from trainer.config import TrainerConfig
-from trainer.distributed import shutdown_distributed, train_round_rank
+from trainer.deepspeed_engine import shutdown_distributed
 from trainer.rounds import train_from_run
 from trainer.updates import TrainResult, mean_logprob, train_round
 
-__all__ = ["TrainResult", "TrainerConfig", "mean_logprob", "shutdown_distributed", "train_from_run", "train_round",
-           "train_round_rank"]
+__all__ = ["TrainResult", "TrainerConfig", "mean_logprob", "shutdown_distributed", "train_from_run", "train_round"]

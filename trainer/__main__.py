@@ -87,7 +87,7 @@ def _print_step(step: int, total: int, metrics: dict) -> None:
 def _finish(result, metrics_path: str | None) -> None:
     import torch.distributed as dist
 
-    from trainer.distributed import shutdown_distributed
+    from trainer.deepspeed_engine import shutdown_distributed
 
     rank = dist.get_rank() if dist.is_initialized() else 0
     if rank == 0 and metrics_path and result is not None:

@@ -18,15 +18,17 @@ False
 from __future__ import annotations
 
 import hashlib
+import io
 import json
-import os
 import shutil
 from pathlib import Path
 
 import numpy as np
+import pyarrow.fs as pafs
 import torch
 
 from pipeline.config import to_dict
+from storage.shards import put_atomic
 from storage.stage_files import is_ours
 from storage.stage_names import CHECKPOINT_STAGE, TRAIN_STEPS
 from trainer.batches import RoundData
@@ -110,11 +112,9 @@ def load_previous(engine, state_dir: str | Path | None, cfg: TrainerConfig) -> b
 def save_precomputed(state_dir: str | Path, fp: str, tensors: dict[str, torch.Tensor], rank: int) -> None:
     """Atomically store the round-start log-probs beside the DeepSpeed state (rank 0 writes)."""
     if rank == 0:
-        path = Path(state_dir) / PRECOMPUTED
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save({"fingerprint": fp, **tensors}, tmp)
-        os.replace(tmp, path)
+        buf = io.BytesIO()
+        torch.save({"fingerprint": fp, **tensors}, buf)
+        put_atomic(pafs.LocalFileSystem(), str(Path(state_dir) / PRECOMPUTED), buf.getvalue())
     _barrier()
 
 

@@ -82,6 +82,19 @@ def init_distributed(rank: int | None = None, world_size: int | None = None, mas
     return dist.get_rank(), dist.get_world_size()
 
 
+def shutdown_distributed() -> None:
+    """Barrier, then destroy the default process group (what the deepspeed launcher expects).
+
+    Goes through ``deepspeed.comm`` so DeepSpeed also drops its cached groups and
+    the same process can join a new group later.
+    """
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.barrier()
+        import_deepspeed().comm.destroy_process_group()
+
+
 def load_shm_comm_op(deepspeed) -> None:
     """Build (or load) DeepSpeed's CPU shared-memory comm op, one process of the host at a time.
 

@@ -27,6 +27,7 @@ import threading
 import uuid
 from dataclasses import asdict, dataclass
 
+import pyarrow.fs as pafs
 from alfworld.info import ALFRED_PDDL_PATH, ALFRED_TWL2_PATH
 
 from pipeline.envs.alfworld import AlfworldEnv, AlfworldEnvConfig, GameFileError
@@ -35,6 +36,7 @@ from pipeline.envs.households import ROOM_SCENE_BASE, sample_household
 from pipeline.envs.pddl import problem_text
 from pipeline.envs.tasks import TASK_TYPES, TaskSpec, check_task_types, sample_task
 from pipeline.validators import at_least, choice
+from storage.shards import put_atomic
 
 GENERATOR_VERSION = 1
 _MAX_TRIES = 20
@@ -115,10 +117,7 @@ class Solver:
 
 
 def _write_json(path: str, data: dict) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f)
-    os.replace(tmp, path)
+    put_atomic(pafs.LocalFileSystem(), path, json.dumps(data).encode())
 
 
 def write_game_index(out_dir: str, index: int, config: GenConfig, solve: Solver) -> str:

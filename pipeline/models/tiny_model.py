@@ -22,19 +22,8 @@ import argparse
 import itertools
 from pathlib import Path
 
-PAD_TOKEN = "<|endoftext|>"
-IM_START = "<|im_start|>"
-IM_END = "<|im_end|>"
-SPECIAL_TOKENS = [PAD_TOKEN, IM_START, IM_END]
-# Tag tokens kept whole and visible in decoded text (not special: never skipped).
-TAG_TOKENS = ["<think>", "</think>", "<action>", "</action>"]
-
-CHAT_TEMPLATE = (
-    "{%- for message in messages %}"
-    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
-    "{%- endfor %}"
-    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
-)
+from pipeline.models.tokens import CHAT_TEMPLATE, IM_END, IM_START, PAD_TOKEN, SPECIAL_TOKENS, TAG_TOKENS
+from pipeline.models.word_vocab import build_word_tokenizer
 
 DEFAULT_SHAPE = dict(
     vocab_size=1024,  # BPE target; the model's vocab is the trained tokenizer's length (<= this)
@@ -152,8 +141,6 @@ def make_tiny_model(out_dir: str | Path, seed: int = 0, tokenizer: str = "bpe", 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if tokenizer == "word":
-        from pipeline.models.word_vocab import build_word_tokenizer
-
         tok = build_word_tokenizer()
     else:
         tok = build_tokenizer(shape["vocab_size"])

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import re
 
+from pipeline.models.tokens import CHAT_TEMPLATE, IM_END, PAD_TOKEN, SPECIAL_TOKENS, TAG_TOKENS
+
 UNK_TOKEN = "<unk>"
 _WORD = re.compile(r"[a-z]+")
 _PUNCTUATION = list(".,:;!?'\"()[]-|/=")
@@ -50,8 +52,6 @@ def build_word_tokenizer():
     """A ``PreTrainedTokenizerFast`` over ``vocabulary()`` with the tiny model's special tokens and chat template."""
     from tokenizers import AddedToken, Tokenizer, models, normalizers, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
-
-    from pipeline.models.tiny_model import CHAT_TEMPLATE, IM_END, PAD_TOKEN, SPECIAL_TOKENS, TAG_TOKENS
 
     vocab = {w: i for i, w in enumerate([*SPECIAL_TOKENS, UNK_TOKEN, *vocabulary()])}
     tok = Tokenizer(models.WordLevel(vocab, unk_token=UNK_TOKEN))

@@ -24,6 +24,7 @@ from dataclasses import asdict
 import storage
 from pipeline.records import RoundMetrics, read_metrics, read_train_steps, step_axis
 from pipeline.runtime.trackers import LoggingConfig, TensorBoard, Wandb
+from storage.shards import put_atomic
 
 LOGGED = "_logged_rounds.json"
 
@@ -83,7 +84,8 @@ class Trackers:
             todo = [m for m in records if m.round not in done]
             if todo:
                 self._write(name, todo, axis)
-                _record(folder, sorted(done | {m.round for m in todo}))
+                rounds = sorted(done | {m.round for m in todo})
+                put_atomic(self.run.fs, f"{folder}/{LOGGED}", json.dumps(rounds).encode())
                 logged |= {m.round for m in todo}
         return sorted(logged)
 
@@ -107,14 +109,6 @@ class Trackers:
         for writer in self.open.values():
             writer.close()
         self.open = {}
-
-
-def _record(folder: str, rounds: list[int]) -> None:
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".tmp-{os.getpid()}-{LOGGED}")
-    with open(tmp, "w") as fh:
-        json.dump(rounds, fh)
-    os.replace(tmp, os.path.join(folder, LOGGED))
 
 
 def logged_rounds(folder: str) -> set[int]:

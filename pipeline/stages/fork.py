@@ -22,6 +22,7 @@ from pipeline.config import ConfigError, config_hash
 from pipeline.records import CHECKPOINT_STAGE, FORK_FILE, STATE_STAGE, TRAIN_STEPS
 from pipeline.run_config import ForkConfig
 from pipeline.stages.retention import kept_checkpoints, retired
+from storage.shards import build_folder
 
 FORK_ROUND = -1  # the round the fork's copy lands in (a warm start's round)
 LINK_BYTES = 1 << 12  # files from this size on are hard-linked rather than copied (DeepSpeed's `latest` is rewritten)
@@ -51,8 +52,7 @@ def fork_start(run: storage.Run, fork: ForkConfig) -> str:
     target = run.stage_dir(FORK_ROUND, STATE_STAGE)
     shutil.rmtree(target, ignore_errors=True)
     if os.path.isfile(os.path.join(state, "latest")):
-        shutil.copytree(state, target + ".tmp", copy_function=_link_or_copy, dirs_exist_ok=True)
-        os.rename(target + ".tmp", target)
+        build_folder(target, lambda tmp: shutil.copytree(state, tmp, copy_function=_link_or_copy, dirs_exist_ok=True))
     run.begin(FORK_ROUND, CHECKPOINT_STAGE)
     out = run.stage_dir(FORK_ROUND, CHECKPOINT_STAGE)
     files = [f.path for f in src.manifest(k, CHECKPOINT_STAGE).files if f.path != TRAIN_STEPS]

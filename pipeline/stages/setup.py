@@ -5,12 +5,8 @@ finds the same games, the same base model and the same task list.
 """
 from __future__ import annotations
 
-import glob
 import os
 import random
-import shutil
-import tempfile
-from typing import Callable
 
 import storage
 from pipeline.config import ConfigError, to_dict
@@ -22,6 +18,7 @@ from pipeline.records import CHECKPOINT_STAGE
 from pipeline.run_config import GamesConfig, RunConfig
 from pipeline.runtime.keys import key_prefix
 from pipeline.runtime.workers import check_batches, resolve_ranks
+from storage.shards import build_folder
 
 
 def local_dir(run: storage.Run, name: str) -> str:
@@ -109,28 +106,6 @@ def base_model(cfg: RunConfig, run: storage.Run) -> str:
     except CheckpointError:  # absent, or left incomplete by a crash of an older version: (re)build it
         build_folder(path, lambda tmp: make_tiny_model(tmp, seed=cfg.games.seed, **to_dict(cfg.tiny_model)))
     return path
-
-
-def build_folder(path: str, build: Callable[[str], object]) -> None:
-    """Run ``build(tmp)`` on a temporary folder beside ``path``, then rename it to ``path``.
-
-    ``path`` thus exists only complete; a build killed half-way leaves a
-    ``<name>.tmp-*`` folder that the next build removes (callers hold the run lock).
-
-    >>> import tempfile
-    >>> root = tempfile.mkdtemp()
-    >>> build_folder(f"{root}/model", lambda tmp: open(f"{tmp}/config.json", "w").close())
-    >>> os.listdir(root), os.listdir(f"{root}/model")
-    (['model'], ['config.json'])
-    """
-    parent, name = os.path.split(path)
-    os.makedirs(parent, exist_ok=True)
-    for stale in glob.glob(os.path.join(glob.escape(parent), glob.escape(name) + ".tmp-*")):
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = tempfile.mkdtemp(prefix=f"{name}.tmp-", dir=parent)
-    build(tmp)
-    shutil.rmtree(path, ignore_errors=True)
-    os.rename(tmp, path)
 
 
 def round_tasks(games: list[str], round: int, count: int, seed: int) -> list[str]:

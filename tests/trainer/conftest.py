@@ -1,4 +1,4 @@
-"""Trainer test fixtures: CPU DeepSpeed (gloo), a tiny Qwen2 model, synthetic advantage rows."""
+"""Trainer test fixtures: CPU DeepSpeed (gloo), synthetic advantage rows (the tiny model: ``tests/conftest.py``)."""
 from __future__ import annotations
 
 import os
@@ -11,13 +11,6 @@ os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "torc
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 import pytest  # noqa: E402
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory) -> Path:
-    from pipeline.models.tiny_model import make_tiny_model
-
-    return make_tiny_model(tmp_path_factory.mktemp("tiny"), seed=0)
 
 
 @pytest.fixture(scope="session")

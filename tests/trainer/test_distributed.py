@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import textwrap
@@ -13,23 +12,18 @@ import torch
 from tests.child_env import ROOT, child_env
 from trainer.checkpoint import StateMismatchError
 from trainer.config import TrainerConfig
+from trainer.host import free_port
 from trainer.updates import train_round
 
 pytestmark = pytest.mark.usefixtures("dist_group")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_two_rank_gloo_equals_one_rank_with_twice_the_micro_batch(tiny_model, tmp_path, make_rows, load_weights):
+def test_two_rank_gloo_equals_one_rank_with_twice_the_micro_batch(tiny, tmp_path, make_rows, load_weights):
     data = tmp_path / "rows.parquet"
     make_rows(16, seed=2).write_parquet(data)
     common = dict(lr=1e-3, kl_coef=0.01, mini_batch_size=8, ppo_epochs=1, zero_stage=2)
-    port = str(_free_port())
-    args = [sys.executable, "-m", "trainer", "--policy", str(tiny_model), "--ref", str(tiny_model),
+    port = str(free_port())
+    args = [sys.executable, "-m", "trainer", "--policy", str(tiny), "--ref", str(tiny),
             "--data", str(data), "--out", str(tmp_path / "two"), "--metrics", str(tmp_path / "two.jsonl")]
     args += [f"--set={k}={v}" for k, v in {**common, "micro_batch_size": 2, "num_threads": 1}.items()]
     procs = [subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -39,14 +33,14 @@ def test_two_rank_gloo_equals_one_rank_with_twice_the_micro_batch(tiny_model, tm
     outs = [p.communicate(timeout=240)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs[0][-3000:] + outs[1][-3000:]
 
-    one = train_round(TrainerConfig(micro_batch_size=4, **common), tiny_model, _scan(data),
-                      tmp_path / "one", ref_path=tiny_model, progress=False)
+    one = train_round(TrainerConfig(micro_batch_size=4, **common), tiny, _scan(data),
+                      tmp_path / "one", ref_path=tiny, progress=False)
     two_metrics = [json.loads(line) for line in (tmp_path / "two.jsonl").read_text().splitlines()]
     assert len(two_metrics) == one.steps == 2
     for a, b in zip(one.metrics, two_metrics):
         assert b["loss"] == pytest.approx(a["loss"], abs=1e-6)
         assert (b["tokens"], b["response_tokens"]) == (a["tokens"], a["response_tokens"])
-    w1, w2, init = load_weights(one.checkpoint), load_weights(tmp_path / "two"), load_weights(tiny_model)
+    w1, w2, init = load_weights(one.checkpoint), load_weights(tmp_path / "two"), load_weights(tiny)
     assert max((w1[k] - init[k]).abs().max().item() for k in init) > 1e-3
     for k in w1:
         assert torch.allclose(w2[k], w1[k], atol=1e-5, rtol=0), k
@@ -74,7 +68,7 @@ CHILD = textwrap.dedent("""
 """)
 
 
-def test_resume_after_kill_matches_uninterrupted_run(tiny_model, tmp_path, make_rows, load_weights):
+def test_resume_after_kill_matches_uninterrupted_run(tiny, tmp_path, make_rows, load_weights):
     data = tmp_path / "rows.parquet"
     make_rows(12, seed=3).write_parquet(data)
     cfg = dict(lr=1e-3, kl_coef=0.01, old_logprobs="recompute", mini_batch_size=4, micro_batch_size=2,
@@ -82,7 +76,7 @@ def test_resume_after_kill_matches_uninterrupted_run(tiny_model, tmp_path, make_
     state, kill_at = tmp_path / "state", 2
     script = tmp_path / "child.py"
     script.write_text(CHILD)
-    proc = subprocess.Popen([sys.executable, str(script), str(tiny_model), str(data), str(tmp_path / "killed"),
+    proc = subprocess.Popen([sys.executable, str(script), str(tiny), str(data), str(tmp_path / "killed"),
                              str(state), str(kill_at), json.dumps(cfg)], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True,
                             env=child_env(OMP_NUM_THREADS=str(torch.get_num_threads())))  # same sums as here
@@ -98,12 +92,12 @@ def test_resume_after_kill_matches_uninterrupted_run(tiny_model, tmp_path, make_
     assert not (tmp_path / "killed").exists()
 
     with pytest.raises(StateMismatchError, match="saved for other data, config or world size"):
-        train_round(TrainerConfig(**{**cfg, "lr": 2e-3}), tiny_model, _scan(data), tmp_path / "x",
-                    ref_path=tiny_model, state_dir=state, progress=False)
-    resumed = train_round(TrainerConfig(**cfg), tiny_model, _scan(data), tmp_path / "resumed",
-                          ref_path=tiny_model, state_dir=state, progress=False)
-    straight = train_round(TrainerConfig(**cfg), tiny_model, _scan(data), tmp_path / "straight",
-                           ref_path=tiny_model, state_dir=tmp_path / "state2", progress=False)
+        train_round(TrainerConfig(**{**cfg, "lr": 2e-3}), tiny, _scan(data), tmp_path / "x",
+                    ref_path=tiny, state_dir=state, progress=False)
+    resumed = train_round(TrainerConfig(**cfg), tiny, _scan(data), tmp_path / "resumed",
+                          ref_path=tiny, state_dir=state, progress=False)
+    straight = train_round(TrainerConfig(**cfg), tiny, _scan(data), tmp_path / "straight",
+                           ref_path=tiny, state_dir=tmp_path / "state2", progress=False)
     assert (resumed.resumed_from, len(resumed.metrics), straight.steps) == (kill_at, 6 - kill_at, 6)
     for a, b in zip(straight.metrics[kill_at:], resumed.metrics):
         assert b["loss"] == pytest.approx(a["loss"], abs=1e-6)
@@ -112,60 +106,29 @@ def test_resume_after_kill_matches_uninterrupted_run(tiny_model, tmp_path, make_
         assert torch.equal(w_r[k], w_s[k]), (k, (w_r[k] - w_s[k]).abs().max().item())
 
 
-TWO_ROUNDS = textwrap.dedent("""
-    import sys
-    import polars as pl
-    from trainer import TrainerConfig, train_round_rank
-
-    policy, data, out, port1, port2 = sys.argv[1:6]
-    cfg = TrainerConfig(kl_coef=0.0, mini_batch_size=4, micro_batch_size=2, zero_stage=3, lr=1e-3)
-    first = train_round_rank(0, 1, "127.0.0.1", int(port1), cfg=cfg, policy_path=policy,
-                             rows=pl.read_parquet(data), out_dir=out + "/r1", progress=False)
-    second = train_round_rank(0, 1, "127.0.0.1", int(port2), cfg=cfg, policy_path=first.checkpoint,
-                              rows=pl.read_parquet(data), out_dir=out + "/r2", progress=False)
-    print("entropies", first.metrics[0]["entropy"], second.metrics[0]["entropy"])
-""")
-
-
-def test_one_worker_process_trains_round_after_round(tiny_model, tmp_path, make_rows, load_weights):
-    """A Dask worker calls train_round_rank once per round: the process group must come back."""
-    data = tmp_path / "rows.parquet"
-    make_rows(8, seed=4).write_parquet(data)
-    script = tmp_path / "rounds.py"
-    script.write_text(TWO_ROUNDS)
-    res = subprocess.run([sys.executable, str(script), str(tiny_model), str(data), str(tmp_path),
-                          str(_free_port()), str(_free_port())], cwd=ROOT, env=child_env(),
-                         capture_output=True, text=True, timeout=240)
-    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
-    first, second = (float(x) for x in res.stdout.split("entropies")[1].split())
-    assert first != second  # round 2 starts from round 1's policy (its first loss is -mean(A) either way: ratio 1)
-    w1, w2 = load_weights(tmp_path / "r1"), load_weights(tmp_path / "r2")
-    assert any(not torch.equal(w1[k], w2[k]) for k in w1)
-
-
-def test_trainer_process_sizes_its_threads_not_from_an_inherited_omp_setting(tiny_model, tmp_path, make_rows):
+def test_trainer_process_sizes_its_threads_not_from_an_inherited_omp_setting(tiny, tmp_path, make_rows):
     """A Dask nanny starts workers with OMP_NUM_THREADS=1 and a trainer they start inherits it."""
     from trainer.host import host_cores
 
     data = tmp_path / "rows.parquet"
     make_rows(4).write_parquet(data)
-    cmd = [sys.executable, "-m", "trainer", "--policy", str(tiny_model), "--data", str(data), "--out",
+    cmd = [sys.executable, "-m", "trainer", "--policy", str(tiny), "--data", str(data), "--out",
            str(tmp_path / "out"), "--set=kl_coef=0", "--set=mini_batch_size=4", "--set=micro_batch_size=4"]
-    env = child_env(OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()))
+    env = child_env(OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
     res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
     assert f"tokens/s per core ({host_cores()} threads)" in res.stdout, res.stdout[-1000:]
 
 
 @pytest.mark.gpu
-def test_gpu_bf16_round_reports_mfu(tiny_model, tmp_path, make_rows):
+def test_gpu_bf16_round_reports_mfu(tiny, tmp_path, make_rows):
     """On a GPU (DS_ACCELERATOR left to DeepSpeed): bf16 training, nccl, MFU metric, bf16 export."""
     data = tmp_path / "rows.parquet"
     make_rows(16, seed=5).write_parquet(data)
-    env = child_env(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), RANK="0", WORLD_SIZE="1",
+    env = child_env(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), RANK="0", WORLD_SIZE="1",
                     LOCAL_RANK="0")
     env.pop("DS_ACCELERATOR", None)
-    res = subprocess.run([sys.executable, "-m", "trainer", "--policy", str(tiny_model), "--ref", str(tiny_model),
+    res = subprocess.run([sys.executable, "-m", "trainer", "--policy", str(tiny), "--ref", str(tiny),
                           "--data", str(data), "--out", str(tmp_path / "out"), "--metrics", str(tmp_path / "m.jsonl"),
                           "--set", "mini_batch_size=8", "--set", "micro_batch_size=4", "--set", "zero_stage=2",
                           "--set", "peak_flops=1e15"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)

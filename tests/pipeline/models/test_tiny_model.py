@@ -10,7 +10,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
-from pipeline.models.tiny_model import IM_END, IM_START, PAD_TOKEN, TAG_TOKENS, make_tiny_model
+from pipeline.models.tiny_model import make_tiny_model
+from pipeline.models.tokens import IM_END, IM_START, PAD_TOKEN, TAG_TOKENS
 
 ROOT = Path(__file__).resolve().parents[3]
 

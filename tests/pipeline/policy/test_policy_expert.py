@@ -5,20 +5,9 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from pipeline.envs import AlfworldEnv, AlfworldEnvConfig, EnvPool, PoolConfig, format_response, generate_games
-from pipeline.models.tiny_model import make_tiny_model
+from pipeline.envs import AlfworldEnv, AlfworldEnvConfig, EnvPool, PoolConfig, format_response
 from pipeline.policy import PolicyConfig, SamplingConfig, load_tokenizer, make_backend
 from pipeline.rollout import RolloutConfig, make_groups, play_batch
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> str:
-    return str(make_tiny_model(tmp_path_factory.mktemp("tiny"), seed=0))
-
-
-@pytest.fixture(scope="module")
-def games(tmp_path_factory) -> list[str]:
-    return generate_games(str(tmp_path_factory.mktemp("games")), games=2, seed=0, max_receptacles=5)
 
 
 def _config(expert: str, epsilon: float = 0.0, group_size: int = 1, max_steps: int = 40) -> RolloutConfig:

@@ -12,11 +12,6 @@ from pipeline.policy.hf import HFBackend
 from pipeline.policy.vllm import logprobs_mode
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> str:
-    return str(make_tiny_model(tmp_path_factory.mktemp("tiny"), seed=0))
-
-
 def _prompts(tok, n: int = 5) -> list[list[int]]:
     texts = [tok.apply_chat_template([{"role": "user", "content": "go to cabinet 1" + " and look" * i}],
                                      add_generation_prompt=True, tokenize=False) for i in range(n)]

@@ -9,17 +9,11 @@ import pytest
 
 pytest.importorskip("vllm")
 
-from pipeline.models.tiny_model import make_tiny_model  # noqa: E402
 from pipeline.policy import PolicyConfig, SamplingConfig, make_backend  # noqa: E402
 
 # A KV cache of fixed bytes: on CPU a share ("gpu_memory_utilization") would be of the host's RAM.
 KV_BYTES = 64 << 20
 SAMPLING = SamplingConfig(temperature=0.7, max_new_tokens=12, stop_token_ids=(7,))
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> str:
-    return str(make_tiny_model(tmp_path_factory.mktemp("tiny"), seed=0))
 
 
 @pytest.fixture(scope="module")

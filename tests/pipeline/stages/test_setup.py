@@ -10,7 +10,8 @@ import pytest
 from pipeline.config import ConfigError
 from pipeline.envs import generate_games
 from pipeline.run_config import GamesConfig, RunConfig
-from pipeline.stages.setup import build_folder, check_paths
+from pipeline.stages.setup import check_paths
+from storage.shards import build_folder
 
 
 def test_every_bad_game_of_the_data_dir_is_named_in_one_error(tmp_path):
