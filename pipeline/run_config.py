@@ -20,7 +20,7 @@ from trainer.config import LR_DECAYS, TrainerConfig
 class GamesConfig:
     """Which ALFWorld games are played: a real data directory, or households generated offline."""
 
-    data_dir: str | None = None  # ALFWORLD_DATA root (holding json_2.1.1/); None generates games into RUN/games
+    data_dir: str | None = None  # ALFWorld data root holding json_2.1.1/ ($ALFWORLD_DATA expands); None: generate
     train_split: str = "train"  # split the collect tasks come from
     eval_split: str = "valid_seen"  # held-out split of the evaluation
     generate_train: int = 16  # games generated for the train split (data_dir None)
@@ -159,7 +159,8 @@ class RunConfig:
     run_dir: str = "runs/local"  # run directory: a local or shared POSIX path (NFS/Lustre), not an object store
     rounds: int = 2  # total rounds of the run; a rerun finishes the missing ones (0: warm start and baseline only)
     tasks_per_round: int = 16  # episode groups collected per round (paper: 16)
-    base_model: str = "tiny"  # HF checkpoint of round 0; "tiny" builds the tiny model into RUN/base_model
+    base_model: str = "tiny"  # round 0's model: a HF checkpoint folder, a hub id (org/name), or "tiny" (built in RUN)
+    base_model_revision: str = "main"  # branch, tag or commit of a hub base_model (pinned in RUN/base_model.json)
     tiny_model: TinyModelConfig = field(default_factory=TinyModelConfig)  # its shape, when base_model is tiny
     games: GamesConfig = field(default_factory=GamesConfig)  # what is played
     warm_start: WarmStartConfig | None = None  # expert demonstrations + SFT before round 0 (None: none)

@@ -17,6 +17,8 @@ from pipeline.config import ConfigError, to_dict
 from pipeline.envs.alfworld import GameFileError
 from pipeline.envs.alfworld_gen import generate_games
 from pipeline.envs.data import AlfworldDataConfig, collect_games
+from pipeline.models import hub
+from pipeline.models.hub import HubModelError, is_hub_id
 from pipeline.policy.base import CheckpointError, check_checkpoint
 from pipeline.run_config import GamesConfig, RunConfig
 from pipeline.runtime.keys import key_prefix
@@ -67,8 +69,8 @@ def check_paths(cfg: RunConfig) -> None:
                           "local or shared POSIX path (NFS/Lustre)")
     if cfg.base_model != "tiny":
         try:
-            check_checkpoint(cfg.base_model)
-        except CheckpointError as exc:
+            check_checkpoint(_hub_model(cfg).path if is_hub_id(cfg.base_model) else cfg.base_model)
+        except (CheckpointError, HubModelError) as exc:
             raise ConfigError(f"base_model: {exc}") from exc
     if cfg.fork is not None:
         from pipeline.stages.fork import source_round
@@ -99,7 +101,12 @@ def check_cluster(client, cfg: RunConfig) -> int:
 
 
 def base_model(cfg: RunConfig, run: storage.Run) -> str:
-    """Round 0's policy: ``cfg.base_model``, or the tiny model built into ``RUN/base_model``."""
+    """Round 0's policy: ``cfg.base_model`` (a hub id: its pinned snapshot), or the tiny model built into
+    ``RUN/base_model``."""
+    if is_hub_id(cfg.base_model):
+        model = _hub_model(cfg)
+        hub.record(model, run.root)
+        return model.path
     if cfg.base_model != "tiny":
         return cfg.base_model
     from pipeline.models.tiny_model import make_tiny_model
@@ -110,6 +117,10 @@ def base_model(cfg: RunConfig, run: storage.Run) -> str:
     except CheckpointError:  # absent, or left incomplete by a crash of an older version: (re)build it
         build_folder(path, lambda tmp: make_tiny_model(tmp, seed=cfg.games.seed, **to_dict(cfg.tiny_model)))
     return path
+
+
+def _hub_model(cfg: RunConfig) -> hub.HubModel:
+    return hub.pinned(cfg.base_model, cfg.base_model_revision, os.path.abspath(cfg.run_dir))
 
 
 def build_folder(path: str, build: Callable[[str], object]) -> None:
