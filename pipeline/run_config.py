@@ -6,14 +6,16 @@
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from pipeline.advantage.config import AdvantageConfig
+from pipeline.advantage.estimators import ESTIMATOR_SPECS, EstimatorSpec
 from pipeline.envs.data import SPLITS
 from pipeline.envs.tasks import TASK_TYPES, check_task_type
 from pipeline.rollout.config import RolloutConfig
 from pipeline.runtime.loggers import LoggingConfig
-from trainer.config import LR_DECAYS, TrainerConfig
+from trainer.config import LR_DECAYS, CriticConfig, TrainerConfig
 
 
 @dataclass(frozen=True)
@@ -179,7 +181,14 @@ class RunConfig:
         if self.fork is not None and self.warm_start is not None and self.warm_start.enabled:
             raise ValueError("RunConfig.fork: a forked run starts from the source's checkpoint, so it has no warm "
                              "start; remove the warm_start section or set warm_start.enabled=false")
-        if self.trainer.loss == "ppo" and self.rollout.group_size < 2:  # every estimator combines A_E and A_S
+        spec = ESTIMATOR_SPECS.get(self.advantage.estimator, EstimatorSpec())
+        if spec.critic and self.trainer.critic is None:  # the estimator's advantages need the trainer's critic
+            object.__setattr__(self, "trainer", dataclasses.replace(self.trainer, critic=CriticConfig()))
+        if not spec.critic and self.trainer.critic is not None:
+            raise ValueError(f"RunConfig.trainer.critic trains a value head that only a critic estimator (e.g. "
+                             f"advantage.estimator='ppo') uses, got advantage.estimator={self.advantage.estimator!r}; "
+                             "remove the trainer.critic section")
+        if self.trainer.loss == "ppo" and self.rollout.group_size < 2 and spec.groups:
             raise ValueError(f"RunConfig.rollout.group_size must be >= 2 with advantage.estimator="
                              f"{self.advantage.estimator!r} (its advantages compare the episodes of one task), "
                              f"got {self.rollout.group_size}")
