@@ -20,6 +20,7 @@ from pipeline.envs.data import AlfworldDataConfig, collect_games
 from pipeline.models import hub
 from pipeline.models.hub import HubModelError, is_hub_id
 from pipeline.policy.base import CheckpointError, check_checkpoint
+from pipeline.rollout.task import DAEMON_ERROR, is_daemon
 from pipeline.run_config import GamesConfig, RunConfig
 from pipeline.runtime.keys import key_prefix
 from pipeline.runtime.workers import check_batches, resolve_ranks
@@ -87,8 +88,11 @@ def check_paths(cfg: RunConfig) -> None:
 
 
 def check_cluster(client, cfg: RunConfig) -> int:
-    """The train ranks the cluster gives ``cfg``; ``ConfigError`` naming keys and working values when its
-    mini-batches (the trainer's, the warm start's) cannot be shared by that many ranks."""
+    """The train ranks the cluster gives ``cfg``; ``ConfigError`` when its workers are daemonic (they could not
+    start env, engine or trainer processes), or naming keys and working values when its mini-batches (the
+    trainer's, the warm start's) cannot be shared by that many ranks."""
+    if any(client.run(is_daemon).values()):
+        raise ConfigError(DAEMON_ERROR)
     c = cfg.cluster
     ranks = resolve_ranks(client, c.train_ranks, c.train_resources)
     how = f" (cluster.train_ranks=auto: {ranks} worker(s) offer {c.train_resources})" \
