@@ -43,12 +43,13 @@ def is_hub_id(name: str) -> bool:
     return bool(_ID.fullmatch(name)) and not os.path.exists(name)
 
 
-def resolve(model_id: str, revision: str = "main") -> HubModel:
-    """The snapshot of ``model_id`` at ``revision`` in the local cache (downloaded first when the hub is reachable)."""
+def resolve(model_id: str, revision: str = "main", offline: bool = False) -> HubModel:
+    """The snapshot of ``model_id`` at ``revision`` in the local cache (downloaded first when the hub is reachable,
+    unless ``offline``: the cache alone)."""
     from huggingface_hub import snapshot_download
 
     try:
-        path = snapshot_download(model_id, revision=revision)
+        path = snapshot_download(model_id, revision=revision, local_files_only=offline)
     except (OSError, ValueError) as exc:  # not cached and offline, unreachable, unknown, incomplete, malformed id
         fetch = f"hf download {model_id}" + (f" --revision {revision}" if revision != "main" else "")
         raise HubModelError(f"{model_id} (revision {revision}): not in the local Hugging Face cache and not "
