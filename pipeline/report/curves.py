@@ -37,8 +37,10 @@ def _round_marks(ax, spans: dict[int, tuple[int, int]]) -> None:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
-def step_curves(data: ReportData, rounds: list[int], metrics: dict[str, tuple[str, str]], what: str, cols: int):
-    """One panel per metric against the global optimizer step, one segment per round of ``rounds``."""
+def step_curves(data: ReportData, rounds: list[int], metrics: dict[str, tuple[str, str]], what: str, cols: int,
+                xlabel: str = STEP_X, marks: bool = True):
+    """One panel per metric against the global optimizer step, one segment per round of ``rounds`` (``marks``:
+    round boundaries marked)."""
     fig, axes = grid(len(metrics), cols, w=4.4, h=3.2)
     steps = {r: data.steps.get(r, []) for r in rounds if data.steps.get(r)}
     drawn: dict[str, dict[int, dict]] = {}
@@ -50,11 +52,11 @@ def step_curves(data: ReportData, rounds: list[int], metrics: dict[str, tuple[st
                 x, y = zip(*pts)
                 ax.plot(x, y, color="C0", linewidth=1.0, marker="o" if len(pts) <= 30 else None, markersize=3)
                 drawn[key][r] = {"x": list(x), "y": list(y)}
-        ax.set(title=title, xlabel=STEP_X, ylabel=ylabel)
-        if len(drawn[key]) > 1 or drawn[key] and min(drawn[key]) >= 0:
-            _round_marks(ax, {r: (rows[0]["global_step"], rows[-1]["global_step"]) for r, rows in steps.items()})
-        else:
+        ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+        if not drawn[key]:
             note(ax, f"no {what} steps recorded")
+        elif marks:
+            _round_marks(ax, {r: (rows[0]["global_step"], rows[-1]["global_step"]) for r, rows in steps.items()})
     return fig, drawn
 
 
@@ -65,7 +67,8 @@ def training(data: ReportData):
 
 def sft(data: ReportData):
     """The warm start's (round -1) per-step SFT metrics."""
-    return step_curves(data, [r for r in data.rounds if r < 0], SFT_STEPS, "SFT", cols=2)
+    return step_curves(data, [r for r in data.rounds if r < 0], SFT_STEPS, "SFT", cols=2,
+                       xlabel="optimizer step (warm start's SFT)", marks=False)
 
 
 def _per_round(records: list[RoundMetrics], name: str) -> list:

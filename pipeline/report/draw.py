@@ -1,7 +1,7 @@
 """Drawing helpers shared by the figures: Wilson intervals, line styles, legends outside the axes, saving.
 
->>> [round(v, 4) for v in wilson(5, 20)]
-[0.1119, 0.4687]
+>>> print("%.4f %.4f" % wilson(5, 20))
+0.1119 0.4687
 """
 from __future__ import annotations
 
@@ -77,8 +77,9 @@ def rates(ax, rounds, won, n, i: int, label: str, x=None, joined: bool = False, 
 
 
 def round_ticks(ax, rounds: list[int]) -> None:
-    """Integer round ticks, round -1 named ``warm start``."""
-    ax.set_xticks(rounds, ["warm start" if r < 0 else str(r) for r in rounds])
+    """Integer round ticks (at most ~20 named), round -1 named ``warm start``."""
+    named = rounds[::max(1, -(-len(rounds) // 20))]
+    ax.set_xticks(named, ["warm start" if r < 0 else str(r) for r in named])
     if rounds:
         ax.set_xlim(min(rounds) - 0.5, max(rounds) + 0.9)
 
@@ -90,13 +91,13 @@ def note(ax, text: str) -> None:
 def legend_right(ax) -> None:
     """The panel's legend beside it, never over a point."""
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, borderaxespad=0)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, borderaxespad=0).set_in_layout(False)
 
 
 def legend_below(ax) -> None:
     """The panel's legend under it, never over a point."""
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.3), fontsize=7, ncol=1)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), fontsize=7).set_in_layout(False)
 
 
 def figure_legend(fig) -> None:
@@ -119,6 +120,7 @@ def grid(n: int, cols: int, w: float = 4.0, h: float = 3.0):
 
 
 def save(fig, path: str) -> None:
-    fig.tight_layout()
-    fig.savefig(path, dpi=100, bbox_inches="tight")  # "tight": legends outside the axes stay in the image
+    fig.tight_layout()  # legends outside the axes are out of the layout: they leave the panels their size
+    legends = [leg for leg in [ax.get_legend() for ax in fig.axes] + fig.legends if leg is not None]
+    fig.savefig(path, dpi=100, bbox_inches="tight", bbox_extra_artists=legends)  # the legends stay in the image
     plt.close(fig)

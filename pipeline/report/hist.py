@@ -1,6 +1,7 @@
 """Advantage histograms: one row per round, A_E, A_S, the total advantage and the anchor-group sizes.
 
-A column shares its bins across rounds, so rows compare. A_S is shown for the
+A column shares its bins across rounds, so rows compare; advantage counts are on
+a log scale (most steps sit near 0, the tails matter). A_S is shown for the
 steps in shared anchor groups only (a singleton's A_S is 0 by definition); the
 group sizes are counted per step (``anchor_group_size``: a step in a group of
 5 counts once at 5), so the bar at 1 is the share of steps GiGPO cannot compare.
@@ -26,13 +27,13 @@ def _values(cols: dict[str, np.ndarray], name: str) -> np.ndarray:
 
 
 def _edges(arrays: list[np.ndarray], integer: bool) -> np.ndarray:
-    """Bins shared by a column's rounds: one per integer up to 60, else ~BINS (log-spaced for integers)."""
+    """Bins shared by a column's rounds: ~BINS, or one per integer size (wider past 100)."""
     both = np.concatenate(arrays) if arrays else np.zeros(0)
     if both.size == 0:
         return np.array([-0.5, 0.5])
     lo, hi = float(both.min()), float(both.max())
     if integer:
-        return np.arange(lo, hi + 2) - 0.5 if hi <= 60 else np.unique(np.geomspace(1, hi + 1, BINS).round()) - 0.5
+        return np.arange(lo, hi + 1 + (width := max(1, -(-int(hi) // 100))), width) - 0.5
     return np.linspace(lo - 0.5, hi + 0.5, BINS + 1) if lo == hi else np.linspace(lo, hi, BINS + 1)
 
 
@@ -48,9 +49,10 @@ def advantages(data: ReportData):
             ax, values = axes[4 * i + j], per_round[r]
             counts, _, _ = ax.hist(values, bins=edges, color=f"C{j}")
             drawn[r][name] = {"edges": edges.tolist(), "counts": counts.astype(int).tolist()}
-            if name == "anchor_group_size" and edges[-1] > 61:
-                ax.set_xscale("log")
-            ax.set(title=f"round {r}: {title} ({values.size} steps)", xlabel=xlabel, ylabel="steps")
+            if name != "anchor_group_size":
+                ax.set_yscale("log")  # a spike at 0 would flatten the tails
+            ax.set(title=f"round {r}: {title} ({values.size} steps)", xlabel=xlabel,
+                   ylabel="steps" if name == "anchor_group_size" else "steps (log scale)")
             ax.title.set_fontsize(9)
     if not rounds:
         axes[0].set(title="advantages", xlabel="advantage (normalised units)", ylabel="steps")

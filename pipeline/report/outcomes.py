@@ -67,6 +67,7 @@ def progress(data: ReportData):
                               x=[at[r] for r in ev["round"]]),
         }
         ax.set(title=f"success against {name.replace('_', ' ')}", xlabel=xlabel, ylabel=WON, ylim=(-0.02, 1.05))
+        ax.set_xlim(left=0)  # the warm start's cost shows
     figure_legend(fig)
     return fig, drawn
 
@@ -99,6 +100,8 @@ def tasks(data: ReportData):
         ax.set(title=title, xlabel=ROUND if k < 2 else HELD_OUT_X,
                ylabel=WON if k % 2 == 0 else "episode length (steps)")
         round_ticks(ax, data.rounds if k >= 2 else [r for r in data.rounds if r >= 0])
+        if k % 2 == 0:
+            ax.set_ylim(-0.02, 1.05)
         if not ax.has_data():
             note(ax, "no episodes")
     figure_legend(fig)

@@ -187,15 +187,21 @@ def _labels_of_every_figure(run):
 
 
 @pytest.mark.parametrize("tables", [True, False])
-def test_every_axis_is_labelled_and_anchored_share_is_in_one_figure(small_run, tmp_path_factory, tables):
+def test_every_axis_is_labelled_legends_hide_nothing_and_anchored_share_is_in_one_figure(small_run, tmp_path_factory, tables):
     run = small_run
     if not tables:  # metrics only: empty panels still name their axes
         run = storage.open_run(str(tmp_path_factory.mktemp("bare")))
         commit_metrics(run, _metrics(0), "cfg")
     showing = set()
     for name, fig in _labels_of_every_figure(run):
+        fig.canvas.draw()
+        panels = [ax.get_window_extent() for ax in fig.axes]
+        for legend in [ax.get_legend() for ax in fig.axes if ax.get_legend()] + fig.legends:
+            assert not any(legend.get_window_extent().overlaps(p) for p in panels), name  # outside every panel
         for ax in fig.axes:
             assert ax.get_xlabel() and ax.get_ylabel(), (name, ax.get_title())
+            notes = [t.get_text() for t in ax.texts if t.get_position() == (0.5, 0.5)]
+            assert not (notes and ax.has_data()), (name, ax.get_title(), notes)  # "not recorded" over a curve
             if any("anchored share" in t.lower() for t in (ax.get_title(), ax.get_ylabel())):
                 showing.add(name)
     assert showing == {"anchors.png"}
