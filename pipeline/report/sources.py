@@ -12,8 +12,8 @@ import numpy as np
 import polars as pl
 
 import storage
-from storage.schemas import TABLE_STAGE
 from pipeline.stages.record import RoundMetrics, read_metrics, step_axis
+from storage.schemas import TABLE_STAGE
 
 __all__ = ["RoundMetrics", "ReportData", "load", "task_table", "outcomes", "advantage_columns"]
 
