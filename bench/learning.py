@@ -36,6 +36,8 @@ ARMS: dict[str, list[str]] = {
     "gigpo": ["advantage.estimator=gigpo"],
     "grpo": ["advantage.estimator=grpo"],
     "step_only": ["advantage.estimator=step_only"],
+    "rloo": ["advantage.estimator=rloo"],
+    "ppo": ["advantage.estimator=ppo"],
     "gigpo_state": ["advantage.estimator=gigpo", "advantage.anchor=state"],
     "gigpo_composite": ["advantage.estimator=gigpo", "advantage.anchor=composite"],
 }

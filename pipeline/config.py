@@ -21,6 +21,7 @@ pipeline.config.ConfigError: opt.lr: expected float, got 'fast'
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import json
 import math
@@ -107,7 +108,9 @@ def from_dict(cls: type, data: Mapping[str, Any], where: str = "") -> Any:
     names = [f.name for f in dataclasses.fields(cls) if f.init]
     unknown = sorted(set(data) - set(names))
     if unknown:
-        raise ConfigError(f"{_join(where, unknown[0])}: unknown key; expected one of {names}")
+        close = difflib.get_close_matches(unknown[0], names, n=3, cutoff=0.6)
+        hint = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
+        raise ConfigError(f"{_join(where, unknown[0])}: unknown key{hint}; expected one of {names}")
     kwargs = {k: _convert(hints[k], v, _join(where, k)) for k, v in data.items()}
     for key, value in kwargs.items():  # nested dataclasses were checked when built
         if not dataclasses.is_dataclass(value):

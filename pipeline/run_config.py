@@ -6,22 +6,24 @@
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from pipeline.advantage.config import AdvantageConfig
+from pipeline.advantage.estimators import ESTIMATOR_SPECS, EstimatorSpec
 from pipeline.envs.data import SPLITS
 from pipeline.envs.tasks import TASK_TYPES, check_task_types
 from pipeline.rollout.config import RolloutConfig
 from pipeline.runtime.trackers import LoggingConfig
 from pipeline.validators import above, choice, in_range, must
-from trainer.config import LR_DECAYS, TrainerConfig
+from trainer.config import LR_DECAYS, CriticConfig, TrainerConfig
 
 
 @dataclass(frozen=True)
 class GamesConfig:
     """Which ALFWorld games are played: a real data directory, or households generated offline."""
 
-    data_dir: str | None = None  # ALFWORLD_DATA root (holding json_2.1.1/); None generates games into RUN/games
+    data_dir: str | None = None  # ALFWorld data root holding json_2.1.1/ ($ALFWORLD_DATA expands); None: generate
     train_split: str = "train"  # split the collect tasks come from
     eval_split: str = "valid_seen"  # held-out split of the evaluation
     generate_train: int = 16  # games generated for the train split (data_dir None)
@@ -151,7 +153,8 @@ class RunConfig:
     run_dir: str = "runs/local"  # run directory: a local or shared POSIX path (NFS/Lustre), not an object store
     rounds: int = 2  # total rounds of the run; a rerun finishes the missing ones (0: warm start and baseline only)
     tasks_per_round: int = 16  # episode groups collected per round (paper: 16)
-    base_model: str = "tiny"  # HF checkpoint of round 0; "tiny" builds the tiny model into RUN/base_model
+    base_model: str = "tiny"  # round 0's model: a HF checkpoint folder, a hub id (org/name), or "tiny" (built in RUN)
+    base_model_revision: str = "main"  # branch, tag or commit of a hub base_model (pinned in RUN/base_model.json)
     tiny_model: TinyModelConfig = field(default_factory=TinyModelConfig)  # its shape, when base_model is tiny
     games: GamesConfig = field(default_factory=GamesConfig)  # what is played
     warm_start: WarmStartConfig | None = None  # expert demonstrations + SFT before round 0 (None: none)
@@ -170,7 +173,14 @@ class RunConfig:
         if self.fork is not None and self.warm_start is not None and self.warm_start.enabled:
             raise ValueError("RunConfig.fork: a forked run starts from the source's checkpoint, so it has no warm "
                              "start; remove the warm_start section or set warm_start.enabled=false")
-        if self.trainer.loss == "ppo" and self.rollout.group_size < 2:  # every estimator combines A_E and A_S
+        spec = ESTIMATOR_SPECS.get(self.advantage.estimator, EstimatorSpec())
+        if spec.critic and self.trainer.critic is None:  # the estimator's advantages need the trainer's critic
+            object.__setattr__(self, "trainer", dataclasses.replace(self.trainer, critic=CriticConfig()))
+        if not spec.critic and self.trainer.critic is not None:
+            raise ValueError(f"RunConfig.trainer.critic trains a value head that only a critic estimator (e.g. "
+                             f"advantage.estimator='ppo') uses, got advantage.estimator={self.advantage.estimator!r}; "
+                             "remove the trainer.critic section")
+        if self.trainer.loss == "ppo" and self.rollout.group_size < 2 and spec.groups:
             raise ValueError(f"RunConfig.rollout.group_size must be >= 2 with advantage.estimator="
                              f"{self.advantage.estimator!r} (its advantages compare the episodes of one task), "
                              f"got {self.rollout.group_size}")

@@ -35,8 +35,8 @@ MARK_NAME = "_RUN.json"
 FORMAT = "gigpo-run"
 VERSION = 1
 # Top-level entries a driver writes; a folder of only these with a committed stage is a run made before marks.
-RUN_ENTRIES = frozenset({LOCK_NAME, MARK_NAME, "rounds", "configs", "games", "base_model", "metrics.jsonl",
-                         "tensorboard", "wandb", "report"})
+RUN_ENTRIES = frozenset({LOCK_NAME, MARK_NAME, "rounds", "configs", "games", "base_model", "base_model.json",
+                         "metrics.jsonl", "tensorboard", "wandb", "report"})
 
 
 @dataclasses.dataclass(frozen=True)

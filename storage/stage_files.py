@@ -21,12 +21,13 @@ from storage.stage_names import CHECKPOINT_STAGE, METRICS_FILE, METRICS_STAGE
 
 TEMPORARY = (".tmp-*", "*/.tmp-*")
 # What a Hugging Face export of a causal LM writes (weights, config, tokenizer, chat template), plus the
-# trainer's per-step record and a fork's source record; an exporter copies only these names from its source model.
+# trainer's per-step record, a critic's value head and a fork's source record; an exporter copies only these
+# names from its source model.
 CHECKPOINT_FILES = (
     "*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin", "*.bin.index.json", "config.json",
     "generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
     "added_tokens.json", "vocab.json", "vocab.txt", "merges.txt", "tokenizer.model", "chat_template.jinja",
-    "chat_template.json", "train_metrics.jsonl", "_fork.json",
+    "chat_template.json", "train_metrics.jsonl", "_fork.json", "value_head.pt",
 )
 _OWN = {CHECKPOINT_STAGE: CHECKPOINT_FILES, METRICS_STAGE: (METRICS_FILE,)}
 

@@ -45,6 +45,10 @@ class RoundData:
     rollout_logprobs: np.ndarray  # float32, flat per response token
     advantage: np.ndarray  # float32 [rows]
     dropped_empty: int  # rows skipped because their response has no tokens
+    episode: np.ndarray | None = None  # int64 [rows]: the row's episode, numbered (with ``episodes=True``)
+    step: np.ndarray | None = None  # int64 [rows]: the row's step in its episode (with ``episodes=True``)
+    returns: np.ndarray | None = None  # float32 [rows]: the critic's value targets (trainer.gae)
+    old_values: np.ndarray | None = None  # float32 [rows]: the critic's values at the round's start
 
     @property
     def n_rows(self) -> int:
@@ -56,17 +60,21 @@ class RoundData:
 
 
 def load_rows(source: pl.DataFrame | pl.LazyFrame, vocab_size: int, max_seq_len: int,
-              check_logprobs: bool = True) -> RoundData:
+              check_logprobs: bool = True, episodes: bool = False) -> RoundData:
     """Read and validate a round's rows (projecting ``COLUMNS``); raise ``BadRoundError`` on bad input.
 
     Rows with an empty response are dropped (counted in ``dropped_empty``): they hold no token to train.
+    ``episodes``: also read ``episode_id`` and ``step`` (and ``round`` when present) into ``episode``/``step``.
     """
     lf = source.lazy()
-    missing = [c for c in COLUMNS if c not in lf.collect_schema().names()]
+    names = lf.collect_schema().names()
+    keys = ([c for c in ("round",) if c in names] + ["episode_id", "step"]) if episodes else []
+    wanted = [*COLUMNS, *keys]
+    missing = [c for c in wanted if c not in names]
     if missing:
-        raise BadRoundError(f"advantage rows lack column(s) {missing}; expected {list(COLUMNS)}")
-    df = lf.select(COLUMNS).collect()
-    for col in COLUMNS:
+        raise BadRoundError(f"advantage rows lack column(s) {missing}; expected {wanted}")
+    df = lf.select(wanted).collect()
+    for col in wanted:
         if df[col].null_count():
             _fail(source, col, int(df[col].is_null().arg_max()), "is null; expected a value")
     adv = df["advantage"].cast(pl.Float64).to_numpy()
@@ -93,7 +101,11 @@ def load_rows(source: pl.DataFrame | pl.LazyFrame, vocab_size: int, max_seq_len:
     if check_logprobs:
         _check_finite(source, "response_logprobs", logprobs,
                       lambda pos: keep[np.searchsorted(resp_start, pos, side="right") - 1])
-    return RoundData(tokens, seq_start, p, r, resp_start, logprobs, adv.astype(np.float32), dropped)
+    data = RoundData(tokens, seq_start, p, r, resp_start, logprobs, adv.astype(np.float32), dropped)
+    if episodes:
+        data.episode = df.select(pl.struct(keys[:-1]).rank("dense")).to_series().to_numpy().astype(np.int64)
+        data.step = df["step"].to_numpy().astype(np.int64)
+    return data
 
 
 @dataclass
@@ -115,6 +127,8 @@ class MicroBatch:
     old_logprobs: torch.Tensor  # [B, R]
     ref_logprobs: torch.Tensor | None  # [B, R]
     seq_lens: np.ndarray  # [B] real lengths (0 for padding rows)
+    returns: torch.Tensor | None = None  # [B] the critic's value targets (0 for padding rows)
+    old_values: torch.Tensor | None = None  # [B] the critic's values at the round's start
 
     @property
     def padding_share(self) -> float:
@@ -140,6 +154,9 @@ def collate(data: RoundData, rows: np.ndarray, pad_id: int, old_logprobs: np.nda
     def per_token(flat: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.where(resp_valid, flat[flat_idx], 0.0).astype(np.float32))
 
+    def per_row(values: np.ndarray | None) -> torch.Tensor | None:
+        return None if values is None else torch.from_numpy(np.where(real, values[idx], 0.0).astype(np.float32))
+
     adv = np.where(real, data.advantage[idx], 0.0)[:, None] * resp_valid
     return MicroBatch(
         **inputs,
@@ -150,6 +167,8 @@ def collate(data: RoundData, rows: np.ndarray, pad_id: int, old_logprobs: np.nda
         old_logprobs=per_token(old_logprobs),
         ref_logprobs=None if ref_logprobs is None else per_token(ref_logprobs),
         seq_lens=lens,
+        returns=per_row(data.returns),
+        old_values=per_row(data.old_values),
     )
 
 

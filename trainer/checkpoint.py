@@ -1,8 +1,9 @@
 """Round outputs: the Hugging Face export and the DeepSpeed state kept for resume.
 
 The state directory holds DeepSpeed checkpoints tagged ``step{k}`` (k optimizer
-steps done; only the newest is kept), ``precomputed.pt`` (old/ref log-probs of the
-round's start, so a resumed run uses the same ones) and a fingerprint of the
+steps done; only the newest is kept), ``precomputed.pt`` (old/ref log-probs and a
+critic's values of the round's start, so a resumed run uses the same ones),
+``layout.json`` (whether the state holds a value head) and a fingerprint of the
 round's data and config: state from another round or config is refused. The
 previous round's final state is loaded without that check (``load_previous``):
 it carries the AdamW moments into the next round.
@@ -33,9 +34,11 @@ from storage.stage_files import is_ours
 from storage.stage_names import CHECKPOINT_STAGE, TRAIN_STEPS
 from trainer.batches import RoundData
 from trainer.config import TrainerConfig
+from trainer.critic import save_value_head
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".msgpack", ".h5")
 PRECOMPUTED = "precomputed.pt"
+LAYOUT = "layout.json"  # beside the DeepSpeed state: its modules beyond the policy (``layout``)
 _NOT_IN_FINGERPRINT = ("num_threads", "keep_checkpoints", "keep_every")  # settings that change nothing computed
 
 
@@ -54,18 +57,20 @@ def fingerprint(data: RoundData, cfg: TrainerConfig, world_size: int) -> str:
 
 
 def export_hf(engine, lm, src_path: str | Path, out_dir: str | Path, rank: int) -> Path:
-    """Write the policy as a HF checkpoint (weights, config, tokenizer files of ``src_path``).
+    """Write the policy as a HF checkpoint (weights, config, tokenizer files of ``src_path``), and a critic's
+    value head beside it (``trainer.critic.VALUE_HEAD``).
 
     Collective under ZeRO-3 (parameters are gathered); rank 0 writes.
     """
     deepspeed = _deepspeed()
     out = Path(out_dir)
-    params = list(lm.parameters())
+    params = list(engine.module.parameters())  # the policy's, and a value head's
     with deepspeed.zero.GatheredParameters(params, modifier_rank=None, enabled=engine.zero_optimization_stage() == 3):
         if rank == 0:
             out.mkdir(parents=True, exist_ok=True)
-            lm.config.dtype = next(p.dtype for p in params if p.is_floating_point())  # bf16 on GPU
+            lm.config.dtype = next(p.dtype for p in lm.parameters() if p.is_floating_point())  # bf16 on GPU
             lm.save_pretrained(out)  # straight from the live (gathered) parameters: no second copy of the weights
+            save_value_head(engine.module, out)
             _copy_side_files(Path(src_path), out)
     _barrier()
     return out
@@ -77,6 +82,7 @@ def save_state(engine, state_dir: str | Path, step: int, fp: str, rank: int) -> 
     engine.save_checkpoint(str(state_dir), tag=f"step{step}", client_state={"step": step, "fingerprint": fp})
     _barrier()
     if rank == 0:
+        (state_dir / LAYOUT).write_text(json.dumps(layout(engine.module)))
         for old in state_dir.glob("step*"):
             if old.is_dir() and old.name != f"step{step}":
                 shutil.rmtree(old, ignore_errors=True)
@@ -96,17 +102,31 @@ def load_state(engine, state_dir: str | Path | None, fp: str) -> int:
 
 
 def load_previous(engine, state_dir: str | Path | None, cfg: TrainerConfig) -> bool:
-    """Load the previous round's final state (weights and AdamW moments); False when there is none.
+    """Load the previous round's final state (weights and AdamW moments); False when there is none or it holds
+    other modules (``layout``).
 
     The weights equal the previous round's export; the config's betas and weight
     decay replace the saved ones (the learning rate is set at every step).
     """
     if state_dir is None or not (Path(state_dir) / "latest").is_file():
         return False
+    if saved_layout(state_dir) != layout(engine.module):  # e.g. a warm start's (no value head) before a critic
+        return False
     engine.load_checkpoint(str(state_dir), load_optimizer_states=True, load_lr_scheduler_states=False)
     for group in engine.optimizer.param_groups:
         group.update(betas=cfg.betas, weight_decay=cfg.weight_decay)
     return True
+
+
+def layout(module) -> dict:
+    """The parameter layout of a trainer module beyond the policy: whether it has a value head."""
+    return {"value_head": hasattr(module, "value_head")}
+
+
+def saved_layout(state_dir: str | Path) -> dict:
+    """The layout a state directory was saved with (no ``layout.json``: the policy alone)."""
+    path = Path(state_dir) / LAYOUT
+    return json.loads(path.read_text()) if path.is_file() else {"value_head": False}
 
 
 def save_precomputed(state_dir: str | Path, fp: str, tensors: dict[str, torch.Tensor], rank: int) -> None:

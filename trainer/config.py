@@ -29,6 +29,31 @@ LR_DECAYS = ("none", "linear")
 
 
 @dataclass(frozen=True)
+class CriticConfig:
+    """PPO with a critic: a value head on the policy, GAE over each episode's steps (``trainer/critic.py``, ``gae.py``).
+
+    The value head is a linear layer on the policy's last hidden state at a step's last
+    prompt token, trained with the policy (one backbone, one AdamW) on ``loss + vf_coef *
+    value loss``; its weights travel with the checkpoint (``value_head.pt``). The rows'
+    ``advantage`` is then the step's reward (the ``ppo`` estimator).
+    """
+
+    gamma: float = 1.0  # GAE discount across an episode's steps (verl's default, kept by verl-agent's PPO baseline)
+    lam: float = 1.0  # GAE lambda (verl's default, kept by verl-agent's PPO baseline; 1: Monte-Carlo return - V)
+    vf_coef: float = 0.1  # weight of the value loss in the shared loss (small: win rewards of 10 give large errors)
+    cliprange_value: float = 0.5  # value clip: V_new kept within V_old +- this (verl's critic.cliprange_value)
+    whiten: bool = True  # normalise the round's GAE advantages to mean 0, std 1 over its steps (verl whitens)
+
+    def __post_init__(self) -> None:
+        for name in ("gamma", "lam"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"CriticConfig.{name}={getattr(self, name)!r}: expected a value in [0, 1]")
+        for name in ("vf_coef", "cliprange_value"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"CriticConfig.{name}={getattr(self, name)!r}: expected > 0")
+
+
+@dataclass(frozen=True)
 class TrainerConfig:
     """Hyper-parameters of one round of PPO updates over advantage-annotated steps (or of SFT on steps)."""
 
@@ -44,6 +69,9 @@ class TrainerConfig:
     temperature: float = 1.0  # rollout sampling temperature; logits are divided by it (as verl does)
     old_logprobs: str = "recompute"  # rollout: use the shards' log-probs | recompute: policy forward before updating
     loss: str = "ppo"  # ppo: clipped policy gradient on advantages | sft: NLL of response tokens, no advantages
+    # PPO with a value head and GAE (null: the rows' advantages as they are); advantage.estimator=ppo sets it.
+    # Used with loss ppo only (an SFT stage ignores it)
+    critic: CriticConfig | None = None
     # --- optimizer ---
     lr: float = 1e-6  # AdamW learning rate after warmup
     warmup_steps: int = 0  # linear warmup: lr * min(1, (k + 1) / warmup_steps) at optimizer step k
@@ -102,6 +130,11 @@ class TrainerConfig:
         expect(self, "peak_flops", self.peak_flops is None or self.peak_flops > 0, "expected None or > 0")
         expect(self, "mini_batch_size", self.mini_batch_size % self.micro_batch_size == 0,
                f"expected a multiple of micro_batch_size={self.micro_batch_size}")
+
+    @property
+    def uses_critic(self) -> bool:
+        """Whether training runs the value head and GAE (a critic section with the ppo loss)."""
+        return self.critic is not None and self.loss == "ppo"
 
     def grad_accum_steps(self, world_size: int) -> int:
         """Micro-batches per optimizer step on each rank (DeepSpeed's gradient_accumulation_steps)."""

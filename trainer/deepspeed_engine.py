@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from trainer.config import TrainerConfig
+from trainer.critic import CriticModel, load_value_head
 from trainer.host import free_port, has_cuda
 from trainer.model import LogProbModel, load_causal_lm
 
@@ -144,11 +145,14 @@ def ds_config(cfg: TrainerConfig, world_size: int, bf16: bool) -> dict:
 
 
 def build_engine(cfg: TrainerConfig, policy_path: str | Path, world_size: int):
-    """Load the policy and wrap it in a DeepSpeed engine; returns ``(engine, hf_model)``."""
+    """Load the policy (with ``cfg.uses_critic``, its value head) and wrap it in a DeepSpeed engine; returns
+    ``(engine, hf_model)``."""
     deepspeed = import_deepspeed()
     bf16 = use_bf16(cfg)
     lm = load_causal_lm(policy_path, torch.float32, cfg.gradient_checkpointing)
-    module = LogProbModel(lm, cfg.temperature, cfg.logit_chunk_tokens)
+    module = (CriticModel if cfg.uses_critic else LogProbModel)(lm, cfg.temperature, cfg.logit_chunk_tokens)
+    if cfg.uses_critic:
+        load_value_head(module, policy_path)
 
     def optimizer(params):
         return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)

@@ -80,8 +80,18 @@ class LogProbModel(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, position_ids: torch.Tensor | None,
                 resp_index: torch.Tensor, response_ids: torch.Tensor, mask: torch.Tensor, with_entropy: bool = True,
                 entropy_grad: bool = True):
-        hidden = self.lm.get_decoder()(input_ids=input_ids, attention_mask=attention_mask,
-                                       position_ids=position_ids).last_hidden_state
+        hidden = self.hidden(input_ids, attention_mask, position_ids)
+        return self.response_logprobs(hidden, resp_index, response_ids, mask, with_entropy, entropy_grad)
+
+    def hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+               position_ids: torch.Tensor | None) -> torch.Tensor:
+        """The backbone's last hidden states ``[B, T, H]``."""
+        return self.lm.get_decoder()(input_ids=input_ids, attention_mask=attention_mask,
+                                     position_ids=position_ids).last_hidden_state
+
+    def response_logprobs(self, hidden: torch.Tensor, resp_index: torch.Tensor, response_ids: torch.Tensor,
+                          mask: torch.Tensor, with_entropy: bool = True, entropy_grad: bool = True):
+        """``(logprobs [B, R], entropy [B, R] | None)`` of the response tokens from the hidden states."""
         valid = mask > 0
         if not valid.any():  # keep a graph to the weights: one masked-out token (the loss ignores it)
             valid = torch.zeros_like(valid)

@@ -26,8 +26,9 @@ from trainer.host import has_cuda
 
 # bf16 dense peak FLOP/s per device, matched on the CUDA device name.
 PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12}
+_VALUE = ("vf_loss", "vf_clipped", "value_rows", "value_ret_sum", "value_ret_sq", "value_err_sum", "value_err_sq")
 _TENSORS = ("loss", "pg_loss", "kl_loss", "entropy", "clipped", "clipped_lower", "approx_kl_sum",
-            "response_tokens")
+            "response_tokens") + _VALUE  # the _VALUE sums: a critic's (trainer.critic.value_loss)
 _SUMMED = _TENSORS + ("tokens", "processed", "flops")
 LIVE_PREFIX = "gigpo-step "  # a stdout line of ``python -m trainer --live``: this prefix, then one JSON object
 
@@ -100,7 +101,23 @@ class StepAccumulator:
         )
         if peak_flops:
             out["mfu"] = s["flops"] / seconds / (peak_flops * world_size)
+        if s["value_rows"]:
+            out.update(_value_metrics(s))
         return out
+
+
+def _value_metrics(s: dict[str, float]) -> dict[str, float]:
+    """The critic's value loss, value clip fraction and explained variance ``1 - Var(R - V) / Var(R)``.
+
+    >>> _value_metrics({"vf_loss": 0.5, "vf_clipped": 1.0, "value_rows": 4.0, "value_ret_sum": 4.0,
+    ...                 "value_ret_sq": 8.0, "value_err_sum": 0.0, "value_err_sq": 1.0})
+    {'vf_loss': 0.5, 'vf_clip_frac': 0.25, 'explained_var': 0.75}
+    """
+    n = s["value_rows"]
+    var_ret = s["value_ret_sq"] / n - (s["value_ret_sum"] / n) ** 2
+    var_err = s["value_err_sq"] / n - (s["value_err_sum"] / n) ** 2
+    return {"vf_loss": s["vf_loss"], "vf_clip_frac": s["vf_clipped"] / n,
+            "explained_var": 1.0 - var_err / var_ret if var_ret > 0 else float("nan")}
 
 
 def _all_reduce(values: list[float]) -> list[float]:

@@ -8,6 +8,10 @@ not depend on how a mini-batch is cut into micro-batches or ranks.
 With ``optimizer_state: keep`` the round's final DeepSpeed state (weights and
 AdamW moments) stays in ``state_dir`` and the next round loads it
 (``optimizer_from``), so two rounds train as one continuous run would.
+
+With a critic (``trainer.critic``) the policy carries a value head: its values at
+the round's start turn the rows' step rewards into GAE advantages (``trainer.gae``),
+and each micro-batch's loss adds its clipped value loss (``trainer.critic``).
 """
 from __future__ import annotations
 
@@ -26,7 +30,9 @@ from storage import verify_stage_dir
 from trainer import checkpoint as ckpt
 from trainer.batches import PAD_ROW, BadRoundError, MicroBatch, RoundData, collate, load_rows, make_plan
 from trainer.config import TrainerConfig
+from trainer.critic import with_value_loss
 from trainer.deepspeed_engine import build_engine, global_grad_norm, init_distributed, lr_at, set_lr, use_bf16
+from trainer.gae import with_gae
 from trainer.host import has_cuda
 from trainer.loss import policy_loss, sft_loss
 from trainer.model import LogProbModel, count_params, load_causal_lm
@@ -92,7 +98,7 @@ def train_round(cfg: TrainerConfig, policy_path: str | Path, rows: pl.DataFrame 
     model_cfg = AutoConfig.from_pretrained(policy_path, local_files_only=True)
     max_len = cfg.max_seq_len or model_cfg.max_position_embeddings
     data = load_rows(rows, model_cfg.vocab_size, max_len,
-                     check_logprobs=cfg.loss == "ppo" and cfg.old_logprobs == "rollout")
+                     check_logprobs=cfg.loss == "ppo" and cfg.old_logprobs == "rollout", episodes=cfg.uses_critic)
     if data.n_rows == 0:
         return _empty_round(cfg, policy_path, out_dir, data, rank)
     clock.mark("load")
@@ -101,8 +107,10 @@ def train_round(cfg: TrainerConfig, policy_path: str | Path, rows: pl.DataFrame 
     done = ckpt.load_state(engine, state_dir, fp)
     continued = done == 0 and cfg.optimizer_state == "keep" and ckpt.load_previous(engine, optimizer_from, cfg)
     clock.mark("engine")
-    old_flat, ref_flat = (data.rollout_logprobs, None) if cfg.loss == "sft" else \
+    old_flat, ref_flat, values = (data.rollout_logprobs, None, None) if cfg.loss == "sft" else \
         _round_start_logprobs(engine, cfg, data, ref_path, state_dir, fp, rank, world, done)
+    if values is not None:  # the rows' advantage is the step's reward: GAE on the critic's values
+        data = with_gae(data, values, cfg.critic)
     clock.mark("logprobs")
     plan = make_plan(data, cfg, world)
     stepper = _Stepper(engine, lm, cfg, data, old_flat, ref_flat, rank, world)
@@ -141,6 +149,7 @@ class _Stepper:
         head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
         self.flops_shape = (count_params(lm)[1], c.num_hidden_layers, c.num_attention_heads * head_dim)
         self.peak = peak_flops(cfg.peak_flops)
+        self.extra = {"with_values": True} if cfg.uses_critic else {}
 
     def step(self, plan_step: np.ndarray, step: int, total: int) -> dict:
         engine, cfg, data = self.engine, self.cfg, self.data
@@ -151,10 +160,12 @@ class _Stepper:
         acc, start, pre_norm = StepAccumulator(), time.perf_counter(), float("nan")
         for j, rows in enumerate(plan_step[:, self.rank]):
             mb = _to(collate(data, rows, 0, self.old_flat, self.ref_flat, cfg.packing), engine.device)
-            lp, ent = engine(*_inputs(mb), entropy_grad=cfg.entropy_coeff > 0)
+            lp, ent, *values = engine(*_inputs(mb), entropy_grad=cfg.entropy_coeff > 0, **self.extra)
             out = sft_loss(lp, ent, mb.mask, cfg, num_tokens, num_seqs) if cfg.loss == "sft" else \
                 policy_loss(lp, ent, mb.old_logprobs, mb.advantages, mb.mask, cfg, mb.ref_logprobs, num_tokens,
                             num_seqs)
+            if values:
+                out = with_value_loss(out, values[0], mb, cfg.critic, num_seqs)
             engine.backward(out.loss * self.world, scale_wrt_gas=False)  # DeepSpeed averages over ranks
             acc.add(out.stats, tokens=int(mb.seq_lens.sum()), processed=mb.input_ids.numel(),
                     flops=train_flops(self.flops_shape[0], mb.seq_lens, *self.flops_shape[1:]))
@@ -176,47 +187,58 @@ class _Stepper:
 
 
 def _round_start_logprobs(engine, cfg, data, ref_path, state_dir, fp, rank, world, done):
-    """Old log-probs (rollout or recomputed) and reference log-probs, fixed at the round's start."""
+    """Old log-probs (rollout or recomputed), reference log-probs and a critic's values, fixed at the round's start."""
     stored = ckpt.load_precomputed(state_dir, fp)
     if stored is None and done > 0:
         raise ckpt.StateMismatchError(f"{state_dir!r} holds {done} steps but no {ckpt.PRECOMPUTED}; remove it")
     if stored is None:
         stored = {}
-        if cfg.old_logprobs == "recompute":
-            stored["old"] = _logprobs(engine, data, cfg, rank, world)
+        if cfg.old_logprobs == "recompute" or cfg.uses_critic:  # one forward gives both
+            old, values = _logprobs(engine, data, cfg, rank, world, values=cfg.uses_critic)
+            if cfg.old_logprobs == "recompute":
+                stored["old"] = old
+            if values is not None:
+                stored["values"] = values
         if cfg.kl_coef > 0:
             ref = LogProbModel(load_causal_lm(ref_path, torch.bfloat16 if use_bf16(cfg) else torch.float32),
                                cfg.temperature, cfg.logit_chunk_tokens).to(engine.device).eval()
-            stored["ref"] = _logprobs(ref, data, cfg, rank, world)
+            stored["ref"] = _logprobs(ref, data, cfg, rank, world)[0]
             del ref
         if state_dir is not None and stored:
             ckpt.save_precomputed(state_dir, fp, stored, rank)
     old = stored["old"].numpy() if "old" in stored else data.rollout_logprobs
-    return old, stored["ref"].numpy() if "ref" in stored else None
+    return old, *(stored[k].numpy() if k in stored else None for k in ("ref", "values"))
 
 
 @torch.no_grad()
-def _logprobs(model, data: RoundData, cfg: TrainerConfig, rank: int, world: int) -> torch.Tensor:
-    """Log-probs of every response token under ``model`` (rows split over ranks, then summed)."""
+def _logprobs(model, data: RoundData, cfg: TrainerConfig, rank: int, world: int, values: bool = False) \
+        -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Log-probs of every response token under ``model`` (rows split over ranks, then summed), and with
+    ``values`` every row's value (a ``CriticModel``)."""
     size = cfg.logprob_micro_batch_size
     rows = np.arange(data.n_rows)
     rows = np.concatenate([rows, np.full(-len(rows) % (size * world), PAD_ROW)]).reshape(-1, world, size)
-    flat = torch.zeros(data.n_response_tokens, dtype=torch.float32)
+    flat = torch.zeros(data.n_response_tokens + (data.n_rows if values else 0), dtype=torch.float32)
     dummy = np.zeros(data.n_response_tokens, dtype=np.float32)
+    extra = {"with_values": True} if values else {}
     for mine in rows[:, rank]:  # every rank runs the same number of forwards (ZeRO-3 gathers collectively)
         mb = collate(data, mine, 0, dummy, packed=cfg.packing)
-        lp, _ = model(*_inputs(_to(mb, _device(model))), with_entropy=False)
+        lp, _, *v = model(*_inputs(_to(mb, _device(model))), with_entropy=False, **extra)
         real = mine != PAD_ROW
         idx = data.resp_start[np.where(real, mine, 0)][:, None] + np.arange(mb.mask.shape[1])
         keep = mb.mask.numpy() > 0
         flat[torch.from_numpy(idx[keep])] = lp.float().cpu()[torch.from_numpy(keep)]
+        if values:  # after the tokens: one value per row
+            flat[torch.from_numpy(data.n_response_tokens + mine[real])] = v[0].float().cpu()[torch.from_numpy(real)]
     if world > 1:
         import torch.distributed as dist
 
         flat = flat.to(_device(model))
-        dist.all_reduce(flat)  # each token was written by exactly one rank
+        dist.all_reduce(flat)  # each token (and row) was written by exactly one rank
         flat = flat.cpu()
-    return flat
+    if not values:
+        return flat, None
+    return flat[:data.n_response_tokens].clone(), flat[data.n_response_tokens:].clone()
 
 
 def mean_logprob(policy_path: str | Path, rows: pl.DataFrame | pl.LazyFrame, cfg: TrainerConfig | None = None) \
@@ -240,7 +262,7 @@ def mean_logprob(policy_path: str | Path, rows: pl.DataFrame | pl.LazyFrame, cfg
     data = load_rows(tokens, model_cfg.vocab_size, cfg.max_seq_len or model_cfg.max_position_embeddings,
                      check_logprobs=False)
     model = LogProbModel(load_causal_lm(policy_path, torch.float32), cfg.temperature).eval()
-    return float(_logprobs(model, data, cfg, 0, 1).double().mean())
+    return float(_logprobs(model, data, cfg, 0, 1)[0].double().mean())
 
 
 def _empty_round(cfg: TrainerConfig, policy_path, out_dir, data: RoundData, rank: int) -> TrainResult:

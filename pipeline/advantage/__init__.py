@@ -12,7 +12,9 @@ Conventions (verl-agent's ``gigpo/core_gigpo.py``; each is a field of AdvantageC
 - ``norm="std"``: (x - mean) / (unbiased std + epsilon); ``"mean"``: x - mean;
   a group with one entry has mean 0 and std 1;
 - anchor groups live inside one group_id; a singleton anchor group has A_S = 0;
-- advantage = A_E + step_weight * A_S (``gigpo``), A_E (``grpo``) or A_S (``step_only``).
+- advantage = A_E + step_weight * A_S (``gigpo``), A_E (``grpo``) or A_S (``step_only``); RLOO's
+  leave-one-out episode baseline (``rloo``); or, for ``ppo``, the step's penalised reward that the
+  trainer's GAE turns into an advantage with its critic (``estimators.py``).
 
 Entry points: ``compute_advantages`` (a frame), ``run_advantage_job`` (Parquet
 shards, in process or on Dask; the advantage stage, ``pipeline.stages.advantage``,
@@ -32,7 +34,7 @@ from pipeline.advantage.anchors import ANCHORS, NORMALIZERS, anchor_key, registe
 from pipeline.advantage.config import AdvantageConfig
 from pipeline.advantage.dask_job import JobResult, run_advantage_job
 from pipeline.advantage.engine import ADVANTAGE_COLUMNS, compute_advantages
-from pipeline.advantage.estimators import ESTIMATORS, register_estimator
+from pipeline.advantage.estimators import ESTIMATOR_SPECS, ESTIMATORS, EstimatorRows, register_estimator
 from pipeline.advantage.purity import anchor_groups
 from pipeline.advantage.stats import anchor_stats
 from pipeline.advantage.validate import AdvantageInputError
@@ -41,6 +43,8 @@ __all__ = [
     "ADVANTAGE_COLUMNS",
     "ANCHORS",
     "ESTIMATORS",
+    "ESTIMATOR_SPECS",
+    "EstimatorRows",
     "NORMALIZERS",
     "AdvantageConfig",
     "AdvantageInputError",

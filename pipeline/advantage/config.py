@@ -27,9 +27,11 @@ CLUSTER_ORDERS = ("episode", "step")
 class AdvantageConfig:
     """How advantages are computed from a round's step rows."""
 
-    # "gigpo" (A_E + step_weight * A_S), "grpo" (A_E), "step_only" (A_S); see estimators.py
+    # "gigpo" (A_E + step_weight * A_S), "grpo" (A_E), "step_only" (A_S), "rloo" (leave-one-out episode baseline),
+    # "ppo" (GAE on a critic, computed by the trainer: trainer.critic); see estimators.py
     estimator: str = "gigpo"
-    # discount of the step return G_t = r_t + gamma * G_{t+1} (no bootstrap at truncation)
+    # discount of the step return G_t = r_t + gamma * G_{t+1} (no bootstrap at truncation); ppo's GAE discounts
+    # with trainer.critic.gamma
     gamma: float = 0.95
     # omega: weight of the step advantage A_S in the "gigpo" estimator
     step_weight: float = 1.0
@@ -39,7 +41,8 @@ class AdvantageConfig:
     norm: str = "std"
     # A_E statistics over every step row of a group ("steps", verl-agent) or one entry per episode ("episodes", Eq. 3)
     episode_stats: str = "steps"
-    # subtracted from an invalid step's return (after discounting) and from that row's episode score
+    # subtracted from an invalid step's return (after discounting) and from that row's episode score (and, for
+    # ppo, from that step's reward)
     invalid_penalty: float = 0.1
     # anchor-state strategy: "exact", "normalized", "similarity", "embedding", "columns", "state" (true state,
     # the oracle), "composite" (observation + admissible commands); see anchors.py

@@ -17,7 +17,7 @@ import polars as pl
 
 from pipeline.advantage.anchors import ANCHORS
 from pipeline.advantage.config import AdvantageConfig
-from pipeline.advantage.estimators import ESTIMATORS
+from pipeline.advantage.estimators import EstimatorRows, estimate
 from pipeline.advantage.groupnorm import (
     anchor_advantage,
     combine_codes,
@@ -126,7 +126,7 @@ def _kernel(frame: pl.DataFrame, group, episode, step, cfg: AdvantageConfig) -> 
         "adv_episode": adv_episode,
         "adv_step": adv_step,
         "anchor_group_size": size.astype(np.int32),
-        "advantage": ESTIMATORS[cfg.estimator](adv_episode, adv_step, cfg),
+        "advantage": estimate(adv_episode, adv_step, cfg, EstimatorRows(scores, reward - penalty, seg)),
         "anchor_id": (codes - first_code[seg.group_index]).astype(np.int32),
     }
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import string
 from dataclasses import dataclass
 
 import alfworld.gen.goal_library as glib
@@ -39,6 +40,7 @@ class AlfworldDataConfig:
     max_games: int = 0  # keep the first N games in path order; 0 keeps all
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "data_dir", data_root(self.data_dir))
         choice(self, "split", SPLITS)
         check_task_types(self.task_types, "AlfworldDataConfig.task_types")
         at_least(self, "max_games", 0)
@@ -47,6 +49,17 @@ class AlfworldDataConfig:
     def split_dir(self) -> str:
         """``DATA/json_2.1.1/<split>``."""
         return os.path.join(self.data_dir, DATA_SUBDIR, self.split)
+
+
+def data_root(value: str) -> str:
+    """A data folder setting as a path: ``~`` and ``$VARS`` expanded, ``$ALFWORLD_DATA`` as ALFWorld reads it
+    (``~/.cache/alfworld`` when unset).
+
+    >>> data_root("$ALFWORLD_DATA/x") == os.path.join(os.environ.get("ALFWORLD_DATA", data_root("~/.cache/alfworld")), "x")
+    True
+    """
+    env = {"ALFWORLD_DATA": os.path.expanduser("~/.cache/alfworld")} | dict(os.environ)
+    return os.path.expanduser(string.Template(value).safe_substitute(env))
 
 
 def task_id(game_file: str) -> str:
@@ -100,10 +113,12 @@ def _check_utf8(path: str) -> None:
 def collect_games(config: AlfworldDataConfig) -> list[str]:
     """Sorted paths of the playable ``game.tw-pddl`` files of ``config.split``."""
     if not os.path.isdir(config.data_dir):
-        raise GameFileError(f"{config.data_dir}: ALFWorld data directory not found")
+        raise GameFileError(f"{config.data_dir}: ALFWorld data directory not found; fetch ALFWorld's data with "
+                            "`alfworld-download` (into $ALFWORLD_DATA, by default ~/.cache/alfworld)")
     if not os.path.isdir(config.split_dir):
         raise GameFileError(f"{config.split_dir}: missing split folder; expected the ALFWORLD_DATA layout "
-                            f"{DATA_SUBDIR}/{{{','.join(SPLITS)}}}/<task>/<trial>/game.tw-pddl")
+                            f"{DATA_SUBDIR}/{{{','.join(SPLITS)}}}/<task>/<trial>/game.tw-pddl, as "
+                            "`alfworld-download` writes it")
     _check_utf8(config.split_dir)
     games, errors = [], []
     for root, _, files in os.walk(config.split_dir):

@@ -1,1 +1,1 @@
-"""Models and tokenizers built locally (no hub): the tiny Qwen2 model and the ALFWorld word vocabulary."""
+"""Models: the tiny Qwen2 model and the ALFWorld word vocabulary built locally; hub models resolved into the cache."""

@@ -13,8 +13,11 @@ from pipeline.config import ConfigError, to_dict
 from pipeline.envs.alfworld import GameFileError
 from pipeline.envs.alfworld_gen import generate_games
 from pipeline.envs.data import AlfworldDataConfig, collect_games
+from pipeline.models import hub
+from pipeline.models.hub import HubModelError, is_hub_id
 from pipeline.policy.base import CheckpointError, check_checkpoint
 from pipeline.records import CHECKPOINT_STAGE
+from pipeline.rollout.task import DAEMON_ERROR, is_daemon
 from pipeline.run_config import GamesConfig, RunConfig
 from pipeline.runtime.keys import key_prefix
 from pipeline.runtime.workers import check_batches, resolve_ranks
@@ -63,8 +66,8 @@ def check_paths(cfg: RunConfig) -> None:
                           "local or shared POSIX path (NFS/Lustre)")
     if cfg.base_model != "tiny":
         try:
-            check_checkpoint(cfg.base_model)
-        except CheckpointError as exc:
+            check_checkpoint(_hub_model(cfg).path if is_hub_id(cfg.base_model) else cfg.base_model)
+        except (CheckpointError, HubModelError) as exc:
             raise ConfigError(f"base_model: {exc}") from exc
     if cfg.fork is not None:
         from pipeline.stages.fork import source_round
@@ -81,8 +84,11 @@ def check_paths(cfg: RunConfig) -> None:
 
 
 def check_cluster(client, cfg: RunConfig) -> int:
-    """The train ranks the cluster gives ``cfg``; ``ConfigError`` naming keys and working values when its
-    mini-batches (the trainer's, the warm start's) cannot be shared by that many ranks."""
+    """The train ranks the cluster gives ``cfg``; ``ConfigError`` when its workers are daemonic (they could not
+    start env, engine or trainer processes), or naming keys and working values when its mini-batches (the
+    trainer's, the warm start's) cannot be shared by that many ranks."""
+    if any(client.run(is_daemon).values()):
+        raise ConfigError(DAEMON_ERROR)
     c = cfg.cluster
     ranks = resolve_ranks(client, c.train_ranks, c.train_resources)
     how = f" (cluster.train_ranks=auto: {ranks} worker(s) offer {c.train_resources})" \
@@ -95,7 +101,12 @@ def check_cluster(client, cfg: RunConfig) -> int:
 
 
 def base_model(cfg: RunConfig, run: storage.Run) -> str:
-    """Round 0's policy: ``cfg.base_model``, or the tiny model built into ``RUN/base_model``."""
+    """Round 0's policy: ``cfg.base_model`` (a hub id: its pinned snapshot), or the tiny model built into
+    ``RUN/base_model``."""
+    if is_hub_id(cfg.base_model):
+        model = _hub_model(cfg)
+        hub.record(model, run.root)
+        return model.path
     if cfg.base_model != "tiny":
         return cfg.base_model
     from pipeline.models.tiny_model import make_tiny_model
@@ -106,6 +117,10 @@ def base_model(cfg: RunConfig, run: storage.Run) -> str:
     except CheckpointError:  # absent, or left incomplete by a crash of an older version: (re)build it
         build_folder(path, lambda tmp: make_tiny_model(tmp, seed=cfg.games.seed, **to_dict(cfg.tiny_model)))
     return path
+
+
+def _hub_model(cfg: RunConfig) -> hub.HubModel:
+    return hub.pinned(cfg.base_model, cfg.base_model_revision, os.path.abspath(cfg.run_dir))
 
 
 def round_tasks(games: list[str], round: int, count: int, seed: int) -> list[str]:

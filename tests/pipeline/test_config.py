@@ -40,7 +40,8 @@ def test_yaml_and_overrides(tmp_path):
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["inner.gamma_typo=1"], r"inner.gamma_typo: unknown key; expected one of \['gamma', 'norm', 'columns'\]"),
+    (["inner.gamma_typo=1"], r"inner.gamma_typo: unknown key \(did you mean 'gamma'\?\); expected one of \['gamma', 'norm', 'columns'\]"),
+    (["inner.xyz=1"], r"inner.xyz: unknown key; expected one of \['gamma', 'norm', 'columns'\]"),
     (["rounds=two"], "rounds: expected int, got 'two'"),
     (["rounds=true"], "rounds: expected int, got True"),
     (["inner.norm=max"], r"inner.norm: expected one of \['std', 'mean'\], got 'max'"),
@@ -187,7 +188,7 @@ def test_the_trainer_loader_refuses_non_finite_numbers(tmp_path, capsys):
     assert capsys.readouterr().err == "config error: trainer.lr: expected a finite number, got nan\n"
 
 
-@pytest.mark.parametrize("estimator", ["gigpo", "grpo", "step_only"])
+@pytest.mark.parametrize("estimator", ["gigpo", "grpo", "step_only", "rloo"])
 def test_one_episode_per_group_is_refused_with_a_group_relative_estimator(estimator):
     from pipeline.run_config import RunConfig
 
@@ -198,3 +199,18 @@ def test_one_episode_per_group_is_refused_with_a_group_relative_estimator(estima
     assert load(RunConfig, None, ["rollout.group_size=2", f"advantage.estimator={estimator}"]).rollout.group_size == 2
     sft = load(RunConfig, None, ["rollout.group_size=1", "trainer.loss=sft", "trainer.kl_coef=0"])
     assert sft.rollout.group_size == 1  # SFT on the round's steps reads no advantages
+
+
+def test_ppo_needs_no_groups_and_turns_on_the_trainers_critic():
+    from pipeline.run_config import RunConfig
+    from trainer.config import CriticConfig
+
+    cfg = load(RunConfig, None, ["rollout.group_size=1", "advantage.estimator=ppo"])
+    assert cfg.rollout.group_size == 1 and cfg.trainer.critic == CriticConfig()
+    tuned = load(RunConfig, None, ["advantage.estimator=ppo", "trainer.critic.lam=0.95"])
+    assert tuned.trainer.critic == CriticConfig(lam=0.95)
+    with pytest.raises(ConfigError) as caught:
+        load(RunConfig, None, ["advantage.estimator=grpo", "trainer.critic.lam=0.95"])
+    assert str(caught.value) == ("trainer.critic trains a value head that only a critic estimator (e.g. "
+                                 "advantage.estimator='ppo') uses, got advantage.estimator='grpo'; remove the "
+                                 "trainer.critic section")

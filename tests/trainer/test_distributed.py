@@ -10,22 +10,36 @@ import pytest
 import torch
 
 from tests.child_env import ROOT, child_env
+from pipeline.config import from_dict
 from trainer.checkpoint import StateMismatchError
 from trainer.config import TrainerConfig
+from trainer.critic import VALUE_HEAD
 from trainer.host import free_port
 from trainer.updates import train_round
 
 pytestmark = pytest.mark.usefixtures("dist_group")
 
 
-def test_two_rank_gloo_equals_one_rank_with_twice_the_micro_batch(tiny, tmp_path, make_rows, load_weights):
+CRITIC = [None, {"gamma": 0.9, "lam": 0.95}]  # without and with a value head (GAE over each episode's steps)
+
+
+def _episodes(rows):
+    """``rows`` as episodes of 4 steps (a critic's GAE chains them)."""
+    import polars as pl
+
+    return rows.with_columns(episode_id=pl.int_range(pl.len()) // 4, step=pl.int_range(pl.len()) % 4)
+
+
+@pytest.mark.parametrize("critic", CRITIC)
+def test_two_rank_gloo_equals_one_rank_with_twice_the_micro_batch(tiny, tmp_path, make_rows, load_weights,
+                                                                  critic):
     data = tmp_path / "rows.parquet"
-    make_rows(16, seed=2).write_parquet(data)
-    common = dict(lr=1e-3, kl_coef=0.01, mini_batch_size=8, ppo_epochs=1, zero_stage=2)
+    _episodes(make_rows(16, seed=2)).write_parquet(data)
+    common = dict(lr=1e-3, kl_coef=0.01, mini_batch_size=8, ppo_epochs=1, zero_stage=2, critic=critic)
     port = str(free_port())
     args = [sys.executable, "-m", "trainer", "--policy", str(tiny), "--ref", str(tiny),
             "--data", str(data), "--out", str(tmp_path / "two"), "--metrics", str(tmp_path / "two.jsonl")]
-    args += [f"--set={k}={v}" for k, v in {**common, "micro_batch_size": 2, "num_threads": 1}.items()]
+    args += [f"--set={k}={json.dumps(v)}" for k, v in {**common, "micro_batch_size": 2, "num_threads": 1}.items()]
     procs = [subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               env=child_env(RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE="2", OMP_NUM_THREADS="1",
                                             MASTER_ADDR="127.0.0.1", MASTER_PORT=port))
@@ -33,13 +47,14 @@ def test_two_rank_gloo_equals_one_rank_with_twice_the_micro_batch(tiny, tmp_path
     outs = [p.communicate(timeout=240)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs[0][-3000:] + outs[1][-3000:]
 
-    one = train_round(TrainerConfig(micro_batch_size=4, **common), tiny, _scan(data),
+    one = train_round(from_dict(TrainerConfig, {"micro_batch_size": 4, **common}), tiny, _scan(data),
                       tmp_path / "one", ref_path=tiny, progress=False)
     two_metrics = [json.loads(line) for line in (tmp_path / "two.jsonl").read_text().splitlines()]
     assert len(two_metrics) == one.steps == 2
     for a, b in zip(one.metrics, two_metrics):
         assert b["loss"] == pytest.approx(a["loss"], abs=1e-6)
         assert (b["tokens"], b["response_tokens"]) == (a["tokens"], a["response_tokens"])
+        assert ("vf_loss" in b) == (critic is not None) and b.get("vf_loss") == pytest.approx(a.get("vf_loss"))
     w1, w2, init = load_weights(one.checkpoint), load_weights(tmp_path / "two"), load_weights(tiny)
     assert max((w1[k] - init[k]).abs().max().item() for k in init) > 1e-3
     for k in w1:
@@ -55,6 +70,7 @@ def _scan(path):
 CHILD = textwrap.dedent("""
     import json, sys, time
     import polars as pl
+    from pipeline.config import from_dict
     from trainer.config import TrainerConfig
     from trainer.updates import train_round
 
@@ -63,16 +79,17 @@ CHILD = textwrap.dedent("""
         print(f"step {step}", flush=True)
         if step == int(kill_at):
             time.sleep(600)  # wait here for the parent's SIGKILL
-    train_round(TrainerConfig(**json.loads(cfg)), policy, pl.read_parquet(data), out, ref_path=policy,
+    train_round(from_dict(TrainerConfig, json.loads(cfg)), policy, pl.read_parquet(data), out, ref_path=policy,
                 state_dir=state, on_step=on_step, progress=False)
 """)
 
 
-def test_resume_after_kill_matches_uninterrupted_run(tiny, tmp_path, make_rows, load_weights):
+@pytest.mark.parametrize("critic", CRITIC)
+def test_resume_after_kill_matches_uninterrupted_run(tiny, tmp_path, make_rows, load_weights, critic):
     data = tmp_path / "rows.parquet"
-    make_rows(12, seed=3).write_parquet(data)
+    _episodes(make_rows(12, seed=3)).write_parquet(data)
     cfg = dict(lr=1e-3, kl_coef=0.01, old_logprobs="recompute", mini_batch_size=4, micro_batch_size=2,
-               ppo_epochs=2, save_every=1)
+               ppo_epochs=2, save_every=1, critic=critic)
     state, kill_at = tmp_path / "state", 2
     script = tmp_path / "child.py"
     script.write_text(CHILD)
@@ -92,11 +109,11 @@ def test_resume_after_kill_matches_uninterrupted_run(tiny, tmp_path, make_rows, 
     assert not (tmp_path / "killed").exists()
 
     with pytest.raises(StateMismatchError, match="saved for other data, config or world size"):
-        train_round(TrainerConfig(**{**cfg, "lr": 2e-3}), tiny, _scan(data), tmp_path / "x",
+        train_round(from_dict(TrainerConfig, {**cfg, "lr": 2e-3}), tiny, _scan(data), tmp_path / "x",
                     ref_path=tiny, state_dir=state, progress=False)
-    resumed = train_round(TrainerConfig(**cfg), tiny, _scan(data), tmp_path / "resumed",
+    resumed = train_round(from_dict(TrainerConfig, cfg), tiny, _scan(data), tmp_path / "resumed",
                           ref_path=tiny, state_dir=state, progress=False)
-    straight = train_round(TrainerConfig(**cfg), tiny, _scan(data), tmp_path / "straight",
+    straight = train_round(from_dict(TrainerConfig, cfg), tiny, _scan(data), tmp_path / "straight",
                            ref_path=tiny, state_dir=tmp_path / "state2", progress=False)
     assert (resumed.resumed_from, len(resumed.metrics), straight.steps) == (kill_at, 6 - kill_at, 6)
     for a, b in zip(straight.metrics[kill_at:], resumed.metrics):
@@ -104,6 +121,9 @@ def test_resume_after_kill_matches_uninterrupted_run(tiny, tmp_path, make_rows, 
     w_r, w_s = load_weights(resumed.checkpoint), load_weights(straight.checkpoint)
     for k in w_s:
         assert torch.equal(w_r[k], w_s[k]), (k, (w_r[k] - w_s[k]).abs().max().item())
+    if critic is not None:  # the value head resumed too
+        heads = [torch.load(r.checkpoint / VALUE_HEAD, weights_only=True) for r in (resumed, straight)]
+        assert all(torch.equal(heads[0][k], heads[1][k]) for k in heads[1])
 
 
 def test_trainer_process_sizes_its_threads_not_from_an_inherited_omp_setting(tiny, tmp_path, make_rows):

@@ -80,7 +80,7 @@ def test_not_a_frame():
         ("gamma", -0.1, r"AdvantageConfig.gamma must be in \[0.0, 1.0\], got -0.1"),
         ("gamma", 1.5, r"AdvantageConfig.gamma must be in"),
         ("epsilon", 0.0, r"AdvantageConfig.epsilon must be finite and > 0"),
-        ("estimator", "ppo", r"AdvantageConfig.estimator must be one of \['gigpo', 'grpo', 'step_only'\]"),
+        ("estimator", "a2c", r"AdvantageConfig.estimator must be one of \['gigpo', 'grpo', 'ppo', 'rloo', 'step_only"),
         ("norm", "max", r"AdvantageConfig.norm must be one of"),
         ("episode_stats", "tokens", r"AdvantageConfig.episode_stats must be one of"),
         ("anchor", "fuzzy", r"AdvantageConfig.anchor must be one of"),

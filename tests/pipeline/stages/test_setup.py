@@ -5,12 +5,15 @@ import json
 import os
 import shutil
 
+import dask
 import pytest
+from distributed import Client, LocalCluster
 
 from pipeline.config import ConfigError
 from pipeline.envs import generate_games
+from pipeline.rollout.task import DAEMON_ERROR
 from pipeline.run_config import GamesConfig, RunConfig
-from pipeline.stages.setup import check_paths
+from pipeline.stages.setup import check_cluster, check_paths
 from storage.shards import build_folder
 
 
@@ -55,3 +58,12 @@ def test_a_killed_build_leaves_no_folder_and_the_next_build_clears_its_leftovers
     assert [p.startswith("base_model.tmp-") for p in os.listdir(tmp_path)] == [True]
     build_folder(path, lambda tmp: shutil.copy(__file__, tmp))
     assert os.listdir(tmp_path) == ["base_model"] and os.listdir(path) == [os.path.basename(__file__)]
+
+
+def test_daemonic_workers_are_a_config_error_before_any_work():
+    with dask.config.set({"distributed.worker.daemon": True}), \
+            LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        with pytest.raises(ConfigError) as err:
+            check_cluster(client, RunConfig())
+    assert str(err.value) == DAEMON_ERROR
