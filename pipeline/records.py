@@ -38,7 +38,8 @@ class RoundMetrics:
     policy_version: int  # policy version that collected the round's data (= round; -1: the warm start's expert)
     success_rate: float = 0.0  # share of collected episodes won
     episode_length: float = 0.0  # mean steps per collected episode
-    invalid_action_share: float = 0.0  # share of steps whose response had no valid <action>
+    format_error_share: float = 0.0  # share of steps whose response had no readable <action> (a format error)
+    nothing_happens_share: float = 0.0  # share of steps the env answered "Nothing happens." (a command it refused)
     response_length: float | None = None  # mean response tokens per collected step
     eval_success_rate: float | None = None  # share of held-out episodes won (None: not evaluated)
     anchored_share: float = 0.0  # share of steps in non-singleton anchor groups (GiGPO's step signal)
@@ -52,7 +53,7 @@ class RoundMetrics:
     states_per_anchor_group: float | None = None  # mean distinct true states per anchor group
     missed_revisit_share: float | None = None  # steps whose true state recurs in the group, left in singletons
     loss: float | None = None  # mean policy loss over the round's optimizer steps
-    kl: float | None = None  # mean KL to the reference policy
+    kl: float | None = None  # mean approx_kl: the sampling policy's log-probs minus the updated policy's
     clip_fraction: float | None = None  # mean share of clipped tokens
     entropy: float | None = None  # mean token entropy
     grad_norm: float | None = None  # mean gradient norm before clipping
@@ -70,6 +71,7 @@ class RoundMetrics:
     @classmethod
     def from_json(cls, text: str) -> "RoundMetrics":
         raw = json.loads(text)
+        raw.setdefault("format_error_share", raw.get("invalid_action_share", 0.0))  # its name in older records
         return cls(**{f.name: raw[f.name] for f in fields(cls) if f.name in raw})
 
 

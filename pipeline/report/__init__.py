@@ -33,7 +33,7 @@ FIGURES = {
                      "clip fraction, learning rate), round boundaries dotted"),
     "sft.png": (curves.sft, "the warm start's SFT metrics per optimizer step (loss, entropy, grad norm, "
                 "learning rate)"),
-    "collect.png": (curves.collect, "invalid-action share and response length of the collected steps per round"),
+    "collect.png": (curves.collect, "format errors, refused commands and response length per round"),
     "anchors.png": (curves.anchors, "anchored share, anchor purity against the true state, mean |A_E| and "
                     "|A_S| per round"),
     "advantages.png": (hist.advantages, f"histograms of A_E, A_S (shared anchor groups), the advantage and the "

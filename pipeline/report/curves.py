@@ -79,10 +79,11 @@ def collect(data: ReportData):
     """What the policy generated while collecting, per RL round."""
     rl = [m for m in data.records if m.round >= 0]
     rounds = [m.round for m in rl]
-    fig, axes = grid(2, 2, w=4.4, h=3.2)
+    fig, axes = grid(3, 3, w=4.4, h=3.2)
     drawn = {}
     for ax, (name, title, ylabel) in zip(axes, (
-            ("invalid_action_share", "responses without a valid action", "share of steps"),
+            ("format_error_share", "responses without a readable action", "share of steps"),
+            ("nothing_happens_share", 'actions the env answered "Nothing happens."', "share of steps"),
             ("response_length", "response length", "tokens per step (mean)"))):
         drawn[name] = lines(ax, rounds, {title: _per_round(rl, name)})
         ax.set(title=title, xlabel=ROUND, ylabel=ylabel)

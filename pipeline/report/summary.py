@@ -50,7 +50,7 @@ def baseline(frame: pl.DataFrame) -> str:
 
 
 ADVANTAGE_FIELDS = {"anchored_share", "anchor_pure_share"}  # round -1 has no advantages
-COLLECT_FIELDS = {"success_rate", "episode_length", "invalid_action_share"}  # round -1: only with demonstrations
+COLLECT_FIELDS = {"success_rate", "episode_length", "format_error_share", "nothing_happens_share"}  # round -1: only with demonstrations
 
 
 def _cell(m: RoundMetrics, name: str):
@@ -61,7 +61,7 @@ def _cell(m: RoundMetrics, name: str):
 
 def summary(records: list[RoundMetrics]) -> str:
     """Markdown table of the run's headline numbers, one row per round (round -1: before round 0)."""
-    cols = ["round", "success_rate", "eval_success_rate", "episode_length", "invalid_action_share",
+    cols = ["round", "success_rate", "eval_success_rate", "episode_length", "format_error_share", "nothing_happens_share",
             "anchored_share", "anchor_pure_share", "loss", "kl", "clip_fraction", "rollout_tokens_per_s",
             "train_tokens_per_s"]
     rows = []

@@ -15,6 +15,8 @@ from pipeline.records import (ADVANTAGES_STAGE, EVALUATION_STAGE, TRAJECTORIES_S
                               read_train_steps)
 from pipeline.runtime.workers import live_workers
 
+NOTHING_HAPPENS = "Nothing happens."  # ALFWorld's reply to a command it does not admit in the current state
+
 
 def commit_round_metrics(client, run: storage.Run, round: int, seconds: dict[str, float],
                          config_hash: str) -> RoundMetrics:
@@ -37,15 +39,17 @@ def gather(run: storage.Run, round: int, seconds: dict[str, float], train_steps:
     Tables of stages the round does not have (round -1 has no advantages, maybe no
     trajectories) leave their fields at their defaults.
     """
-    steps = {"n": 0, "invalid": None, "tokens": 0}
+    steps = {"n": 0, "invalid": None, "nothing": None, "tokens": 0}
     eps = {"won": None, "length": None}
     anchors: dict = {}
     purity: dict = {}
     version = round
     if run.is_committed(round, TRAJECTORIES_STAGE):
         version = run.manifest(round, TRAJECTORIES_STAGE).policy_version
+        replied = pl.col("observation").shift(-1).over("episode_id", order_by="step")  # the env's reply to the step
         steps = run.scan("steps", rounds=[round]).select(
             pl.len().alias("n"), (~pl.col("action_valid")).mean().alias("invalid"),
+            (replied == NOTHING_HAPPENS).fill_null(False).mean().alias("nothing"),
             pl.col("response_ids").list.len().sum().alias("tokens")).collect().row(0, named=True)
         eps = run.scan("episodes", rounds=[round]).select(
             pl.col("won").mean().alias("won"), pl.col("length").mean().alias("length")).collect().row(0, named=True)
@@ -64,7 +68,7 @@ def gather(run: storage.Run, round: int, seconds: dict[str, float], train_steps:
     return RoundMetrics(
         round=round, policy_version=version,
         success_rate=eps["won"] or 0.0, episode_length=eps["length"] or 0.0,
-        invalid_action_share=steps["invalid"] or 0.0,
+        format_error_share=steps["invalid"] or 0.0, nothing_happens_share=steps["nothing"] or 0.0,
         response_length=steps["tokens"] / steps["n"] if steps["n"] else None,
         eval_success_rate=held_out, anchored_share=anchors.get("anchored") or 0.0,
         anchor_groups_per_group=anchors.get("groups") or 0.0, largest_anchor_group=anchors.get("largest") or 0,

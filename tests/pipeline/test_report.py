@@ -219,7 +219,7 @@ def test_report_files_and_summary(small_run, capsys):
     assert "| -1 | 0 | 8 | 3 | 0.375 | 0.1368-0.6943 |\n| 1 | 2 | 8 | 5 | 0.625 | 0.3057-0.8632 |\n" in text
     assert "| train | 0 | pick_and_place_simple | 3 | 2 | 0.6667 | 0.2077-0.9385 | 6 |" in text
     assert all(f"- `{name}`: " in text for name in names[:-1])
-    assert "| -1 | 0.75 | 0.375 | 0 | 0 | - | - | - | - | - | - | - | 0 |" in text  # no advantages before round 0
+    assert "| -1 | 0.75 | 0.375 | 0 | 0 | 0 | - | - | - | - | - | - | - | 0 |" in text  # no advantages before round 0
 
 
 def test_a_run_without_warm_start_has_no_sft_figure(tmp_path, capsys):
@@ -228,7 +228,7 @@ def test_a_run_without_warm_start_has_no_sft_figure(tmp_path, capsys):
     assert main([str(tmp_path)]) == 0
     names = [p.rsplit("/", 1)[1] for p in capsys.readouterr().out.split()]
     assert "sft.png" not in names and names[-1] == "summary.md"
-    assert "| 0 | 0 | 0.5 | 0 | 0 | 0.4 | - | - | - | - | - | - | 0.1 |" in (tmp_path / "report/summary.md").read_text()
+    assert "| 0 | 0 | 0.5 | 0 | 0 | 0 | 0.4 | - | - | - | - | - | - | 0.1 |" in (tmp_path / "report/summary.md").read_text()
 
 
 def test_no_line_hides_another_it_coincides_with():
