@@ -7,6 +7,7 @@ and its doc: the field's comment in the source (a trailing comment, else the
 comment lines right above the field). ``tests/test_docs.py`` checks that the
 committed file equals this output.
 
+>>> from pipeline.run_config import EvalConfig
 >>> field_docs(EvalConfig)["every"]
 'evaluate after every k-th round, and always after the last one (0: the last one only)'
 >>> cell(("strip", "collapse_whitespace")), cell(None), cell("a | b")
@@ -26,7 +27,7 @@ import typing
 from pathlib import Path
 from typing import Any, Iterator
 
-from pipeline.run_config import EvalConfig, RunConfig
+from pipeline.run_config import RunConfig
 
 HEADER = """# Configuration reference
 

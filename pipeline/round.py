@@ -1,159 +1,17 @@
-"""GiGPO rounds: setup -> warm start -> baseline -> (collect -> advantage -> train -> evaluate -> commit) x N.
+"""``python pipeline/round.py``: the round driver (``pipeline.driver``) as a script file.
 
     python pipeline/round.py --config configs/local.yaml [key.path=value ...] [--rounds N]
     dask-submit [--scheduler tcp://host:8786] pipeline/round.py --config configs/local.yaml
 
-Before round 0 (as round -1, see ``pipeline.stages.warm_start``): optional expert
-demonstrations and SFT of the base model on them, or a fork of another run's
-round (``pipeline.stages.fork``), then a held-out evaluation of the starting
-policy. Round r collects with round r-1's committed checkpoint (round 0: the
-starting policy; the KL reference is ``trainer.reference``), computes GiGPO
-advantages, trains, evaluates the new checkpoint on held-out tasks and commits
-its metrics. Every stage is committed by a
-manifest; a rerun (after a crash, or with a larger ``--rounds``) skips what
-is committed and redoes the rest from scratch; so does a rerun after Ctrl-C,
-which stops the driver, names the round and stage it was in and keeps
-what is committed. Temporary files live in a folder of the driver's own,
-removed at exit; a rerun removes those its killed processes left
-(``pipeline.runtime.scratch``). Exit codes: 0 done, 2 bad config or a run_dir
-that is not a run, 3 the run is locked by another driver, 1 a stage failed,
-130 interrupted (Ctrl-C).
+``dask-submit`` ships this file to the scheduler's host and runs it there; the
+installed ``gigpo-round`` console script runs the same driver. Run as a script,
+this file's folder comes first on ``sys.path``: no module directly in
+``pipeline/`` may share a name with a standard or installed top-level module
+(``tests/test_imports.py`` checks).
 """
-from __future__ import annotations
-
-import argparse
-import os
 import sys
 
-if __name__ == "__main__":  # run as a script: this folder must not shadow the project's packages
-    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
-
-import storage  # noqa: E402
-from pipeline.config import ConfigError, config_hash, hash_index, load, to_dict  # noqa: E402
-from pipeline.records import ADVANTAGES_STAGE, CHECKPOINT_STAGE, EVALUATION_STAGE, METRICS_STAGE, TRAJECTORIES_STAGE  # noqa: E402
-from pipeline.run_config import RunConfig  # noqa: E402
-from pipeline.runtime.clock import StageClock  # noqa: E402
-from pipeline.runtime.cluster import connect  # noqa: E402
-from pipeline.runtime.interrupt import INTERRUPTED, interrupted  # noqa: E402
-from pipeline.runtime.live import fig  # noqa: E402
-from pipeline.runtime.loggers import Trackers  # noqa: E402
-from pipeline.runtime.scratch import run_tmpdir  # noqa: E402
-from pipeline.stages.advantage import advantage  # noqa: E402
-from pipeline.stages.collect import collect  # noqa: E402
-from pipeline.stages.derived import complete_derived  # noqa: E402
-from pipeline.stages.evaluate import evaluate  # noqa: E402
-from pipeline.stages.metrics import commit_round_metrics  # noqa: E402
-from pipeline.stages.retention import prune  # noqa: E402
-from pipeline.stages.setup import (base_model, check_cluster, check_paths, policy_for, prepare_games, reference_policy,  # noqa: E402
-                                   round_tasks)
-from pipeline.stages.train import train  # noqa: E402
-from pipeline.stages.warm_start import WARM_ROUND, derived_sections, evaluate_before, warm_start  # noqa: E402
-
-# The config section whose hash each stage's manifest records.
-STAGE_SECTIONS = {TRAJECTORIES_STAGE: "rollout", ADVANTAGES_STAGE: "advantage", CHECKPOINT_STAGE: "trainer",
-                  EVALUATION_STAGE: "evaluation"}
-
-
-def kept_with_other_config(run: storage.Run, r: int, cfg: RunConfig) -> list[str]:
-    """Committed stages of round ``r`` made with another config section than ``cfg``'s (kept, not redone)."""
-    return [stage for stage, section in STAGE_SECTIONS.items()
-            if (m := run.manifest(r, stage)) is not None and m.config_hash != config_hash(getattr(cfg, section))]
-
-
-def run_round(r: int, cfg: RunConfig, run: storage.Run, client, games, held_out, start: str, ref: str | None,
-              trackers: Trackers) -> None:
-    """One round, as a recipe; each stage is a no-op when already committed."""
-    clock = StageClock(run, r)
-    for stage in kept_with_other_config(run, r, cfg):
-        print(f"warning: round {r}: the committed {stage!r} stage was made with another "
-              f"{STAGE_SECTIONS[stage]!r} config; it is kept as it is", file=sys.stderr, flush=True)
-    policy = policy_for(run, r, start)
-    with clock("collect", done=run.is_committed(r, TRAJECTORIES_STAGE)):
-        tasks = round_tasks(games, r, cfg.tasks_per_round, cfg.games.seed)
-        collect(client, run, r, policy, tasks, cfg.rollout, policy_version=r)
-    with clock("advantage", done=run.is_committed(r, ADVANTAGES_STAGE)):
-        advantage(client, run, r, cfg.advantage, progress=cfg.rollout.progress)
-    with clock("train", done=run.is_committed(r, CHECKPOINT_STAGE)):
-        train(client, run, r, policy, ref, cfg.trainer, cfg.cluster)
-    if cfg.evaluation.after(r, cfg.rounds):
-        with clock("evaluate", done=run.is_committed(r, EVALUATION_STAGE)):
-            evaluate(client, run, r, run.stage_dir(r, CHECKPOINT_STAGE), held_out, cfg.rollout, cfg.evaluation)
-    metrics = commit_round_metrics(client, run, r, clock.seconds, config_hash(cfg))
-    prune(run, cfg.trainer)
-    trackers.catch_up()
-    print(f"round {r}: success {metrics.success_rate:.3f}, held-out {fig(metrics.eval_success_rate)}, anchored share "
-          f"{metrics.anchored_share:.3f}, loss {fig(metrics.loss)}, kl {fig(metrics.kl)}, grad norm "
-          f"{fig(metrics.grad_norm)}, stage seconds "
-          + ", ".join(f"{k} {v:.1f}" for k, v in metrics.stage_seconds.items()),
-          flush=True)
-
-
-def save_resolved_config(run: storage.Run, cfg: RunConfig) -> str | None:
-    """Save ``cfg`` unless saved, so every manifest's config_hash resolves, round -1's derived settings included."""
-    derived = derived_sections(cfg)
-    return storage.save_config(run, to_dict(cfg), hash_index(cfg) | {k: config_hash(v) for k, v in derived.items()},
-                               {k: to_dict(v) for k, v in derived.items()})
-
-
-def rounds_to_run(run: storage.Run, total: int) -> list[int]:
-    """Rounds below ``total`` whose metrics are not committed yet (in order)."""
-    return [r for r in range(total) if not run.is_committed(r, METRICS_STAGE)]
-
-
-def drive(run: storage.Run, cfg: RunConfig, client, todo: list[int], trackers: Trackers) -> None:
-    """Games, base model, warm start (or fork), baseline, then the rounds ``todo``."""
-    games, held_out = prepare_games(cfg.games, run, client)
-    base = base_model(cfg, run)
-    start = warm_start(client, run, cfg, games, base)
-    evaluate_before(client, run, cfg, held_out, start)
-    trackers.catch_up()
-    ref = reference_policy(cfg.trainer.reference, base, start)
-    for r in todo:
-        run_round(r, cfg, run, client, games, held_out, start, ref, trackers)
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="pipeline/round.py", description=__doc__.splitlines()[0])
-    ap.add_argument("--config", help="YAML run config (default: built-in defaults)")
-    ap.add_argument("--rounds", type=int, help="total rounds of the run (overrides the config's rounds)")
-    ap.add_argument("overrides", nargs="*", metavar="key.path=value", help="config overrides")
-    args = ap.parse_intermixed_args(argv)  # --rounds may come between overrides
-    try:
-        cfg = load(RunConfig, args.config,
-                   args.overrides + ([f"rounds={args.rounds}"] if args.rounds is not None else []))
-        check_paths(cfg)
-    except ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
-        return 2
-    run = storage.open_run(cfg.run_dir)
-    try:
-        with run.claim(), run_tmpdir(run.uri), Trackers(cfg.logging, run, to_dict(cfg)) as trackers:
-            complete_derived(run, trackers)
-            todo = rounds_to_run(run, cfg.rounds)
-            if not todo and (cfg.rounds or run.is_committed(WARM_ROUND, METRICS_STAGE)):
-                print(f"{cfg.run_dir}: all {cfg.rounds} round(s) are committed; nothing to do")
-                return 0
-            save_resolved_config(run, cfg)
-            with connect(cfg.cluster) as client:
-                check_cluster(client, cfg)
-                drive(run, cfg, client, todo, trackers)
-    except ConfigError as exc:  # the cluster cannot run the config (train ranks vs batch sizes): nothing done
-        print(f"config error: {exc}", file=sys.stderr)
-        return 2
-    except storage.ForeignDirectory as exc:  # files that are not the project's: left as they are
-        print(f"error: run_dir: {exc}", file=sys.stderr)
-        return 2
-    except storage.RunLocked as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 3
-    except storage.StorageError as exc:  # a bad manifest or file, an unwritable run: named, nothing committed
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:  # Ctrl-C: the stages are stopped (the cluster with them), the committed ones kept
-        print(interrupted(StageClock.current), file=sys.stderr, flush=True)
-        return INTERRUPTED
-    return 0
-
+from pipeline.driver import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -9,7 +9,8 @@ start's rollout and trainer settings): saved beside it under their own names.
 >>> import storage, tempfile
 >>> run = storage.open_run(tempfile.mkdtemp())
 >>> path = save_config(run, {"trainer": {"lr": 1e-05}}, {"": "c0ffee0123456789", "trainer": "7ea"})
->>> path.endswith("/configs/c0ffee0123456789.yaml"), save_config(run, {"trainer": {"lr": 1e-05}}, {"": "c0ffee0123456789"}) is None
+>>> again = save_config(run, {"trainer": {"lr": 1e-05}}, {"": "c0ffee0123456789"})
+>>> path.endswith("/configs/c0ffee0123456789.yaml"), again is None
 (True, True)
 >>> [(section, values) for _, section, values in find_config(run, "7ea")]
 [('trainer', {'lr': 1e-05})]

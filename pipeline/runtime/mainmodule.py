@@ -2,9 +2,9 @@
 
 A ``spawn`` or ``forkserver`` child first imports its parent's main module (as
 ``__mp_main__``), so that functions defined there can be unpickled. The
-driver's main module is ``pipeline/round.py``: importing it costs ~10 s of CPU
-(torch, transformers, Dask). A Dask worker needs those modules anyway, but an
-env process (``pipeline.envs.pool``) runs only ALFWorld and code that lives in
+driver's main module is ``pipeline/round.py``: importing it (and with it
+``pipeline.driver``) costs ~10 s of CPU (torch, transformers, Dask). A Dask
+worker needs those modules anyway, but an env process (``pipeline.envs.pool``) runs only ALFWorld and code that lives in
 importable modules.
 
 >>> with main_hidden():

@@ -1,4 +1,4 @@
-"""The stages of a round, in the order ``pipeline/round.py`` runs them.
+"""The stages of a round, in the order ``pipeline.driver`` runs them.
 
 ``setup`` (games, base model, tasks) -> ``warm_start`` (round -1: expert demos,
 SFT, or a ``fork`` of another run; then the baseline evaluation) -> per round:

@@ -114,7 +114,7 @@ def test_every_manifest_hash_resolves_in_the_saved_config(tmp_path):
     """The driver's saved config resolves each stage's section hash and the metrics' whole hash to its values."""
     import storage
     from pipeline.config import hash_index
-    from pipeline.round import STAGE_SECTIONS
+    from pipeline.driver import STAGE_SECTIONS
     from pipeline.run_config import RunConfig
     from pipeline.records import METRICS_STAGE
 
@@ -135,7 +135,7 @@ def test_every_manifest_hash_resolves_in_the_saved_config(tmp_path):
 def test_warm_start_stage_hashes_resolve_in_the_saved_config(tmp_path):
     """Round -1's demonstrations and SFT run with settings derived from the config: their hashes resolve too."""
     import storage
-    from pipeline.round import save_resolved_config
+    from pipeline.driver import save_resolved_config
     from pipeline.run_config import RunConfig
     from pipeline.stages.warm_start import demo_rollout, sft_trainer
 

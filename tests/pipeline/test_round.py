@@ -115,7 +115,7 @@ def test_a_second_driver_on_a_locked_run_exits_3(tmp_path):
 ], ids=["unknown-key", "group-size-0", "rounds-negative", "--rounds-negative", "mistyped", "no-base-model",
         "no-data-dir", "lr-inf", "group-size-1"])
 def test_bad_config_is_refused_before_any_work(tmp_path, monkeypatch, capsys, argv, message):
-    from pipeline.round import main
+    from pipeline.driver import main
 
     run_dir = tmp_path / "run"
     monkeypatch.chdir(ROOT)
@@ -145,7 +145,7 @@ def test_committed_stages_made_with_another_config_are_named(tmp_path):
     import dataclasses
 
     from pipeline.config import config_hash
-    from pipeline.round import kept_with_other_config
+    from pipeline.driver import kept_with_other_config
     from pipeline.run_config import RunConfig
     from storage.synthetic import synthetic_round
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import storage
-from pipeline.round import main
+from pipeline.driver import main
 from tests.pipeline.round_helpers import CONFIG, ROOT, Driver, driver_args, driver_env, run_to_end, wait_group_gone
 
 # Same games seed (so equal game keys would collide), different episode lengths (visible in every table).

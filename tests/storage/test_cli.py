@@ -57,14 +57,16 @@ def test_show_columns(tmp_path, capsys):
 
 def test_config_lookup_by_whole_and_section_hash(tmp_path, capsys):
     run = storage.open_run(str(tmp_path / "run"))
-    storage.save_config(run, {"rounds": 2, "trainer": {"lr": 3e-05, "epochs": 1}}, {"": "aa11aa11aa11aa11", "trainer": "bb22bb22bb22bb22"})
-    storage.save_config(run, {"rounds": 4, "trainer": {"lr": 3e-05, "epochs": 1}}, {"": "cc33cc33cc33cc33", "trainer": "bb22bb22bb22bb22"})
+    trainer = {"lr": 3e-05, "epochs": 1}
+    storage.save_config(run, {"rounds": 2, "trainer": trainer}, {"": "aa11aa11aa11aa11", "trainer": "bb22bb22bb22bb22"})
+    storage.save_config(run, {"rounds": 4, "trainer": trainer}, {"": "cc33cc33cc33cc33", "trainer": "bb22bb22bb22bb22"})
     (tmp_path / "run" / "configs" / "notes.yaml").write_text("mine: [unclosed")  # a user's file: not read
     assert main(["config", run.uri, "bb22bb22bb22bb22"]) == 0
-    assert capsys.readouterr().out == (f"# bb22bb22bb22bb22: the 'trainer' section of {run.root}/configs/aa11aa11aa11aa11.yaml, "
-                                       f"{run.root}/configs/cc33cc33cc33cc33.yaml\ntrainer:\n  lr: 3.0e-05\n  epochs: 1\n")
+    configs = f"{run.root}/configs"
+    assert capsys.readouterr().out == (f"# bb22bb22bb22bb22: the 'trainer' section of {configs}/aa11aa11aa11aa11.yaml, "
+                                       f"{configs}/cc33cc33cc33cc33.yaml\ntrainer:\n  lr: 3.0e-05\n  epochs: 1\n")
     assert main(["config", run.uri, "cc33cc33cc33cc33"]) == 0
-    assert capsys.readouterr().out == (f"# cc33cc33cc33cc33: the whole config of {run.root}/configs/cc33cc33cc33cc33.yaml\n"
+    assert capsys.readouterr().out == (f"# cc33cc33cc33cc33: the whole config of {configs}/cc33cc33cc33cc33.yaml\n"
                                        "rounds: 4\ntrainer:\n  lr: 3.0e-05\n  epochs: 1\n")
     assert main(["config", run.uri, "dd44dd44dd44dd44"]) == 1
     assert "no saved config has hash 'dd44dd44dd44dd44'" in capsys.readouterr().err
