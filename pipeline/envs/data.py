@@ -55,7 +55,8 @@ def data_root(value: str) -> str:
     """A data folder setting as a path: ``~`` and ``$VARS`` expanded, ``$ALFWORLD_DATA`` as ALFWorld reads it
     (``~/.cache/alfworld`` when unset).
 
-    >>> data_root("$ALFWORLD_DATA/x") == os.path.join(os.environ.get("ALFWORLD_DATA", data_root("~/.cache/alfworld")), "x")
+    >>> default = os.environ.get("ALFWORLD_DATA", data_root("~/.cache/alfworld"))
+    >>> data_root("$ALFWORLD_DATA/x") == os.path.join(default, "x")
     True
     """
     env = {"ALFWORLD_DATA": os.path.expanduser("~/.cache/alfworld")} | dict(os.environ)

@@ -50,7 +50,8 @@ def baseline(frame: pl.DataFrame) -> str:
 
 
 ADVANTAGE_FIELDS = {"anchored_share", "anchor_pure_share"}  # round -1 has no advantages
-COLLECT_FIELDS = {"success_rate", "episode_length", "format_error_share", "nothing_happens_share"}  # round -1: only with demonstrations
+# round -1 has these only with demonstrations
+COLLECT_FIELDS = {"success_rate", "episode_length", "format_error_share", "nothing_happens_share"}
 
 
 def _cell(m: RoundMetrics, name: str):
@@ -61,9 +62,9 @@ def _cell(m: RoundMetrics, name: str):
 
 def summary(records: list[RoundMetrics]) -> str:
     """Markdown table of the run's headline numbers, one row per round (round -1: before round 0)."""
-    cols = ["round", "success_rate", "eval_success_rate", "episode_length", "format_error_share", "nothing_happens_share",
-            "anchored_share", "anchor_pure_share", "loss", "kl", "clip_fraction", "rollout_tokens_per_s",
-            "train_tokens_per_s"]
+    cols = ["round", "success_rate", "eval_success_rate", "episode_length", "format_error_share",
+            "nothing_happens_share", "anchored_share", "anchor_pure_share", "loss", "kl", "clip_fraction",
+            "rollout_tokens_per_s", "train_tokens_per_s"]
     rows = []
     for m in records:
         total = sum(m.stage_seconds.values())

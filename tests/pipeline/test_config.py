@@ -40,7 +40,8 @@ def test_yaml_and_overrides(tmp_path):
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["inner.gamma_typo=1"], r"inner.gamma_typo: unknown key \(did you mean 'gamma'\?\); expected one of \['gamma', 'norm', 'columns'\]"),
+    (["inner.gamma_typo=1"],
+     r"inner.gamma_typo: unknown key \(did you mean 'gamma'\?\); expected one of \['gamma', 'norm', 'columns'\]"),
     (["inner.xyz=1"], r"inner.xyz: unknown key; expected one of \['gamma', 'norm', 'columns'\]"),
     (["rounds=two"], "rounds: expected int, got 'two'"),
     (["rounds=true"], "rounds: expected int, got True"),

@@ -187,7 +187,8 @@ def _labels_of_every_figure(run):
 
 
 @pytest.mark.parametrize("tables", [True, False])
-def test_every_axis_is_labelled_legends_hide_nothing_and_anchored_share_is_in_one_figure(small_run, tmp_path_factory, tables):
+def test_every_axis_is_labelled_legends_hide_nothing_and_anchored_share_is_in_one_figure(small_run, tmp_path_factory,
+                                                                                         tables):
     run = small_run
     if not tables:  # metrics only: empty panels still name their axes
         run = storage.open_run(str(tmp_path_factory.mktemp("bare")))
@@ -228,7 +229,8 @@ def test_a_run_without_warm_start_has_no_sft_figure(tmp_path, capsys):
     assert main([str(tmp_path)]) == 0
     names = [p.rsplit("/", 1)[1] for p in capsys.readouterr().out.split()]
     assert "sft.png" not in names and names[-1] == "summary.md"
-    assert "| 0 | 0 | 0.5 | 0 | 0 | 0 | 0.4 | - | - | - | - | - | - | 0.1 |" in (tmp_path / "report/summary.md").read_text()
+    summary = (tmp_path / "report/summary.md").read_text()
+    assert "| 0 | 0 | 0.5 | 0 | 0 | 0 | 0.4 | - | - | - | - | - | - | 0.1 |" in summary
 
 
 def test_no_line_hides_another_it_coincides_with():

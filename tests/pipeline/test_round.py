@@ -100,7 +100,8 @@ def test_a_second_driver_on_a_locked_run_exits_3(tmp_path):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["trainer.lrr=1"], "config error: trainer.lrr: unknown key (did you mean 'lr'?); expected one of ['clip_ratio_low', "),
+    (["trainer.lrr=1"],
+     "config error: trainer.lrr: unknown key (did you mean 'lr'?); expected one of ['clip_ratio_low', "),
     (["rollout.group_size=0"], "config error: rollout.group_size must be >= 1, got 0\n"),
     (["rounds=-1"], "config error: rounds must be >= 0 and tasks_per_round >= 1, got -1, 2\n"),
     (["--rounds", "-1"], "config error: rounds must be >= 0 and tasks_per_round >= 1, got -1, 2\n"),
