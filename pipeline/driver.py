@@ -3,6 +3,7 @@
     python pipeline/round.py --config configs/local.yaml [key.path=value ...] [--rounds N]
     dask-submit [--scheduler tcp://host:8786] pipeline/round.py --config configs/local.yaml
     gigpo-round --config configs/local.yaml          # installed: the same driver
+    python pipeline/round.py --config CFG --plan [--plan-workers N --plan-gpu-memory 80GiB]  # pipeline.plan
 
 Before round 0 (as round -1, see ``pipeline.stages.warm_start``): optional expert
 demonstrations and SFT of the base model on them, or a fork of another run's
@@ -118,6 +119,11 @@ def drive(run: storage.Run, cfg: RunConfig, client, todo: list[int], trackers: T
 
 
 def main(argv: list[str] | None = None, prog: str = "pipeline/round.py") -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--plan" in argv:  # what the config would do, on the described cluster: nothing is started
+        from pipeline.plan import main as plan
+
+        return plan([a.replace("--plan-", "--", 1) for a in argv if a != "--plan"])
     ap = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     ap.add_argument("--config", help="YAML run config (default: built-in defaults)")
     ap.add_argument("--rounds", type=int, help="total rounds of the run (overrides the config's rounds)")

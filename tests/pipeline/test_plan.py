@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -155,15 +154,22 @@ def test_the_paper_config_fits_8_gpus_and_the_cli_imports_no_torch():
             f"rc = main(['--config', {str(PAPER)!r}, '--workers', '8', '--model-config', {str(QWEN_1_5B)!r}]); "
             "print(rc, time.perf_counter() - t, [m for m in ('torch', 'vllm', 'deepspeed', 'transformers') "
             "if m in sys.modules])")
-    start = time.perf_counter()
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT,
                          env=child_env())
-    wall = time.perf_counter() - start
     assert out.returncode == 0, out.stderr
     rc, _, loaded = out.stdout.splitlines()[-1].split(" ", 2)
     assert (rc, loaded, out.stderr) == ("0", "[]", "")
-    assert wall < 5, f"python -m pipeline.plan took {wall:.1f} s"
     assert "  total             11.19 GiB  14.0% of 80.00 GiB" in out.stdout
+
+
+def test_the_driver_prints_the_plan_and_starts_nothing(tmp_path):
+    out = subprocess.run([sys.executable, "pipeline/round.py", "--config", str(PAPER), "--plan", "--plan-workers", "16",
+                          "--plan-gpu-memory", "141GiB", "--plan-model-config", str(QWEN_1_5B),
+                          f"run_dir={tmp_path / 'run'}"], capture_output=True, text=True, timeout=120, cwd=ROOT,
+                         env=child_env())
+    assert (out.returncode, out.stderr) == (0, "")
+    assert "  total              9.94 GiB  7.0% of 141.00 GiB" in out.stdout
+    assert not (tmp_path / "run").exists()
 
 
 def hub_cache(root: Path, repo: str, config: dict) -> None:
