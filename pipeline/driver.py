@@ -32,6 +32,7 @@ from pipeline.records import (ADVANTAGES_STAGE, CHECKPOINT_STAGE, EVALUATION_STA
                               RoundMetrics)
 from pipeline.run_config import RunConfig
 from pipeline.runtime.clock import StageClock
+from pipeline.runtime.console import stamped_console
 from pipeline.runtime.cluster import connect
 from pipeline.runtime.interrupt import INTERRUPTED, interrupted
 from pipeline.runtime.live import fig
@@ -108,7 +109,9 @@ def rounds_to_run(run: storage.Run, total: int) -> list[int]:
 
 def drive(run: storage.Run, cfg: RunConfig, client, todo: list[int], trackers: Trackers) -> None:
     """Games, base model, warm start (or fork), baseline, then the rounds ``todo``."""
+    print("setup: games (generated on the workers, once) ...", flush=True)
     games, held_out = prepare_games(cfg.games, run, client)
+    print(f"setup: {len(games)} training and {len(held_out)} held-out games; base model ...", flush=True)
     base = base_model(cfg, run)
     start = warm_start(client, run, cfg, games, base)
     evaluate_before(client, run, cfg, held_out, start)
@@ -138,7 +141,8 @@ def main(argv: list[str] | None = None, prog: str = "pipeline/round.py") -> int:
         return 2
     run = storage.open_run(cfg.run_dir)
     try:
-        with run.claim(), run_tmpdir(run.uri), Trackers(cfg.logging, run, to_dict(cfg)) as trackers:
+        with run.claim(), run_tmpdir(run.uri), stamped_console(), \
+                Trackers(cfg.logging, run, to_dict(cfg)) as trackers:
             complete_derived(run, trackers)
             todo = rounds_to_run(run, cfg.rounds)
             if not todo and (cfg.rounds or run.is_committed(WARM_ROUND, METRICS_STAGE)):
@@ -148,6 +152,8 @@ def main(argv: list[str] | None = None, prog: str = "pipeline/round.py") -> int:
             with connect(cfg.cluster) as client:
                 check_cluster(client, cfg)
                 drive(run, cfg, client, todo, trackers)
+            print(f"done: metrics in {run.root}/metrics.jsonl; figures: python -m pipeline.report {cfg.run_dir}",
+                  flush=True)
     except ConfigError as exc:  # the cluster cannot run the config (train ranks vs batch sizes): nothing done
         print(f"config error: {exc}", file=sys.stderr)
         return 2

@@ -25,6 +25,7 @@ def connect(cfg: ClusterConfig) -> Iterator[Client]:
     """``with connect(cfg) as client:``: the configured scheduler, ``$DASK_SCHEDULER_ADDRESS``, or a LocalCluster."""
     address = cfg.scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")
     if address:
+        print(f"setup: connecting to the scheduler at {address} ...", flush=True)
         with Client(address) as client:
             client.register_plugin(ReapOrphans())
             yield client
@@ -33,6 +34,8 @@ def connect(cfg: ClusterConfig) -> Iterator[Client]:
     # then spend about half their time in page faults (see pipeline.runtime.ranks); None unsets it. A nanny
     # also sets it in the process that starts it, whose environment the next workers inherit: drop it here.
     os.environ.pop("MALLOC_TRIM_THRESHOLD_", None)
+    print(f"setup: starting a LocalCluster of {cfg.n_workers} worker(s) x {cfg.threads_per_worker} thread(s) ...",
+          flush=True)
     # Polars sizes its thread pool by the host's cores, not threads_per_worker (the nanny's OMP_NUM_THREADS
     # bounds Arrow's pool only): without this, n workers would run n x cores Polars threads.
     environ = "distributed.nanny.pre-spawn-environ."

@@ -8,6 +8,7 @@ trainer children at once, and nothing outlives a test.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -33,6 +34,7 @@ ROUND_STAGES = ("trajectories", "advantages", "checkpoint", "evaluation", "metri
 DRIVER_STAGE = {"collect": "trajectories", "advantage": "advantages", "train": "checkpoint",
                 "evaluate": "evaluation"}  # stage name the driver prints -> the stage it commits
 KEY = ["episode_id", "step"]
+STAMP = re.compile(r"^\d\d:\d\d:\d\d ")
 
 
 def driver_env() -> dict:
@@ -108,7 +110,7 @@ class Driver:
     def _read(self) -> None:
         for line in self.proc.stdout:
             with self._cond:
-                self.lines.append(line.rstrip("\n"))
+                self.lines.append(STAMP.sub("", line.rstrip("\n")))  # the driver's lines start with HH:MM:SS
                 self._cond.notify_all()
         with self._cond:
             self._cond.notify_all()

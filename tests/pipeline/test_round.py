@@ -109,7 +109,8 @@ def test_a_second_driver_on_a_locked_run_exits_3(tmp_path):
     (["base_model=/nonexistent/model"],
      "config error: base_model: /nonexistent/model: policy checkpoint directory not found\n"),
     (["games.data_dir=/nonexistent/data"],
-     "config error: games.data_dir: /nonexistent/data: ALFWorld data directory not found\n"),
+     "config error: games.data_dir: /nonexistent/data: ALFWorld data directory not found; fetch ALFWorld's data "
+     "with `alfworld-download` (into $ALFWORLD_DATA, by default ~/.cache/alfworld)\n"),
     (["trainer.lr=inf"], "config error: trainer.lr: expected a finite number, got inf\n"),
     (["rollout.group_size=1"], "config error: rollout.group_size must be >= 2 with advantage.estimator='gigpo' (its "
                                "advantages compare the episodes of one task), got 1\n"),

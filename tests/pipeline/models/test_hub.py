@@ -87,3 +87,5 @@ def test_the_driver_runs_from_a_hub_id_and_pins_it(cache, tmp_path):
     assert (pinned["id"], pinned["revision"], pinned["commit"]) == (REPO, "main", COMMIT)
     assert not (run_dir / "base_model").exists()  # nothing built: the snapshot is the base model
     assert "before round 0: held-out" in out
+    assert out.splitlines()[-1] == (f"done: metrics in {run_dir}/metrics.jsonl; "
+                                    f"figures: python -m pipeline.report {run_dir}")

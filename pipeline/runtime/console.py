@@ -1,0 +1,45 @@
+"""The driver's console: every line it prints starts with the local time.
+
+>>> import io
+>>> out = io.StringIO()
+>>> stamped = Stamped(out, clock=lambda: "12:00:01")
+>>> _ = stamped.write("round 0: collect ...\\ncollect: 16 episodes"); _ = stamped.write(" in 2.1 s\\n")
+>>> print(out.getvalue(), end="")
+12:00:01 round 0: collect ...
+12:00:01 collect: 16 episodes in 2.1 s
+"""
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from typing import Callable, Iterator, TextIO
+
+
+class Stamped:
+    """A text stream that starts each line written to ``out`` with ``clock()`` (``HH:MM:SS``)."""
+
+    def __init__(self, out: TextIO, clock: Callable[[], str] = lambda: time.strftime("%H:%M:%S")):
+        self.out, self.clock, self.at_line_start = out, clock, True
+
+    def write(self, text: str) -> int:
+        for piece in text.splitlines(keepends=True):
+            if self.at_line_start and piece.strip("\r\n"):
+                self.out.write(f"{self.clock()} ")
+            self.out.write(piece)
+            self.at_line_start = piece.endswith("\n")
+        return len(text)
+
+    def __getattr__(self, name: str):  # flush, fileno, isatty, encoding, ...: the stream's own
+        return getattr(self.out, name)
+
+
+@contextlib.contextmanager
+def stamped_console() -> Iterator[None]:
+    """``with stamped_console():`` stdout and stderr lines carry the time; restored afterwards."""
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = Stamped(sys.stdout), Stamped(sys.stderr)
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = saved
