@@ -23,7 +23,7 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(scope="session")
-def tiny(tmp_path_factory) -> str:
+def tiny_model(tmp_path_factory) -> str:
     """The tiny model's folder (seed 0)."""
     from pipeline.models.tiny_model import make_tiny_model
 

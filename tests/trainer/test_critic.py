@@ -59,10 +59,10 @@ def test_clipped_value_loss_by_hand():
     assert half.item() == pytest.approx(loss.item() / 2, abs=1e-6)  # a micro-batch's share of 6 rows
 
 
-def test_value_loss_falls_while_training_on_one_batch(tiny, tmp_path, make_rows, dist_group):
+def test_value_loss_falls_while_training_on_one_batch(tiny_model, tmp_path, make_rows, dist_group):
     rows = make_rows(8, seed=5)  # one step per episode: the targets are the rows' rewards ("advantage")
     cfg = dataclasses.replace(CRITIC, ppo_epochs=10, lr=3e-3)
-    res = train_round(cfg, tiny, rows, tmp_path / "out", **QUIET)
+    res = train_round(cfg, tiny_model, rows, tmp_path / "out", **QUIET)
     vf = [m["vf_loss"] for m in res.metrics]
     rewards = rows["advantage"].to_numpy()
     assert vf[0] == pytest.approx(0.5 * np.mean(rewards ** 2), rel=1e-4)  # the head starts at V = 0
@@ -88,10 +88,10 @@ def test_value_head_save_load_round_trip(tmp_path):
         assert torch.equal(fresh.value_head.state_dict()[name], p)
 
 
-def test_checkpoint_carries_the_value_head_to_the_next_round(tiny, tmp_path, make_rows, dist_group):
+def test_checkpoint_carries_the_value_head_to_the_next_round(tiny_model, tmp_path, make_rows, dist_group):
     rows = make_rows(8, seed=6)
     keep = dataclasses.replace(CRITIC, optimizer_state="keep")
-    first = train_round(keep, tiny, rows, tmp_path / "r0", state_dir=tmp_path / "s0", **QUIET)
+    first = train_round(keep, tiny_model, rows, tmp_path / "r0", state_dir=tmp_path / "s0", **QUIET)
     saved = torch.load(first.checkpoint / VALUE_HEAD, weights_only=True)
     assert saved["weight"].abs().sum() > 0  # trained away from zero
     lm, info = AutoModelForCausalLM.from_pretrained(first.checkpoint, output_loading_info=True)
@@ -103,10 +103,10 @@ def test_checkpoint_carries_the_value_head_to_the_next_round(tiny, tmp_path, mak
     assert second.continued  # the value head's AdamW moments came along with the policy's
 
 
-def test_a_state_without_value_head_is_not_continued_by_a_critic(tiny, tmp_path, make_rows, dist_group):
+def test_a_state_without_value_head_is_not_continued_by_a_critic(tiny_model, tmp_path, make_rows, dist_group):
     rows = make_rows(8, seed=7)
     plain = dataclasses.replace(CRITIC, critic=None, optimizer_state="keep")
-    warm = train_round(plain, tiny, rows, tmp_path / "w", state_dir=tmp_path / "sw", **QUIET)
+    warm = train_round(plain, tiny_model, rows, tmp_path / "w", state_dir=tmp_path / "sw", **QUIET)
     assert not (warm.checkpoint / VALUE_HEAD).exists()
     critic = train_round(dataclasses.replace(plain, critic=CRITIC.critic), warm.checkpoint, rows, tmp_path / "r0",
                          state_dir=tmp_path / "s0", optimizer_from=tmp_path / "sw", **QUIET)

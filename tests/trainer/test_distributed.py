@@ -31,13 +31,13 @@ def _episodes(rows):
 
 
 @pytest.mark.parametrize("critic", CRITIC)
-def test_two_rank_gloo_equals_one_rank_with_twice_the_micro_batch(tiny, tmp_path, make_rows, load_weights,
+def test_two_rank_gloo_equals_one_rank_with_twice_the_micro_batch(tiny_model, tmp_path, make_rows, load_weights,
                                                                   critic):
     data = tmp_path / "rows.parquet"
     _episodes(make_rows(16, seed=2)).write_parquet(data)
     common = dict(lr=1e-3, kl_coef=0.01, mini_batch_size=8, ppo_epochs=1, zero_stage=2, critic=critic)
     port = str(free_port())
-    args = [sys.executable, "-m", "trainer", "--policy", str(tiny), "--ref", str(tiny),
+    args = [sys.executable, "-m", "trainer", "--policy", str(tiny_model), "--ref", str(tiny_model),
             "--data", str(data), "--out", str(tmp_path / "two"), "--metrics", str(tmp_path / "two.jsonl")]
     args += [f"--set={k}={json.dumps(v)}" for k, v in {**common, "micro_batch_size": 2, "num_threads": 1}.items()]
     procs = [subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -47,15 +47,15 @@ def test_two_rank_gloo_equals_one_rank_with_twice_the_micro_batch(tiny, tmp_path
     outs = [p.communicate(timeout=240)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs[0][-3000:] + outs[1][-3000:]
 
-    one = train_round(from_dict(TrainerConfig, {"micro_batch_size": 4, **common}), tiny, _scan(data),
-                      tmp_path / "one", ref_path=tiny, progress=False)
+    one = train_round(from_dict(TrainerConfig, {"micro_batch_size": 4, **common}), tiny_model, _scan(data),
+                      tmp_path / "one", ref_path=tiny_model, progress=False)
     two_metrics = [json.loads(line) for line in (tmp_path / "two.jsonl").read_text().splitlines()]
     assert len(two_metrics) == one.steps == 2
     for a, b in zip(one.metrics, two_metrics):
         assert b["loss"] == pytest.approx(a["loss"], abs=1e-6)
         assert (b["tokens"], b["response_tokens"]) == (a["tokens"], a["response_tokens"])
         assert ("vf_loss" in b) == (critic is not None) and b.get("vf_loss") == pytest.approx(a.get("vf_loss"))
-    w1, w2, init = load_weights(one.checkpoint), load_weights(tmp_path / "two"), load_weights(tiny)
+    w1, w2, init = load_weights(one.checkpoint), load_weights(tmp_path / "two"), load_weights(tiny_model)
     assert max((w1[k] - init[k]).abs().max().item() for k in init) > 1e-3
     for k in w1:
         assert torch.allclose(w2[k], w1[k], atol=1e-5, rtol=0), k
@@ -85,7 +85,7 @@ CHILD = textwrap.dedent("""
 
 
 @pytest.mark.parametrize("critic", CRITIC)
-def test_resume_after_kill_matches_uninterrupted_run(tiny, tmp_path, make_rows, load_weights, critic):
+def test_resume_after_kill_matches_uninterrupted_run(tiny_model, tmp_path, make_rows, load_weights, critic):
     data = tmp_path / "rows.parquet"
     _episodes(make_rows(12, seed=3)).write_parquet(data)
     cfg = dict(lr=1e-3, kl_coef=0.01, old_logprobs="recompute", mini_batch_size=4, micro_batch_size=2,
@@ -93,7 +93,7 @@ def test_resume_after_kill_matches_uninterrupted_run(tiny, tmp_path, make_rows, 
     state, kill_at = tmp_path / "state", 2
     script = tmp_path / "child.py"
     script.write_text(CHILD)
-    proc = subprocess.Popen([sys.executable, str(script), str(tiny), str(data), str(tmp_path / "killed"),
+    proc = subprocess.Popen([sys.executable, str(script), str(tiny_model), str(data), str(tmp_path / "killed"),
                              str(state), str(kill_at), json.dumps(cfg)], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True,
                             env=child_env(OMP_NUM_THREADS=str(torch.get_num_threads())))  # same sums as here
@@ -109,12 +109,12 @@ def test_resume_after_kill_matches_uninterrupted_run(tiny, tmp_path, make_rows, 
     assert not (tmp_path / "killed").exists()
 
     with pytest.raises(StateMismatchError, match="saved for other data, config or world size"):
-        train_round(from_dict(TrainerConfig, {**cfg, "lr": 2e-3}), tiny, _scan(data), tmp_path / "x",
-                    ref_path=tiny, state_dir=state, progress=False)
-    resumed = train_round(from_dict(TrainerConfig, cfg), tiny, _scan(data), tmp_path / "resumed",
-                          ref_path=tiny, state_dir=state, progress=False)
-    straight = train_round(from_dict(TrainerConfig, cfg), tiny, _scan(data), tmp_path / "straight",
-                           ref_path=tiny, state_dir=tmp_path / "state2", progress=False)
+        train_round(from_dict(TrainerConfig, {**cfg, "lr": 2e-3}), tiny_model, _scan(data), tmp_path / "x",
+                    ref_path=tiny_model, state_dir=state, progress=False)
+    resumed = train_round(from_dict(TrainerConfig, cfg), tiny_model, _scan(data), tmp_path / "resumed",
+                          ref_path=tiny_model, state_dir=state, progress=False)
+    straight = train_round(from_dict(TrainerConfig, cfg), tiny_model, _scan(data), tmp_path / "straight",
+                           ref_path=tiny_model, state_dir=tmp_path / "state2", progress=False)
     assert (resumed.resumed_from, len(resumed.metrics), straight.steps) == (kill_at, 6 - kill_at, 6)
     for a, b in zip(straight.metrics[kill_at:], resumed.metrics):
         assert b["loss"] == pytest.approx(a["loss"], abs=1e-6)
@@ -126,13 +126,13 @@ def test_resume_after_kill_matches_uninterrupted_run(tiny, tmp_path, make_rows, 
         assert all(torch.equal(heads[0][k], heads[1][k]) for k in heads[1])
 
 
-def test_trainer_process_sizes_its_threads_not_from_an_inherited_omp_setting(tiny, tmp_path, make_rows):
+def test_trainer_process_sizes_its_threads_not_from_an_inherited_omp_setting(tiny_model, tmp_path, make_rows):
     """A Dask nanny starts workers with OMP_NUM_THREADS=1 and a trainer they start inherits it."""
     from trainer.host import host_cores
 
     data = tmp_path / "rows.parquet"
     make_rows(4).write_parquet(data)
-    cmd = [sys.executable, "-m", "trainer", "--policy", str(tiny), "--data", str(data), "--out",
+    cmd = [sys.executable, "-m", "trainer", "--policy", str(tiny_model), "--data", str(data), "--out",
            str(tmp_path / "out"), "--set=kl_coef=0", "--set=mini_batch_size=4", "--set=micro_batch_size=4"]
     env = child_env(OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
     res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
@@ -141,14 +141,14 @@ def test_trainer_process_sizes_its_threads_not_from_an_inherited_omp_setting(tin
 
 
 @pytest.mark.gpu
-def test_gpu_bf16_round_reports_mfu(tiny, tmp_path, make_rows):
+def test_gpu_bf16_round_reports_mfu(tiny_model, tmp_path, make_rows):
     """On a GPU (DS_ACCELERATOR left to DeepSpeed): bf16 training, nccl, MFU metric, bf16 export."""
     data = tmp_path / "rows.parquet"
     make_rows(16, seed=5).write_parquet(data)
     env = child_env(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), RANK="0", WORLD_SIZE="1",
                     LOCAL_RANK="0")
     env.pop("DS_ACCELERATOR", None)
-    res = subprocess.run([sys.executable, "-m", "trainer", "--policy", str(tiny), "--ref", str(tiny),
+    res = subprocess.run([sys.executable, "-m", "trainer", "--policy", str(tiny_model), "--ref", str(tiny_model),
                           "--data", str(data), "--out", str(tmp_path / "out"), "--metrics", str(tmp_path / "m.jsonl"),
                           "--set", "mini_batch_size=8", "--set", "micro_batch_size=4", "--set", "zero_stage=2",
                           "--set", "peak_flops=1e15"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)

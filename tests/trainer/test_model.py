@@ -96,11 +96,11 @@ def test_chunks_hold_one_chunk_of_logits(lm):
     assert saved[0] >= 12 * 500 and saved[3] == 0
 
 
-def test_loading_weights_bar_shows_at_the_first_load_only(tiny, capsys):
+def test_loading_weights_bar_shows_at_the_first_load_only(tiny_model, capsys):
     from transformers.utils import logging as hf_logging
 
     hf_logging.enable_progress_bar()  # as in a fresh trainer process: policy, then reference
-    load_causal_lm(tiny, torch.float32)
+    load_causal_lm(tiny_model, torch.float32)
     assert "Loading weights" in capsys.readouterr().err
-    load_causal_lm(tiny, torch.float32)
+    load_causal_lm(tiny_model, torch.float32)
     assert "Loading weights" not in capsys.readouterr().err

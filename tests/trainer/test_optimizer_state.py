@@ -25,13 +25,13 @@ def _max_diff(a: dict, b: dict) -> float:
 
 
 @pytest.mark.parametrize("zero_stage", [0, 2])
-def test_two_rounds_with_kept_state_equal_one_continuous_run(tiny, tmp_path, make_rows, load_weights,
+def test_two_rounds_with_kept_state_equal_one_continuous_run(tiny_model, tmp_path, make_rows, load_weights,
                                                              zero_stage):
     cfg = dataclasses.replace(CFG, zero_stage=zero_stage)
     rows = make_rows(8, seed=3)
-    whole = train_round(cfg, tiny, rows, tmp_path / "whole", state_dir=tmp_path / "s-whole", **QUIET)
+    whole = train_round(cfg, tiny_model, rows, tmp_path / "whole", state_dir=tmp_path / "s-whole", **QUIET)
     assert whole.steps == 2 and not whole.continued
-    first = train_round(cfg, tiny, rows[:4], tmp_path / "r0", state_dir=tmp_path / "s0", **QUIET)
+    first = train_round(cfg, tiny_model, rows[:4], tmp_path / "r0", state_dir=tmp_path / "s0", **QUIET)
     assert (tmp_path / "s0" / "latest").read_text() == "step1"  # the final state stays for the next round
     second = train_round(cfg, first.checkpoint, rows[4:], tmp_path / "r1", state_dir=tmp_path / "s1",
                          optimizer_from=tmp_path / "s0", **QUIET)
@@ -49,14 +49,14 @@ def test_two_rounds_with_kept_state_equal_one_continuous_run(tiny, tmp_path, mak
     assert _max_diff(start, load_weights(fresh.checkpoint)) > 1e-4
 
 
-def test_the_previous_state_outlives_a_crashed_round(tiny, tmp_path, make_rows, load_weights):
+def test_the_previous_state_outlives_a_crashed_round(tiny_model, tmp_path, make_rows, load_weights):
     from tests.trainer.test_rounds import _advantages, commit_advantages
 
     run = storage.open_run(str(tmp_path / "run"))
     state = {r: run.stage_dir(r, STATE_STAGE) for r in (0, 1)}
     for r in (0, 1):
         commit_advantages(run, r, _advantages(r), r)
-    train_from_run(run, 0, CFG, tiny, **QUIET)
+    train_from_run(run, 0, CFG, tiny_model, **QUIET)
     assert os.path.isfile(f"{state[0]}/latest")
 
     def crash(step, total, metrics):
@@ -74,7 +74,7 @@ def test_the_previous_state_outlives_a_crashed_round(tiny, tmp_path, make_rows, 
     other = storage.open_run(str(tmp_path / "other"))
     for r in (0, 1):
         commit_advantages(other, r, _advantages(r), r)
-    train_from_run(other, 0, CFG, tiny, **QUIET)
+    train_from_run(other, 0, CFG, tiny_model, **QUIET)
     train_from_run(other, 1, CFG, other.stage_dir(0, "checkpoint"), **QUIET)
     assert _max_diff(load_weights(run.stage_dir(1, "checkpoint")), load_weights(other.stage_dir(1, "checkpoint"))) \
         < 1e-6

@@ -39,7 +39,7 @@ def commit_advantages(run: storage.Run, round: int, rows: pl.DataFrame, policy_v
     run.commit(round, "advantages", [adv], "adv", policy_version)
 
 
-def test_bad_shard_rows_are_named_by_episode_and_step(tiny, tmp_path):
+def test_bad_shard_rows_are_named_by_episode_and_step(tiny_model, tmp_path):
     run = storage.open_run(str(tmp_path / "run"))
     df = _advantages(0)
     df = df.with_columns(advantage=pl.when(pl.int_range(pl.len()) == 3).then(float("nan")).otherwise("advantage"))
@@ -47,21 +47,21 @@ def test_bad_shard_rows_are_named_by_episode_and_step(tiny, tmp_path):
     key = df.row(3, named=True)
     with pytest.raises(ValueError, match=rf"'advantage' of row 3 \(round=0, episode_id={key['episode_id']}, "
                                          rf"step={key['step']}\) is nan"):
-        train_from_run(run, 0, TrainerConfig(kl_coef=0.0), tiny, progress=False)
+        train_from_run(run, 0, TrainerConfig(kl_coef=0.0), tiny_model, progress=False)
     assert not run.is_committed(0, CHECKPOINT_STAGE)
 
 
-def test_train_from_run_commits_checkpoint_once(tiny, tmp_path, monkeypatch):
+def test_train_from_run_commits_checkpoint_once(tiny_model, tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
     run = storage.open_run(str(tmp_path / "run"))
     cfg = TrainerConfig(kl_coef=0.0, lr=1e-3, mini_batch_size=4, micro_batch_size=2, save_every=1)
     with pytest.raises(storage.StageNotCommitted, match="no committed 'advantages' stage"):
-        train_from_run(run, 0, cfg, tiny, progress=False)
+        train_from_run(run, 0, cfg, tiny_model, progress=False)
 
     df = _advantages(0)
     commit_advantages(run, 0, df)
-    res = train_from_run(run, 0, cfg, tiny, progress=False)
+    res = train_from_run(run, 0, cfg, tiny_model, progress=False)
     assert res.rows == df.height and res.steps == -(-df.height // 4)
 
     manifest = run.manifest(0, CHECKPOINT_STAGE)
@@ -72,33 +72,33 @@ def test_train_from_run_commits_checkpoint_once(tiny, tmp_path, monkeypatch):
     assert [json.loads(line)["loss"] for line in committed_steps] == [m["loss"] for m in res.metrics]
     AutoModelForCausalLM.from_pretrained(run.stage_dir(0, CHECKPOINT_STAGE))
     assert (Path(run.stage_dir(0, STATE_STAGE)) / "latest").is_file()  # optimizer_state: keep, for round 1
-    assert train_from_run(run, 0, cfg, tiny, progress=False) is None  # committed: no-op
+    assert train_from_run(run, 0, cfg, tiny_model, progress=False) is None  # committed: no-op
     assert list((tmp_path / "tmp").iterdir()) == []  # a local run's trainer stages nothing in the temp dir
 
 
-def test_sft_trains_on_the_rounds_steps(tiny, tmp_path):
+def test_sft_trains_on_the_rounds_steps(tiny_model, tmp_path):
     run = storage.open_run(str(tmp_path / "run"))
     cfg = TrainerConfig(loss="sft", kl_coef=0.0, lr=1e-3, mini_batch_size=4, micro_batch_size=2,
                         optimizer_state="reset")
     with pytest.raises(storage.StageNotCommitted, match="no committed 'trajectories' stage; collect it"):
-        train_from_run(run, -1, cfg, tiny, progress=False)
+        train_from_run(run, -1, cfg, tiny_model, progress=False)
     steps = _advantages(1).select(storage.TABLES["steps"].names).with_columns(
         pl.lit(-1, pl.Int32).alias("round"), pl.lit(-1, pl.Int32).alias("policy_version"),
         response_logprobs=pl.col("response_logprobs").list.eval(pl.element() * float("nan")))  # not read by SFT
     run.commit(-1, "trajectories", [storage.write_shard(run, -1, "steps", steps, "s")], "demos", -1)
-    res = train_from_run(run, -1, cfg, tiny, progress=False)
+    res = train_from_run(run, -1, cfg, tiny_model, progress=False)
     assert res.rows == steps.height and all(m["loss"] > 0 for m in res.metrics)
     manifest = run.manifest(-1, CHECKPOINT_STAGE)
     assert manifest.policy_version == 0 and manifest.config_hash == config_hash(cfg)
     assert run.rounds() == [-1]
 
 
-def test_on_step_gets_each_step_with_the_round_total_and_mean_response_length(tiny, tmp_path):
+def test_on_step_gets_each_step_with_the_round_total_and_mean_response_length(tiny_model, tmp_path):
     run = storage.open_run(str(tmp_path / "run"))
     df = _advantages(0)  # response lengths 6 5 6 6 | 2 2 6 2 | 6 6 6 3 in mini-batches of 4 (no shuffle)
     commit_advantages(run, 0, df)
     seen = []
     cfg = TrainerConfig(kl_coef=0.0, mini_batch_size=4, micro_batch_size=2, shuffle=False, save_every=0)
-    train_from_run(run, 0, cfg, tiny, progress=False,
+    train_from_run(run, 0, cfg, tiny_model, progress=False,
                    on_step=lambda step, total, m: seen.append((step, total, m["response_length"])))
     assert seen == [(1, 3, 5.75), (2, 3, 3.0), (3, 3, 5.25)]

@@ -16,8 +16,8 @@ def _config(expert: str, epsilon: float = 0.0, group_size: int = 1, max_steps: i
                          env=AlfworldEnvConfig(max_steps=max_steps, expert=expert), pool=PoolConfig(workers=2))
 
 
-def _play(tiny, games, cfg, seed=0):
-    policy = make_backend(tiny, cfg.policy, cfg.sampling)
+def _play(tiny_model, games, cfg, seed=0):
+    policy = make_backend(tiny_model, cfg.policy, cfg.sampling)
     with EnvPool(cfg.env, cfg.pool) as pool:
         return play_batch(policy, pool, make_groups(games), cfg, round=-1, policy_version=-1, seed=seed)
 
@@ -34,8 +34,8 @@ def _replay(steps: pl.DataFrame, games: list[str], expert: str, group_size: int)
 
 
 @pytest.mark.parametrize("expert", ["handcoded", "planner"])
-def test_expert_wins_and_writes_its_actions_as_responses(tiny, games, expert):
-    steps, episodes, stats = _play(tiny, games, _config(expert))
+def test_expert_wins_and_writes_its_actions_as_responses(tiny_model, games, expert):
+    steps, episodes, stats = _play(tiny_model, games, _config(expert))
     assert stats.errors == [] and episodes.height == 2
     assert episodes["won"].to_list() == [True, True] and episodes["terminated"].to_list() == [True, True]
     assert steps["policy_version"].unique().to_list() == [-1] and episodes["policy_version"].unique().to_list() == [-1]
@@ -45,17 +45,17 @@ def test_expert_wins_and_writes_its_actions_as_responses(tiny, games, expert):
     if expert == "planner":  # the handcoded expert's choices depend on the process's string hashing (set order)
         assert all(chosen for chosen, _ in replay)
     assert steps["action_valid"].all() and steps.filter(pl.col("terminated"))["reward"].to_list() == [10.0, 10.0]
-    tok = load_tokenizer(tiny)
+    tok = load_tokenizer(tiny_model)
     for ids, action, logprobs in steps.select("response_ids", "action", "response_logprobs").iter_rows():
         assert tok.decode(ids, skip_special_tokens=True) == format_response(action)
         assert ids[-1] == tok.eos_token_id and logprobs == [0.0] * len(ids)
     assert stats.generated_tokens == steps["response_ids"].list.len().sum()
 
 
-def test_epsilon_steps_the_env_with_random_actions_the_expert_labels(tiny, games):
+def test_epsilon_steps_the_env_with_random_actions_the_expert_labels(tiny_model, games):
     cfg, game = _config("planner", epsilon=0.5, group_size=2, max_steps=8), games[:1]
-    steps, episodes, _ = _play(tiny, game, cfg, seed=3)
-    again, episodes_again, _ = _play(tiny, game, cfg, seed=3)
+    steps, episodes, _ = _play(tiny_model, game, cfg, seed=3)
+    again, episodes_again, _ = _play(tiny_model, game, cfg, seed=3)
     assert_frame_equal(steps, again) and assert_frame_equal(episodes, episodes_again)
     steps = steps.sort("episode_id", "step")
     replay = _replay(steps, game, "planner", 2)  # the action column: what the env was stepped with
@@ -68,20 +68,20 @@ def test_epsilon_steps_the_env_with_random_actions_the_expert_labels(tiny, games
         for action in rows["action"]:
             labels.append(format_response(state.expert_plan[0]))
             state = env.step(action)
-    tok = load_tokenizer(tiny)
+    tok = load_tokenizer(tiny_model)
     responses = [tok.decode(ids, skip_special_tokens=True) for ids in steps["response_ids"]]
     assert responses == labels  # every response is the expert's choice at the row's state
     assert [r != format_response(a) for r, a in zip(responses, steps["action"])] == drawn
-    other, _, _ = _play(tiny, game, cfg, seed=4)
+    other, _, _ = _play(tiny_model, game, cfg, seed=4)
     assert not other.select("episode_id", "step", "action").equals(steps.select("episode_id", "step", "action"))
 
 
-def test_expert_needs_an_env_expert_and_acts_only_on_env_state(tiny):
+def test_expert_needs_an_env_expert_and_acts_only_on_env_state(tiny_model):
     with pytest.raises(ValueError, match="RolloutConfig.env.expert must name the expert"):
         RolloutConfig(policy=PolicyConfig(backend="expert"))
     with pytest.raises(ValueError, match=r"PolicyConfig.expert_epsilon must be in \[0, 1\], got 1.5"):
         PolicyConfig(expert_epsilon=1.5)
-    policy = make_backend(tiny, PolicyConfig(backend="expert"), SamplingConfig(max_new_tokens=4))
+    policy = make_backend(tiny_model, PolicyConfig(backend="expert"), SamplingConfig(max_new_tokens=4))
     with pytest.raises(TypeError, match="acts on the env's state"):
         policy.generate([[1, 2]], seed=0)
     from pipeline.envs import PromptConfig

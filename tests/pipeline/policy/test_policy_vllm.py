@@ -17,10 +17,10 @@ SAMPLING = SamplingConfig(temperature=0.7, max_new_tokens=12, stop_token_ids=(7,
 
 
 @pytest.fixture(scope="module")
-def engines(tiny):
-    vllm = make_backend(tiny, PolicyConfig(backend="vllm", max_model_len=512, kv_cache_memory_bytes=KV_BYTES,
+def engines(tiny_model):
+    vllm = make_backend(tiny_model, PolicyConfig(backend="vllm", max_model_len=512, kv_cache_memory_bytes=KV_BYTES,
                                            vllm_args={"enforce_eager": True}), SAMPLING)
-    hf = make_backend(tiny, PolicyConfig(), SAMPLING)
+    hf = make_backend(tiny_model, PolicyConfig(), SAMPLING)
     yield vllm, hf
     vllm.close()
 

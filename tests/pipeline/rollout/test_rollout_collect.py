@@ -39,7 +39,7 @@ def client():
 
 
 @pytest.fixture(scope="module")
-def collected(client, tiny, games, tmp_path_factory):
+def collected(client, tiny_model, games, tmp_path_factory):
     """Round 0 over [game0, a missing game, game1, game0], two groups per task; a crashed attempt's shard
     is lying in the stage before it starts."""
     run = storage.open_run(str(tmp_path_factory.mktemp("run")))
@@ -47,7 +47,7 @@ def collected(client, tiny, games, tmp_path_factory):
     storage.write_shard(run, 0, "steps", stray, "batch-000099")
     missing = os.path.join(os.path.dirname(games[0]), "..", "gone", "game.tw-pddl")
     tasks = [games[0], missing, games[1], games[0]]
-    manifest = collect(client, run, 0, tiny, tasks, CONFIG)
+    manifest = collect(client, run, 0, tiny_model, tasks, CONFIG)
     return run, manifest, tasks
 
 
@@ -99,9 +99,9 @@ def test_group_members_start_from_one_anchor_state(collected, games):
     assert steps.filter((pl.col("step") == 0) & (pl.col("group_id") == 0))["observation"].to_list() == [start] * G
 
 
-def test_tokens_decode_to_the_logged_text(collected, tiny, games):
+def test_tokens_decode_to_the_logged_text(collected, tiny_model, games):
     run, _, _ = collected
-    tok = HFBackend(tiny, CONFIG.policy, CONFIG.sampling).tokenizer
+    tok = HFBackend(tiny_model, CONFIG.policy, CONFIG.sampling).tokenizer
     steps = run.read("steps", [0]).sort("episode_id", "step")
     start = AlfworldEnv().reset(games[0])
     expected = chat_prompt(tok, build_prompt(start.task, start.observation, start.admissible_commands))
@@ -115,9 +115,9 @@ def test_tokens_decode_to_the_logged_text(collected, tiny, games):
         assert parse_action(reply, CONFIG.prompt) == (row["action"], row["action_valid"])
 
 
-def test_logprobs_match_recomputation_on_cpu(collected, tiny):
+def test_logprobs_match_recomputation_on_cpu(collected, tiny_model):
     run, _, _ = collected
-    policy = HFBackend(tiny, PolicyConfig(), CONFIG.sampling)
+    policy = HFBackend(tiny_model, PolicyConfig(), CONFIG.sampling)
     steps = run.read("steps", [0])
     worst = 0.0
     for row in steps.iter_rows(named=True):
@@ -127,32 +127,32 @@ def test_logprobs_match_recomputation_on_cpu(collected, tiny):
     assert worst < 1e-4
 
 
-def test_rerun_of_a_committed_round_is_a_no_op(collected, client, tiny):
+def test_rerun_of_a_committed_round_is_a_no_op(collected, client, tiny_model):
     run, manifest, tasks = collected
     stage = run.stage_dir(0, "trajectories")
     before = {f.path: os.stat(f"{stage}/{f.path}").st_mtime_ns for f in manifest.files}
-    again = collect(client, run, 0, tiny, tasks, CONFIG)
+    again = collect(client, run, 0, tiny_model, tasks, CONFIG)
     assert again == manifest and again.created_at == manifest.created_at
     assert {f.path: os.stat(f"{stage}/{f.path}").st_mtime_ns for f in again.files} == before
 
 
-def test_bad_input_is_refused_before_any_task(client, tiny, games, tmp_path):
+def test_bad_input_is_refused_before_any_task(client, tiny_model, games, tmp_path):
     run = storage.open_run(str(tmp_path / "run"))
     with pytest.raises(CheckpointError, match=f"{tmp_path / 'ckpt'}: policy checkpoint directory not found"):
         collect(client, run, 0, str(tmp_path / "ckpt"), games, CONFIG)
     gpu = RolloutConfig(group_size=G, resources={"GPU": 1})
     with pytest.raises(RuntimeError, match=r"RolloutConfig.resources=\{'GPU': 1\}: no Dask worker offers them"):
-        collect(client, run, 0, tiny, games, gpu)
+        collect(client, run, 0, tiny_model, games, gpu)
     with pytest.raises(ValueError, match="collect round 0: no tasks given"):
-        collect(client, run, 0, tiny, [], CONFIG)
+        collect(client, run, 0, tiny_model, [], CONFIG)
     assert not run.is_committed(0, "trajectories")
 
 
-def test_a_round_where_no_game_loads_is_not_committed(client, tiny, tmp_path):
+def test_a_round_where_no_game_loads_is_not_committed(client, tiny_model, tmp_path):
     run = storage.open_run(str(tmp_path / "run"))
     missing = str(tmp_path / "gone" / "game.tw-pddl")
     with pytest.raises(RuntimeError, match="collect round 0: no episode took a step, nothing committed; 1 error"):
-        collect(client, run, 0, tiny, [missing], CONFIG)
+        collect(client, run, 0, tiny_model, [missing], CONFIG)
     assert not run.is_committed(0, "trajectories")
 
 
@@ -171,17 +171,17 @@ from pipeline.rollout import RolloutConfig
 from pipeline.stages.collect import collect
 
 if __name__ == "__main__":
-    tiny, run_dir, *tasks = sys.argv[1:]
+    tiny_model, run_dir, *tasks = sys.argv[1:]
     config = RolloutConfig(group_size=2, groups_per_batch=2, sampling=SamplingConfig(max_new_tokens=16, seed=1),
                            env=AlfworldEnvConfig(max_steps=3), pool=PoolConfig(workers=1),
                            policy=PolicyConfig(num_threads=1), progress=False)
     with dask.config.set({"distributed.worker.daemon": False}), \\
             LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=None) as cluster, Client(cluster) as c:
-        collect(c, storage.open_run(run_dir), 0, tiny, tasks, config)
+        collect(c, storage.open_run(run_dir), 0, tiny_model, tasks, config)
 """
 
 
-def test_game_with_broken_pddl_is_dropped_with_a_warning(tiny, games, tmp_path):
+def test_game_with_broken_pddl_is_dropped_with_a_warning(tiny_model, games, tmp_path):
     """Valid JSON whose PDDL problem is cut in half: the engine's parse error comes back from the env process
     as a plain error (unpickling fast_downward's exits the Dask worker); only that group is lost."""
     trial = tmp_path / "pick_and_place_simple-Apple-None-Fridge-1" / "trial_broken"
@@ -194,8 +194,8 @@ def test_game_with_broken_pddl_is_dropped_with_a_warning(tiny, games, tmp_path):
     root = str(Path(__file__).resolve().parents[3])
     path = [root, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
     env = os.environ | {"PYTHONPATH": os.pathsep.join(path)}
-    done = subprocess.run([sys.executable, str(script), tiny, str(tmp_path / "run"), games[1], str(broken)], cwd=root,
-                          env=env, capture_output=True, text=True, timeout=400)
+    done = subprocess.run([sys.executable, str(script), tiny_model, str(tmp_path / "run"), games[1], str(broken)],
+                          cwd=root, env=env, capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stderr[-3000:]
     assert (f"collect: task {task_id(str(broken))} (group 1): reset failed: {broken}: cannot load game: "
             "ParseError: Missing ')'\n") in done.stdout

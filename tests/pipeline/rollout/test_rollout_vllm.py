@@ -26,7 +26,7 @@ from tests.pipeline.round_helpers import gone
 def test_collect_with_vllm_matches_hf_logprobs(tmp_path):
     pytest.importorskip("vllm")
     gpu = torch.cuda.is_available()  # on CPU only a restart frees the engine
-    tiny = str(make_tiny_model(tmp_path / "tiny", seed=0))
+    tiny_model = str(make_tiny_model(tmp_path / "tiny", seed=0))
     games = generate_games(str(tmp_path / "games"), games=2, seed=0, max_receptacles=5)
     policy = PolicyConfig(backend="vllm", kv_cache_memory_bytes=64 << 20, max_model_len=2048,
                           free_between_rounds="sleep" if gpu else "restart", vllm_args={"enforce_eager": True})
@@ -36,9 +36,9 @@ def test_collect_with_vllm_matches_hf_logprobs(tmp_path):
         with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
                 Client(cluster) as client:
             run = storage.open_run(str(tmp_path / "run"))
-            manifest = collect(client, run, 0, tiny, games, cfg)
+            manifest = collect(client, run, 0, tiny_model, games, cfg)
     assert manifest.rows("episodes") == 4 and manifest.rows("steps") == 12
-    hf = HFBackend(tiny, PolicyConfig(), cfg.sampling)
+    hf = HFBackend(tiny_model, PolicyConfig(), cfg.sampling)
     for row in run.read("steps", [0]).iter_rows(named=True):
         ref = hf.score(row["prompt_ids"], row["response_ids"])
         assert max(abs(a - b) for a, b in zip(ref, row["response_logprobs"])) < 1e-4
@@ -57,12 +57,12 @@ def _start_engine(path: str) -> list[int]:
 def test_vllm_engine_processes_die_with_their_worker(tmp_path):
     """vLLM's engine core and its workers outlive a SIGKILLed Dask worker on their own; the reaper kills them."""
     pytest.importorskip("vllm")
-    tiny = str(make_tiny_model(tmp_path / "tiny", seed=0))
+    tiny_model = str(make_tiny_model(tmp_path / "tiny", seed=0))
     with dask.config.set({"distributed.worker.daemon": False}), \
             LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
             Client(cluster) as client:
         client.register_plugin(ReapOrphans())
-        engines = [p for p in map(psutil.Process, client.submit(_start_engine, tiny, pure=False).result())
+        engines = [p for p in map(psutil.Process, client.submit(_start_engine, tiny_model, pure=False).result())
                    if p.name().startswith("VLLM::")]
         assert engines, "no vLLM engine process"
         time.sleep(3)  # the reaper has seen them

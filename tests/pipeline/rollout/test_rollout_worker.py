@@ -33,8 +33,8 @@ def pool():
         yield p
 
 
-def test_same_seed_replays_the_same_batch(tiny, games, pool):
-    policy = HFBackend(tiny, PolicyConfig(), SAMPLING)
+def test_same_seed_replays_the_same_batch(tiny_model, games, pool):
+    policy = HFBackend(tiny_model, PolicyConfig(), SAMPLING)
     groups = make_groups(games)
     steps, episodes, stats = play_batch(policy, pool, groups, CONFIG, round=2, policy_version=1, seed=mix_seed(4))
     again, episodes_again, _ = play_batch(policy, pool, groups, CONFIG, round=2, policy_version=1,
@@ -46,8 +46,8 @@ def test_same_seed_replays_the_same_batch(tiny, games, pool):
     assert steps["round"].unique().to_list() == [2] and steps["policy_version"].unique().to_list() == [1]
 
 
-def test_rows_carry_the_state_they_acted_on(tiny, games, pool):
-    policy = HFBackend(tiny, PolicyConfig(), SAMPLING)
+def test_rows_carry_the_state_they_acted_on(tiny_model, games, pool):
+    policy = HFBackend(tiny_model, PolicyConfig(), SAMPLING)
     groups = make_groups(games)
     steps, _, _ = play_batch(policy, pool, groups, CONFIG, round=0, policy_version=0, seed=mix_seed(5))
     assert steps["state_key"].null_count() == steps["admissible_key"].null_count() == 0
@@ -75,10 +75,10 @@ class _Says:
 
 
 @pytest.mark.parametrize("admissible_only, made_up_valid", [(True, False), (False, True)])
-def test_admissible_only_marks_actions_outside_the_commands_invalid(tiny, games, pool, admissible_only,
+def test_admissible_only_marks_actions_outside_the_commands_invalid(tiny_model, games, pool, admissible_only,
                                                                     made_up_valid):
     config = dataclasses.replace(CONFIG, prompt=PromptConfig(require_think=False, admissible_only=admissible_only))
-    policy = _Says(HFBackend(tiny, PolicyConfig(), SAMPLING))
+    policy = _Says(HFBackend(tiny_model, PolicyConfig(), SAMPLING))
     steps, _, _ = play_batch(policy, pool, make_groups(games), config, 0, 0, seed=0)
     assert steps.height == 12
     assert steps.select("action", "action_valid").unique().sort("action").rows() == [
@@ -99,8 +99,8 @@ class _KillsEnvWorker:
         return self.policy.act(prompts, seed, turns, prompt)
 
 
-def test_crashed_env_truncates_only_its_episodes(tiny, games, pool):
-    policy = _KillsEnvWorker(HFBackend(tiny, PolicyConfig(), SAMPLING), pool)
+def test_crashed_env_truncates_only_its_episodes(tiny_model, games, pool):
+    policy = _KillsEnvWorker(HFBackend(tiny_model, PolicyConfig(), SAMPLING), pool)
     steps, episodes, stats = play_batch(policy, pool, make_groups(games), CONFIG, 0, 0, seed=0)
     # Envs 1 and 3 (member 1 of each group) live in worker 1: their step 1 is the crash.
     assert episodes.sort("episode_id")["truncation_reason"].to_list() == ["max_steps", "env_crash"] * 2
@@ -111,14 +111,14 @@ def test_crashed_env_truncates_only_its_episodes(tiny, games, pool):
     assert "task pick_and_place_simple-" in stats.errors[0] and "episode 1 step 1" in stats.errors[0]
 
 
-def test_prompt_over_the_context_ends_the_episode(tiny, games, pool):
-    plain = HFBackend(tiny, PolicyConfig(), SAMPLING)
+def test_prompt_over_the_context_ends_the_episode(tiny_model, games, pool):
+    plain = HFBackend(tiny_model, PolicyConfig(), SAMPLING)
     start = AlfworldEnv().reset(games[0])
     first = len(plain.tokenizer(chat_prompt(plain.tokenizer, build_prompt(start.task, start.observation,
                                                                           start.admissible_commands)),
                                 add_special_tokens=False)["input_ids"])
     # Room for the first prompt exactly; the second (task + history added) is longer.
-    policy = HFBackend(tiny, PolicyConfig(max_model_len=first + SAMPLING.max_new_tokens), SAMPLING)
+    policy = HFBackend(tiny_model, PolicyConfig(max_model_len=first + SAMPLING.max_new_tokens), SAMPLING)
     cfg = RolloutConfig(group_size=2, groups_per_batch=1, sampling=SAMPLING, env=CONFIG.env, pool=CONFIG.pool)
     steps, episodes, stats = play_batch(policy, pool, make_groups(games[:1]), cfg, 0, 0, seed=0)
     assert episodes["length"].to_list() == [1, 1]
@@ -131,12 +131,12 @@ def test_prompt_over_the_context_ends_the_episode(tiny, games, pool):
         in stats.errors[0]
 
 
-def test_a_retried_batch_replaces_its_shards(tiny, games, tmp_path):
+def test_a_retried_batch_replaces_its_shards(tiny_model, games, tmp_path):
     run = storage.open_run(str(tmp_path / "run"))
     groups = make_groups(games)
     try:
-        first = rollout_batch(run, 0, 0, tiny, 3, groups, CONFIG)  # an attempt whose result was lost
-        retry = rollout_batch(run, 0, 0, tiny, 3, groups, CONFIG)
+        first = rollout_batch(run, 0, 0, tiny_model, 3, groups, CONFIG)  # an attempt whose result was lost
+        retry = rollout_batch(run, 0, 0, tiny_model, 3, groups, CONFIG)
     finally:
         release_resources("restart")
     assert first.steps.path == retry.steps.path == "steps/batch-000003.parquet"
@@ -146,9 +146,9 @@ def test_a_retried_batch_replaces_its_shards(tiny, games, tmp_path):
     assert run.read("episodes", [0])["episode_id"].sort().to_list() == [0, 1, 2, 3]
 
 
-def test_collect_refuses_daemonic_workers(tiny, games, tmp_path):
+def test_collect_refuses_daemonic_workers(tiny_model, games, tmp_path):
     with dask.config.set({"distributed.worker.daemon": True}):  # Dask's default
         with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
                 Client(cluster) as client:
             with pytest.raises(RuntimeError, match="distributed.worker.daemon: False"):
-                collect(client, str(tmp_path / "run"), 0, tiny, games, CONFIG)
+                collect(client, str(tmp_path / "run"), 0, tiny_model, games, CONFIG)
