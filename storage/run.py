@@ -36,7 +36,6 @@ from storage.checks import THREADS, full_problems, read_manifest, size_problems
 from storage.errors import (
     CorruptManifest,
     CorruptShard,
-    ForeignDirectory,
     NotARun,
     RunNotWritable,
     SchemaMismatch,
@@ -47,7 +46,7 @@ from storage.identity import check_claimable, claim, read_mark
 from storage.lock import LOCK_NAME, RunLock
 from storage.manifest import MANIFEST_NAME, Manifest, ShardInfo
 from storage.schemas import TABLE_STAGE, TABLES, VIEWS
-from storage.stage_files import is_ours
+from storage.stage_files import delete_files, own_files
 from storage.uri import resolve
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=-]*$")
@@ -143,10 +142,10 @@ class Run:
             old = None
         named = {f.path for f in old.files + old.retired} if old else set()
         try:
-            files = self._own_files(stage, folder, named)
+            files = own_files(self.fs, stage, folder, named)
             if committed:
                 self.fs.delete_file(f"{folder}/{MANIFEST_NAME}")
-            self._delete(folder, files, keep=set())
+            delete_files(self.fs, folder, files, keep=set())
         except OSError as exc:
             raise RunNotWritable(f"{folder}: cannot clear the stage directory ({exc})") from exc
 
@@ -169,9 +168,9 @@ class Run:
                                  "with other files or config; call begin(..., overwrite=True) to redo it")
         for f in files:
             shards.verify(self.fs, folder, f)
-        here = self._own_files(stage, folder, set(paths))  # a foreign file: nothing committed, nothing deleted
+        here = own_files(self.fs, stage, folder, set(paths))  # a foreign file: nothing committed, nothing deleted
         shards.put_atomic(self.fs, f"{folder}/{MANIFEST_NAME}", new.to_json().encode())
-        self._delete(folder, here, set(paths))
+        delete_files(self.fs, folder, here, set(paths))
         return new
 
     def retire(self, round: int, stage: str, keep: Iterable[str], note: str) -> list[ShardInfo]:
@@ -197,29 +196,7 @@ class Run:
 
     def _sweep(self, stage: str, folder: str, keep: set[str]) -> None:
         """Delete the stage's files that its manifest does not name."""
-        self._delete(folder, self._own_files(stage, folder, keep), keep)
-
-    def _delete(self, folder: str, files: list[tuple[str, str]], keep: set[str]) -> None:
-        """Delete ``files`` (path, path in ``folder``) but the manifest and ``keep``, then the sub-folders left
-        empty."""
-        for path, rel in files:
-            if rel != MANIFEST_NAME and rel not in keep:
-                self.fs.delete_file(path)
-        found = self.fs.get_file_info(pafs.FileSelector(folder, recursive=True, allow_not_found=True))
-        for info in sorted(found, key=lambda i: -i.path.count("/")):  # deepest first
-            if info.type == pafs.FileType.Directory and not self.fs.get_file_info(pafs.FileSelector(info.path)):
-                self.fs.delete_dir(info.path)
-
-    def _own_files(self, stage: str, folder: str, named: set[str]) -> list[tuple[str, str]]:
-        """(path, path inside the folder) of each file in a stage folder; ``ForeignDirectory`` when one is
-        neither ``named`` (by a manifest) nor a name the project writes there (``storage.stage_files``): such a
-        folder is left as it is."""
-        found = self.fs.get_file_info(pafs.FileSelector(folder, recursive=True, allow_not_found=True))
-        files = [(i.path, i.path[len(folder) + 1:]) for i in found if i.type == pafs.FileType.File]
-        if foreign := [rel for _, rel in files if rel not in named and not is_ours(stage, rel)]:
-            raise ForeignDirectory(f"{folder}: holds file(s) the project did not write: {', '.join(foreign[:5])}; "
-                                   "move them out of the run directory")
-        return files
+        delete_files(self.fs, folder, own_files(self.fs, stage, folder, keep), keep)
 
     def describe(self, round: int, stage: str, rel: str) -> ShardInfo:
         """ShardInfo of a non-table file already written under the stage directory."""

@@ -15,6 +15,9 @@ from __future__ import annotations
 
 from fnmatch import fnmatchcase
 
+import pyarrow.fs as pafs
+
+from storage.errors import ForeignDirectory
 from storage.manifest import MANIFEST_NAME
 from storage.schemas import TABLE_STAGE
 from storage.stage_names import CHECKPOINT_STAGE, METRICS_FILE, METRICS_STAGE
@@ -42,3 +45,25 @@ def is_ours(stage: str, rel: str) -> bool:
     """Whether ``rel`` (a path inside ``stage``'s folder) is a name the project writes there."""
     depth = rel.count("/")
     return any(p.count("/") == depth and fnmatchcase(rel, p) for p in patterns(stage))
+
+
+def own_files(fs: pafs.FileSystem, stage: str, folder: str, named: set[str]) -> list[tuple[str, str]]:
+    """(path, path inside the folder) of each file in ``stage``'s ``folder``; ``ForeignDirectory`` when one is
+    neither ``named`` (by a manifest) nor a name the project writes there: such a folder is left as it is."""
+    found = fs.get_file_info(pafs.FileSelector(folder, recursive=True, allow_not_found=True))
+    files = [(i.path, i.path[len(folder) + 1:]) for i in found if i.type == pafs.FileType.File]
+    if foreign := [rel for _, rel in files if rel not in named and not is_ours(stage, rel)]:
+        raise ForeignDirectory(f"{folder}: holds file(s) the project did not write: {', '.join(foreign[:5])}; "
+                               "move them out of the run directory")
+    return files
+
+
+def delete_files(fs: pafs.FileSystem, folder: str, files: list[tuple[str, str]], keep: set[str]) -> None:
+    """Delete ``files`` (``own_files``) but the manifest and ``keep``, then the sub-folders left empty."""
+    for path, rel in files:
+        if rel != MANIFEST_NAME and rel not in keep:
+            fs.delete_file(path)
+    found = fs.get_file_info(pafs.FileSelector(folder, recursive=True, allow_not_found=True))
+    for info in sorted(found, key=lambda i: -i.path.count("/")):  # deepest first
+        if info.type == pafs.FileType.Directory and not fs.get_file_info(pafs.FileSelector(info.path)):
+            fs.delete_dir(info.path)
