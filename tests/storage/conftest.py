@@ -6,23 +6,18 @@ import subprocess
 import sys
 import time
 
+import boto3
 import pytest
 
+from trainer.host import free_port
+
 BUCKET = "gigpo-runs"  # a valid S3 bucket name
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def moto_endpoint(tmp_path_factory):
     """``http://127.0.0.1:PORT`` of a running moto server with the bucket ``BUCKET``; stopped after the module."""
-    pytest.importorskip("moto.server", reason="object-store tests need moto[server] (the test extra)")
-    boto3 = pytest.importorskip("boto3")
-    port, log = _free_port(), tmp_path_factory.mktemp("moto") / "server.log"
+    port, log = free_port(), tmp_path_factory.mktemp("moto") / "server.log"
     with open(log, "w") as out:  # a file, not a pipe: the server logs every request
         server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                                   stdout=out, stderr=subprocess.STDOUT)
