@@ -15,11 +15,14 @@ that commit again and refuses files that differ from the recorded ones.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import re
 from pathlib import Path
+
+import pyarrow.fs as pafs
+
+from storage.shards import put_atomic, sha256_of
 
 _ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
 RECORD = "base_model.json"  # in the run directory
@@ -80,9 +83,8 @@ def record(model: HubModel, run_root: str) -> None:
     path = Path(run_root, RECORD)
     if path.is_file():
         return
-    tmp = path.with_name(f".tmp-{os.getpid()}-{RECORD}")
-    tmp.write_text(json.dumps(dataclasses.asdict(model) | {"path": ""}, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+    doc = json.dumps(dataclasses.asdict(model) | {"path": ""}, indent=1, sort_keys=True)
+    put_atomic(pafs.LocalFileSystem(), str(path), doc.encode())
 
 
 def _content_ids(snapshot: Path) -> dict[str, str]:
@@ -90,13 +92,6 @@ def _content_ids(snapshot: Path) -> dict[str, str]:
     ids = {}
     for f in sorted(p for p in snapshot.rglob("*") if p.is_file()):
         name = f.relative_to(snapshot).as_posix()
-        ids[name] = Path(os.path.realpath(f)).name if f.is_symlink() else _sha256(f)
+        ids[name] = Path(os.path.realpath(f)).name if f.is_symlink() else sha256_of(pafs.LocalFileSystem(), str(f))
     return ids
 
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as src:
-        for block in iter(lambda: src.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
