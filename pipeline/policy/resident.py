@@ -60,7 +60,7 @@ def tensor_digest(tensor) -> str:
     import torch
 
     flat = tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8)
-    return hashlib.blake2b(flat.numpy().tobytes(), digest_size=16).hexdigest()
+    return hashlib.blake2b(flat.numpy(), digest_size=16).hexdigest()
 
 
 def engine_digests(params: dict, shapes: dict[str, list[int]]) -> list[tuple[str, str, str]]:
