@@ -59,6 +59,9 @@ class RoundMetrics:
     grad_norm: float | None = None  # mean gradient norm before clipping
     rollout_tokens_per_s: float | None = None  # generated tokens per second (collect)
     env_steps_per_s: float | None = None  # env steps per second (collect)
+    generate_seconds: float | None = None  # seconds inside the policy's generate, summed over the collect's tasks
+    env_seconds: float | None = None  # seconds inside env calls, summed over the collect's tasks
+    policy_load_seconds: float | None = None  # seconds getting the policy ready, summed over the collect's tasks
     advantage_steps_per_s_per_core: float | None = None  # advantage job throughput per core
     train_tokens_per_s: float | None = None  # trained tokens per second
     mfu: float | None = None  # model FLOPs utilisation of training (GPU only)

@@ -8,9 +8,10 @@ see ``pipeline.policy.base``.
 ['none', 'restart', 'sleep']
 """
 from pipeline.policy.base import (BACKENDS, FREE_MODES, CheckpointError, Generation, PolicyBackend, PolicyConfig,
-                                  SamplingConfig, Turn, check_checkpoint, load_policy, load_tokenizer,
-                                  make_backend, register_backend, release_policy, stop_token_ids, verify_checkpoint)
+                                  SamplingConfig, Turn, check_checkpoint, load_tokenizer, make_backend,
+                                  register_backend, stop_token_ids, verify_checkpoint)
+from pipeline.policy.process import acquire_policy, load_policy, release_policy
 
 __all__ = ["BACKENDS", "FREE_MODES", "CheckpointError", "Generation", "PolicyBackend", "PolicyConfig",
-           "SamplingConfig", "Turn", "check_checkpoint", "load_policy", "load_tokenizer", "make_backend",
-           "register_backend", "release_policy", "stop_token_ids", "verify_checkpoint"]
+           "SamplingConfig", "Turn", "acquire_policy", "check_checkpoint", "load_policy", "load_tokenizer",
+           "make_backend", "register_backend", "release_policy", "stop_token_ids", "verify_checkpoint"]

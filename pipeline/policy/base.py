@@ -1,8 +1,8 @@
 """The policy backend interface: token ids in, sampled token ids and their log-probs out.
 
-Backends (``hf``, ``vllm``, ``expert``) register themselves by name; ``load_policy`` keeps
-one loaded backend per process (a Dask worker loads a checkpoint once per
-round, not once per task).
+Backends (``hf``, ``vllm``, ``expert``) register themselves by name; ``pipeline.policy.process``
+keeps one loaded backend per process (a Dask worker loads a checkpoint once per
+round, not once per task, into the engine it keeps: ``pipeline.policy.resident``).
 
 Log-prob convention (every backend): the log-prob of each sampled token under
 ``log_softmax(logits / temperature)`` over the full vocabulary, i.e. the policy
@@ -18,7 +18,6 @@ refuses other settings rather than log a different quantity.)
 from __future__ import annotations
 
 import os
-import threading
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Callable
@@ -69,6 +68,7 @@ class PolicyConfig:
     gpu_memory_utilization: float = 0.5  # vllm: share of GPU memory for weights + KV cache (on CPU: of host RAM)
     kv_cache_memory_bytes: int = 0  # vllm: KV cache size in bytes, overriding the share (use it on CPU); 0: by share
     free_between_rounds: str = "sleep"  # after a round: "none" keeps it, "sleep" offloads, "restart" frees it
+    resident: bool = True  # keep the engine across checkpoints, each loaded in place (false: a new one per checkpoint)
     vllm_args: dict = field(default_factory=dict)  # extra keyword arguments for vllm.LLM
     expert_epsilon: float = 0.0  # expert: share of turns whose env step plays a random shown action (seeded)
 
@@ -126,6 +126,21 @@ class PolicyBackend(ABC):
     def close(self) -> None:
         """Release everything; the backend is unusable afterwards."""
 
+    @staticmethod
+    def engine_settings(policy: PolicyConfig, sampling: SamplingConfig) -> tuple:
+        """What the engine is built with; another ``sampling`` of the same settings is set as ``self.sampling``."""
+        return repr(asdict(policy)), repr(asdict(sampling))
+
+    def update(self, path: str) -> bool:
+        """Load the checkpoint at ``path`` (of this engine's ``resident.model_identity``) in place; False where
+        the backend cannot (then a fresh one is loaded)."""
+        return False
+
+    def weight_digests(self, shapes: dict[str, list[int]]) -> list[tuple[str, str, str]]:
+        """(name, dtype, digest) of the engine's tensors of these checkpoint tensor shapes
+        (``resident.engine_digests``)."""
+        return []
+
 
 BACKENDS: dict[str, Callable[[str, PolicyConfig, SamplingConfig], PolicyBackend]] = {}
 
@@ -163,12 +178,21 @@ def verify_checkpoint(path: str) -> str:
 
 def make_backend(path: str, policy: PolicyConfig, sampling: SamplingConfig) -> PolicyBackend:
     """Load a fresh backend for the checkpoint at ``path`` (verified first: ``verify_checkpoint``)."""
-    if policy.backend not in BACKENDS:
-        _import_builtin(policy.backend)
-    if policy.backend not in BACKENDS:
-        raise ValueError(f"PolicyConfig.backend {policy.backend!r} is not registered; "
-                         f"expected one of {sorted(BACKENDS)}")
-    return BACKENDS[policy.backend](verify_checkpoint(path), policy, sampling)
+    return build_backend(verify_checkpoint(path), policy, sampling)
+
+
+def build_backend(path: str, policy: PolicyConfig, sampling: SamplingConfig) -> PolicyBackend:
+    """``make_backend`` for a checkpoint already verified."""
+    return backend_class(policy.backend)(path, policy, sampling)
+
+
+def backend_class(name: str) -> type[PolicyBackend]:
+    """The backend registered as ``name`` (a built-in one is imported on first use)."""
+    if name not in BACKENDS:
+        _import_builtin(name)
+    if name not in BACKENDS:
+        raise ValueError(f"PolicyConfig.backend {name!r} is not registered; expected one of {sorted(BACKENDS)}")
+    return BACKENDS[name]
 
 
 def _import_builtin(name: str) -> None:
@@ -178,53 +202,6 @@ def _import_builtin(name: str) -> None:
         import pipeline.policy.vllm  # noqa: F401
     elif name == "expert":
         import pipeline.policy.expert  # noqa: F401
-
-
-_LOADED: dict = {"key": None, "backend": None}
-_LOCK = threading.RLock()
-
-
-def _key(path: str, policy: PolicyConfig, sampling: SamplingConfig) -> tuple:
-    stat = os.stat(os.path.join(path, "config.json")) if os.path.isdir(path) else None
-    return (os.path.abspath(path), stat and stat.st_mtime_ns, repr(asdict(policy)), repr(asdict(sampling)))
-
-
-def load_policy(path: str, policy: PolicyConfig, sampling: SamplingConfig) -> PolicyBackend:
-    """The process's backend for ``path``: reused (woken) when already loaded, else loaded anew.
-
-    Loading another checkpoint closes the previous backend first (one model per process).
-
-    >>> import tempfile
-    >>> from pipeline.models.tiny_model import make_tiny_model
-    >>> p = str(make_tiny_model(tempfile.mkdtemp()))
-    >>> load_policy(p, PolicyConfig(), SamplingConfig()) is load_policy(p, PolicyConfig(), SamplingConfig())
-    True
-    """
-    key = _key(path, policy, sampling)
-    with _LOCK:
-        if _LOADED["key"] == key:
-            _LOADED["backend"].wake()
-            return _LOADED["backend"]
-        release_policy("restart")
-        backend = make_backend(path, policy, sampling)
-        _LOADED.update(key=key, backend=backend)
-        return backend
-
-
-def release_policy(mode: str = "restart") -> str:
-    """Free this process's backend: ``sleep`` offloads it, ``restart`` closes it, ``none`` keeps it."""
-    if mode not in FREE_MODES:
-        raise ValueError(f"release_policy mode must be one of {FREE_MODES}, got {mode!r}")
-    with _LOCK:
-        backend = _LOADED["backend"]
-        if backend is None or mode == "none":
-            return mode
-        if mode == "sleep":
-            backend.sleep()
-        else:
-            _LOADED.update(key=None, backend=None)
-            backend.close()
-        return mode
 
 
 def load_tokenizer(path: str):

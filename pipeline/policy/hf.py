@@ -18,6 +18,7 @@ True
 from __future__ import annotations
 
 import gc
+from dataclasses import asdict
 
 import torch
 from transformers import AutoModelForCausalLM, GenerationConfig, LogitsProcessor
@@ -32,6 +33,7 @@ from pipeline.policy.base import (
     register_backend,
     stop_token_ids,
 )
+from pipeline.policy.resident import engine_digests, weight_files
 from trainer.model import bars_once
 
 
@@ -152,6 +154,31 @@ class HFBackend(PolicyBackend):
         logits = self.model(ids).logits[0, len(prompt_ids) - 1:-1].float() / self.sampling.temperature
         taken = torch.tensor(response_ids, device=logits.device)[:, None]
         return torch.log_softmax(logits, dim=-1).gather(1, taken)[:, 0].cpu().tolist()
+
+    @staticmethod
+    def engine_settings(policy: PolicyConfig, sampling: SamplingConfig) -> tuple:
+        return repr(asdict(policy)), sampling.stop_token_ids  # the rest of sampling is read at each generate
+
+    @torch.no_grad()
+    def update(self, path: str) -> bool:
+        """Copy the checkpoint's safetensors into the model's parameters (``load_state_dict``, file by file)."""
+        from safetensors.torch import load_file
+
+        loaded: set[str] = set()
+        for file in weight_files(path):
+            state = load_file(file)
+            if unexpected := self.model.load_state_dict(state, strict=False).unexpected_keys:
+                raise CheckpointError(f"{file}: tensors the model does not have: {unexpected[:3]}")
+            loaded |= state.keys()
+        params = self.model.state_dict()
+        filled = {params[n].data_ptr() for n in loaded}  # tied weights share one tensor
+        if missing := [n for n, t in params.items() if t.data_ptr() not in filled]:
+            raise CheckpointError(f"{path}: no tensor for {missing[:3]} in the safetensors files")
+        self.path = path
+        return True
+
+    def weight_digests(self, shapes: dict[str, list[int]]) -> list[tuple[str, str, str]]:
+        return engine_digests(self.model.state_dict(), shapes)
 
     def sleep(self) -> None:
         if torch.device(self.policy.device).type != "cpu":

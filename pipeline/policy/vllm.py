@@ -6,8 +6,14 @@ prompt's index), so a response does not depend on what else is in the batch.
 
 Between rounds (``PolicyConfig.free_between_rounds``): ``sleep`` uses vLLM's
 sleep mode on CUDA (weights offloaded to CPU RAM, KV cache freed; level 1),
-``restart`` shuts the engine down (the next round loads its new checkpoint
-anyway). On a CPU build, where sleep mode does not exist, ``sleep`` is a no-op.
+``restart`` shuts the engine down. On a CPU build, where sleep mode does not
+exist, ``sleep`` is a no-op.
+
+A new checkpoint of the same ``resident.model_identity`` is loaded in place
+(``update``): the workers' ``reload_weights`` reads the committed safetensors
+and reprocesses the weights for the kernels, then the prefix cache (KV blocks
+of the old weights) is reset. The workers carry ``DigestWorker`` so that the
+reloaded tensors can be checked against the files.
 
 Example (needs vllm)::
 
@@ -17,9 +23,11 @@ Example (needs vllm)::
 from __future__ import annotations
 
 import gc
+from dataclasses import asdict
 
 from pipeline.policy.base import (Generation, PolicyBackend, PolicyConfig, SamplingConfig, load_tokenizer,
                                   register_backend, stop_token_ids)
+from pipeline.policy.resident import engine_digests
 
 _SEED_STRIDE = 1_000_003  # keeps per-prompt seeds of consecutive calls apart
 
@@ -66,7 +74,8 @@ class VLLMBackend(PolicyBackend):
         self._can_sleep = torch.cuda.is_available() and policy.free_between_rounds == "sleep"
         args = dict(model=path, tokenizer=path, dtype=policy.dtype, seed=sampling.seed,
                     gpu_memory_utilization=policy.gpu_memory_utilization, logprobs_mode=logprobs_mode(sampling),
-                    enable_sleep_mode=self._can_sleep, generation_config="vllm")
+                    enable_sleep_mode=self._can_sleep, generation_config="vllm",
+                    worker_extension_cls=f"{__name__}.DigestWorker")
         if policy.max_model_len:
             args["max_model_len"] = policy.max_model_len
         if policy.kv_cache_memory_bytes:  # a fixed size: on CPU the share would depend on the host's free RAM
@@ -101,6 +110,19 @@ class VLLMBackend(PolicyBackend):
                                      finish_reason="stop" if o.finish_reason == "stop" else "length"))
         return result
 
+    @staticmethod
+    def engine_settings(policy: PolicyConfig, sampling: SamplingConfig) -> tuple:
+        return repr(asdict(policy)), sampling.seed, logprobs_mode(sampling), sampling.stop_token_ids
+
+    def update(self, path: str) -> bool:
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_path": path, "is_checkpoint_format": True})
+        self.llm.reset_prefix_cache()
+        self.path = path
+        return True
+
+    def weight_digests(self, shapes: dict[str, list[int]]) -> list[tuple[str, str, str]]:
+        return [tuple(d) for rank in self.llm.collective_rpc("weight_digests", args=(shapes,)) for d in rank]
+
     def sleep(self) -> None:
         if self._can_sleep and not self._sleeping:
             self.llm.sleep(level=1)
@@ -118,3 +140,10 @@ class VLLMBackend(PolicyBackend):
             core.shutdown()
         self.llm = None
         gc.collect()
+
+
+class DigestWorker:
+    """Mixed into each vLLM worker (``worker_extension_cls``): digests of the loaded tensors, for ``verify_update``."""
+
+    def weight_digests(self, shapes: dict[str, list[int]]) -> list[tuple[str, str, str]]:
+        return engine_digests(dict(self.model_runner.get_model().named_parameters()), shapes)

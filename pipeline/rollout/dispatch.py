@@ -5,7 +5,9 @@ task per worker that has ``config.resources`` (e.g. ``GPU=1``; any worker on a
 LocalCluster), so every GPU plays (``pipeline.runtime.workers.spread``); each
 writing one steps and one episodes shard (``pipeline.rollout.task``). A failed
 task is retried by Dask and rewrites the same shard names. The collect stage
-(``pipeline.stages.collect``) commits what they wrote.
+(``pipeline.stages.collect``) commits what they wrote. The tasks' summed times
+(generate, env, getting the policy ready) go to ``RUN/rounds/R/_rollout_seconds.json``
+for the round's metrics (``rollout_seconds``).
 
 Worker processes must be non-daemonic (env pools start processes)::
 
@@ -14,6 +16,7 @@ Worker processes must be non-daemonic (env pools start processes)::
 """
 from __future__ import annotations
 
+import json
 import time
 
 from tqdm.auto import tqdm
@@ -25,6 +28,9 @@ from pipeline.rollout.worker import Group
 from pipeline.runtime.keys import key_prefix
 from pipeline.runtime.workers import able_workers, spread
 from storage import Run
+from storage.shards import put_atomic
+
+ROLLOUT_SECONDS = "_rollout_seconds.json"
 
 
 def make_groups(tasks: list[str]) -> list[Group]:
@@ -59,7 +65,25 @@ def play_batches(client, run: Run, round: int, version: int, policy_path: str, g
                              key=f"{keys}-b{b:06d}", retries=config.retries,
                              resources=config.resources or None)
                for b, batch in enumerate(batches)]
-    return _gather(futures, len(groups) * config.group_size, config.progress)
+    results = _gather(futures, len(groups) * config.group_size, config.progress)
+    seconds = {"generate": sum(r.stats.generate_s for r in results), "env": sum(r.stats.env_s for r in results),
+               "policy_load": sum(r.stats.policy_load_s for r in results)}
+    put_atomic(run.fs, _seconds_path(run, round), json.dumps(seconds).encode())
+    return results
+
+
+def _seconds_path(run: Run, round: int) -> str:
+    return f"{run.root}/rounds/{round:06d}/{ROLLOUT_SECONDS}"
+
+
+def rollout_seconds(run: Run, round: int) -> dict[str, float]:
+    """Seconds of round ``round``'s collect inside generate, env calls and getting the policy ready, each summed
+    over its rollout tasks ({} when not recorded)."""
+    try:
+        with run.fs.open_input_stream(_seconds_path(run, round)) as src:
+            return json.loads(src.read())
+    except FileNotFoundError:
+        return {}
 
 
 def _gather(futures: list, episodes: int, progress: bool) -> list[BatchResult]:
@@ -94,8 +118,10 @@ def summary(results: list[BatchResult], wall_s: float) -> str:
     tokens = sum(r.stats.generated_tokens for r in results)
     gen_s = sum(r.stats.generate_s for r in results)
     env_s = sum(r.stats.env_s for r in results)
+    engines = [r.stats.engine for r in results]
     wall = max(wall_s, 1e-9)
     return (f"collect: {sum(r.stats.episodes for r in results)} episodes, {steps} steps, {tokens} generated tokens "
             f"in {wall_s:.1f} s: {steps / wall:.2f} env steps/s, {tokens / wall:.1f} generated tokens/s "
             f"({tokens / max(gen_s, 1e-9):.1f} tokens/s inside generate, {steps / max(env_s, 1e-9):.1f} "
-            f"steps/s inside env calls, summed over tasks)")
+            f"steps/s inside env calls, summed over tasks); policy: {engines.count('loaded')} fresh engine(s), "
+            f"{engines.count('updated')} updated in place, {sum(r.stats.policy_load_s for r in results):.1f} s")

@@ -1,9 +1,10 @@
 """The Dask task: play one batch of groups and write it as one steps shard + one episodes shard.
 
-A worker process keeps its policy (``load_policy``) and its env pool between
-tasks of a round, and runs one rollout task at a time (the pool and the
-accelerator are not shareable). Shard names depend on the batch index only,
-so a retried task replaces its files instead of adding rows.
+A worker process keeps its policy (``acquire_policy``; across rounds too, each
+new checkpoint loaded in place) and its env pool between tasks of a round, and
+runs one rollout task at a time (the pool and the accelerator are not shareable).
+Shard names depend on the batch index only, so a retried task replaces its
+files instead of adding rows.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import polars as pl
 from storage import Run, ShardInfo, write_shard
 
 from pipeline.envs.pool import EnvPool
-from pipeline.policy.base import load_policy, release_policy
+from pipeline.policy.process import acquire_policy, release_policy
 from pipeline.rollout.config import RolloutConfig
 from pipeline.rollout.worker import BatchStats, Group, mix_seed, play_batch
 
@@ -74,9 +75,13 @@ def play_groups(policy_path: str, groups: list[Group], config: RolloutConfig, ro
     if is_daemon():
         raise RuntimeError(DAEMON_ERROR)
     with _TASK_LOCK:
-        policy = load_policy(policy_path, config.policy, config.sampling)
+        start = time.perf_counter()
+        policy, how = acquire_policy(policy_path, config.policy, config.sampling)
+        load_s = time.perf_counter() - start
         seed = mix_seed(config.sampling.seed, round if seed_round is None else seed_round, batch)
-        return play_batch(policy, _pool(config), groups, config, round, policy_version, seed)
+        steps, episodes, stats = play_batch(policy, _pool(config), groups, config, round, policy_version, seed)
+        stats.policy_load_s, stats.engine = load_s, how
+        return steps, episodes, stats
 
 
 def rollout_batch(run: Run, round: int, policy_version: int, policy_path: str, batch: int, groups: list[Group],

@@ -69,6 +69,8 @@ class BatchStats:
     generated_tokens: int = 0  # response tokens sampled
     generate_s: float = 0.0  # seconds inside policy.generate
     env_s: float = 0.0  # seconds inside env pool calls (reset + step)
+    policy_load_s: float = 0.0  # seconds getting the policy ready (a fresh engine or an in-place update)
+    engine: str = ""  # how the task got its policy: "kept", "updated" (in place) or "loaded" (a fresh engine)
     errors: list[str] = field(default_factory=list)  # env failures and refused prompts, one line each
 
 

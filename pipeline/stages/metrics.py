@@ -1,7 +1,8 @@
 """The metrics stage: one round's numbers, gathered from its committed tables, committed as its ``metrics`` stage.
 
 ``gather`` reads the round's tables, the stage clock's times
-(``pipeline.runtime.clock``) and the trainer's per-step metrics into a
+(``pipeline.runtime.clock``), the collect's task times
+(``pipeline.rollout.dispatch.rollout_seconds``) and the trainer's per-step metrics into a
 ``pipeline.records.RoundMetrics``; ``commit_round_metrics`` commits it and
 rebuilds ``RUN/metrics.jsonl``.
 """
@@ -13,6 +14,7 @@ import storage
 from pipeline.advantage.purity import pooled_purity
 from pipeline.records import (ADVANTAGES_STAGE, EVALUATION_STAGE, TRAJECTORIES_STAGE, RoundMetrics, commit_metrics,
                               read_train_steps)
+from pipeline.rollout.dispatch import rollout_seconds
 from pipeline.runtime.workers import live_workers
 
 NOTHING_HAPPENS = "Nothing happens."  # ALFWorld's reply to a command it does not admit in the current state
@@ -65,6 +67,7 @@ def gather(run: storage.Run, round: int, seconds: dict[str, float], train_steps:
     if run.is_committed(round, EVALUATION_STAGE):
         held_out = run.scan("evaluation", rounds=[round]).select(pl.col("won").mean()).collect().item()
     collect_s, adv_s = seconds.get("collect"), seconds.get("advantage")
+    rollout = rollout_seconds(run, round)
     return RoundMetrics(
         round=round, policy_version=version,
         success_rate=eps["won"] or 0.0, episode_length=eps["length"] or 0.0,
@@ -78,6 +81,8 @@ def gather(run: storage.Run, round: int, seconds: dict[str, float], train_steps:
         entropy=_mean(train_steps, "entropy"), grad_norm=_mean(train_steps, "grad_norm"),
         rollout_tokens_per_s=steps["tokens"] / collect_s if collect_s else None,
         env_steps_per_s=steps["n"] / collect_s if collect_s else None,
+        generate_seconds=rollout.get("generate"), env_seconds=rollout.get("env"),
+        policy_load_seconds=rollout.get("policy_load"),
         advantage_steps_per_s_per_core=steps["n"] / adv_s / cores if adv_s else None,
         train_tokens_per_s=_mean(train_steps, "tokens_per_s"), mfu=_mean(train_steps, "mfu"),
         train_steps=len(train_steps),

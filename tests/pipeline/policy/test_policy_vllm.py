@@ -9,7 +9,9 @@ import pytest
 
 pytest.importorskip("vllm")
 
+from pipeline.models.tiny_model import make_tiny_model  # noqa: E402
 from pipeline.policy import PolicyConfig, SamplingConfig, make_backend  # noqa: E402
+from pipeline.policy.resident import checkpoint_shapes, verify_update  # noqa: E402
 
 # A KV cache of fixed bytes: on CPU a share ("gpu_memory_utilization") would be of the host's RAM.
 KV_BYTES = 64 << 20
@@ -25,8 +27,8 @@ def engines(tiny_model):
     vllm.close()
 
 
-def _prompts(tok, n: int = 6) -> list[list[int]]:
-    texts = [tok.apply_chat_template([{"role": "user", "content": "open fridge 1" + " then look" * i}],
+def _prompts(tok, n: int = 6, first: int = 0) -> list[list[int]]:
+    texts = [tok.apply_chat_template([{"role": "user", "content": "open fridge 1" + " then look" * (first + i)}],
                                      add_generation_prompt=True, tokenize=False) for i in range(n)]
     return [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
 
@@ -53,3 +55,22 @@ def test_vllm_refuses_prompts_longer_than_context(engines):
     assert vllm.max_model_len == 512
     with pytest.raises(ValueError, match=r"prompt 0 has 501 tokens; it must have 1\.\.500"):
         vllm.generate([[5] * 501], seed=0)
+
+
+def test_vllm_loads_a_checkpoint_in_place_and_samples_as_a_cold_engine(engines, tiny_model, tmp_path):
+    vllm, hf = engines
+    trained = str(make_tiny_model(tmp_path / "trained", seed=1))
+    prompts = _prompts(vllm.tokenizer, first=90)  # beyond a KV block: the prefix cache holds them after a generate
+    assert min(map(len, prompts)) > 256
+    before = vllm.generate(prompts, seed=5)
+    assert vllm.update(trained)
+    digests = vllm.weight_digests(checkpoint_shapes(trained))
+    assert verify_update(trained, digests) is None
+    assert {"model.embed_tokens.weight", "model.norm.weight", "model.layers.1.input_layernorm.weight"} <= {
+        name for name, _, _ in digests}
+    cold = make_backend(trained, vllm.policy, SAMPLING)
+    try:
+        assert vllm.generate(prompts, seed=5) == cold.generate(prompts, seed=5)
+    finally:
+        cold.close()
+    assert vllm.update(tiny_model) and vllm.generate(prompts, seed=5) == before  # the module's engine, restored

@@ -46,7 +46,7 @@ def test_collect_with_vllm_matches_hf_logprobs(tmp_path):
 
 def _start_engine(path: str) -> list[int]:
     """A task: load a vLLM policy (kept by the worker between tasks); the worker's descendant pids."""
-    from pipeline.policy.base import load_policy
+    from pipeline.policy import load_policy
 
     policy = PolicyConfig(backend="vllm", gpu_memory_utilization=0.05, max_model_len=2048,
                           free_between_rounds="restart", vllm_args={"enforce_eager": True})
