@@ -32,7 +32,7 @@ from pipeline.records import (ADVANTAGES_STAGE, CHECKPOINT_STAGE, EVALUATION_STA
                               RoundMetrics)
 from pipeline.run_config import RunConfig
 from pipeline.runtime.clock import StageClock
-from pipeline.runtime.console import stamped_console
+from pipeline.runtime.console import bars_shown, quiet_library_bars, stamped_console
 from pipeline.runtime.cluster import connect
 from pipeline.runtime.interrupt import INTERRUPTED, interrupted
 from pipeline.runtime.live import fig
@@ -72,7 +72,7 @@ def run_round(r: int, cfg: RunConfig, run: storage.Run, client, games, held_out,
         tasks = round_tasks(games, r, cfg.tasks_per_round, cfg.games.seed)
         collect(client, run, r, policy, tasks, cfg.rollout, policy_version=r)
     with clock("advantage", done=run.is_committed(r, ADVANTAGES_STAGE)):
-        advantage(client, run, r, cfg.advantage, progress=cfg.rollout.progress)
+        advantage(client, run, r, cfg.advantage, progress=bars_shown(cfg.rollout.progress))
     with clock("train", done=run.is_committed(r, CHECKPOINT_STAGE)):
         train(client, run, r, policy, ref, cfg.trainer, cfg.cluster)
     if cfg.evaluation.after(r, cfg.rounds):
@@ -139,6 +139,8 @@ def main(argv: list[str] | None = None, prog: str = "pipeline/round.py") -> int:
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
+    if not bars_shown(cfg.rollout.progress):
+        quiet_library_bars()
     run = storage.open_run(cfg.run_dir)
     try:
         with run.claim(), run_tmpdir(run.uri), stamped_console(), \
