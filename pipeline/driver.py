@@ -74,7 +74,7 @@ def run_round(r: int, cfg: RunConfig, run: storage.Run, client, games, held_out,
     with clock("advantage", done=run.is_committed(r, ADVANTAGES_STAGE)):
         advantage(client, run, r, cfg.advantage, progress=bars_shown(cfg.rollout.progress))
     with clock("train", done=run.is_committed(r, CHECKPOINT_STAGE)):
-        train(client, run, r, policy, ref, cfg.trainer, cfg.cluster)
+        train(client, run, r, policy, ref, cfg.trainer, cfg.cluster, on_step=trackers.step)
     if cfg.evaluation.after(r, cfg.rounds):
         with clock("evaluate", done=run.is_committed(r, EVALUATION_STAGE)):
             evaluate(client, run, r, run.stage_dir(r, CHECKPOINT_STAGE), held_out, cfg.rollout, cfg.evaluation)
@@ -113,7 +113,8 @@ def drive(run: storage.Run, cfg: RunConfig, client, todo: list[int], trackers: T
     games, held_out = prepare_games(cfg.games, run, client)
     print(f"setup: {len(games)} training and {len(held_out)} held-out games; base model ...", flush=True)
     base = base_model(cfg, run)
-    start = warm_start(client, run, cfg, games, base)
+    trackers.start()
+    start = warm_start(client, run, cfg, games, base, on_step=trackers.step)
     evaluate_before(client, run, cfg, held_out, start)
     trackers.catch_up()
     ref = reference_policy(cfg.trainer.reference, base, start)

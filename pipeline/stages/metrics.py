@@ -80,7 +80,7 @@ def gather(run: storage.Run, round: int, seconds: dict[str, float], train_steps:
         env_steps_per_s=steps["n"] / collect_s if collect_s else None,
         advantage_steps_per_s_per_core=steps["n"] / adv_s / cores if adv_s else None,
         train_tokens_per_s=_mean(train_steps, "tokens_per_s"), mfu=_mean(train_steps, "mfu"),
-        train_steps=len(train_steps),
+        train_steps=train_steps[-1].get("step", len(train_steps)) if train_steps else 0,
         stage_seconds=dict(seconds), **purity)
 
 
