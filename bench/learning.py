@@ -38,6 +38,7 @@ ARMS: dict[str, list[str]] = {
     "step_only": ["advantage.estimator=step_only"],
     "rloo": ["advantage.estimator=rloo"],
     "ppo": ["advantage.estimator=ppo"],
+    "gigpo_overlap": ["advantage.estimator=gigpo", "overlap=1", "trainer.old_logprobs=rollout"],
     "gigpo_state": ["advantage.estimator=gigpo", "advantage.anchor=state"],
     "gigpo_composite": ["advantage.estimator=gigpo", "advantage.anchor=composite"],
 }

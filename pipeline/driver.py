@@ -9,7 +9,8 @@ Before round 0 (as round -1, see ``pipeline.stages.warm_start``): optional exper
 demonstrations and SFT of the base model on them, or a fork of another run's
 round (``pipeline.stages.fork``), then a held-out evaluation of the starting
 policy. Round r collects with round r-1's committed checkpoint (round 0: the
-starting policy; the KL reference is ``trainer.reference``), computes GiGPO
+starting policy; the KL reference is ``trainer.reference``; with ``overlap: 1``
+round r+1 is collected with round r-1's checkpoint while round r trains), computes GiGPO
 advantages, trains, evaluates the new checkpoint on held-out tasks and commits
 its metrics. Every stage is committed by a
 manifest; a rerun (after a crash, or with a larger ``--rounds``) skips what
@@ -24,6 +25,7 @@ that is not a run, 3 the run is locked by another driver, 1 a stage failed,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 
 import storage
@@ -31,6 +33,7 @@ from pipeline.config import ConfigError, config_hash, hash_index, load, to_dict
 from pipeline.records import (ADVANTAGES_STAGE, CHECKPOINT_STAGE, EVALUATION_STAGE, METRICS_STAGE, TRAJECTORIES_STAGE,
                               RoundMetrics)
 from pipeline.run_config import RunConfig
+from pipeline.runtime.alongside import alongside
 from pipeline.runtime.clock import StageClock
 from pipeline.runtime.console import bars_shown, quiet_library_bars, stamped_console
 from pipeline.runtime.cluster import connect
@@ -67,14 +70,13 @@ def run_round(r: int, cfg: RunConfig, run: storage.Run, client, games, held_out,
     for stage in kept_with_other_config(run, r, cfg):
         print(f"warning: round {r}: the committed {stage!r} stage was made with another "
               f"{STAGE_SECTIONS[stage]!r} config; it is kept as it is", file=sys.stderr, flush=True)
-    policy = policy_for(run, r, start)
-    with clock("collect", done=run.is_committed(r, TRAJECTORIES_STAGE)):
-        tasks = round_tasks(games, r, cfg.tasks_per_round, cfg.games.seed)
-        collect(client, run, r, policy, tasks, cfg.rollout, policy_version=r)
+    collect_round(r, cfg, run, client, games, start, clock)
     with clock("advantage", done=run.is_committed(r, ADVANTAGES_STAGE)):
         advantage(client, run, r, cfg.advantage, progress=bars_shown(cfg.rollout.progress))
-    with clock("train", done=run.is_committed(r, CHECKPOINT_STAGE)):
-        train(client, run, r, policy, ref, cfg.trainer, cfg.cluster, on_step=trackers.step)
+    ahead = (r + 1, cfg, run, client, games, start, StageClock(run, r + 1))
+    with alongside(collect_round, *ahead) if cfg.overlap and r + 1 < cfg.rounds else contextlib.nullcontext():
+        with clock("train", done=run.is_committed(r, CHECKPOINT_STAGE)):
+            train(client, run, r, policy_for(run, r, start), ref, cfg.trainer, cfg.cluster, on_step=trackers.step)
     if cfg.evaluation.after(r, cfg.rounds):
         with clock("evaluate", done=run.is_committed(r, EVALUATION_STAGE)):
             evaluate(client, run, r, run.stage_dir(r, CHECKPOINT_STAGE), held_out, cfg.rollout, cfg.evaluation)
@@ -82,6 +84,14 @@ def run_round(r: int, cfg: RunConfig, run: storage.Run, client, games, held_out,
     prune(run, cfg.trainer)
     trackers.catch_up()
     print(round_line(metrics), flush=True)
+
+
+def collect_round(r: int, cfg: RunConfig, run: storage.Run, client, games, start: str, clock: StageClock) -> None:
+    """Collect round ``r`` with policy version ``r - cfg.overlap`` (round v-1's checkpoint; 0: ``start``)."""
+    version = max(r - cfg.overlap, 0)
+    with clock("collect", done=run.is_committed(r, TRAJECTORIES_STAGE)):
+        tasks = round_tasks(games, r, cfg.tasks_per_round, cfg.games.seed)
+        collect(client, run, r, policy_for(run, version, start), tasks, cfg.rollout, policy_version=version)
 
 
 def round_line(m: RoundMetrics) -> str:

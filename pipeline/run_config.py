@@ -152,6 +152,7 @@ class RunConfig:
 
     run_dir: str = "runs/local"  # run directory: a local or shared POSIX path (NFS/Lustre), not an object store
     rounds: int = 2  # total rounds of the run; a rerun finishes the missing ones (0: warm start and baseline only)
+    overlap: int = 0  # 1: round r+1 is collected with round r-1's checkpoint while round r trains | 0: in turn
     tasks_per_round: int = 16  # episode groups collected per round (paper: 16)
     base_model: str = "tiny"  # round 0's model: a HF checkpoint folder, a hub id (org/name), or "tiny" (built in RUN)
     base_model_revision: str = "main"  # branch, tag or commit of a hub base_model (pinned in RUN/base_model.json)
@@ -170,6 +171,11 @@ class RunConfig:
         if self.rounds < 0 or self.tasks_per_round < 1:
             raise ValueError(f"RunConfig.rounds must be >= 0 and tasks_per_round >= 1, got {self.rounds}, "
                              f"{self.tasks_per_round}")
+        choice(self, "overlap", (0, 1))
+        if self.overlap and self.trainer.old_logprobs != "rollout":
+            raise ValueError("RunConfig.overlap=1 trains on rows sampled by the policy before the one it starts "
+                             "from, so the PPO ratio needs the sampler's log-probs: set trainer.old_logprobs=rollout, "
+                             f"got {self.trainer.old_logprobs!r}")
         if self.fork is not None and self.warm_start is not None and self.warm_start.enabled:
             raise ValueError("RunConfig.fork: a forked run starts from the source's checkpoint, so it has no warm "
                              "start; remove the warm_start section or set warm_start.enabled=false")

@@ -25,8 +25,8 @@ from storage.synthetic import synthetic_round
 
 
 NAMING = ("round r: the r-th collect/train cycle (-1: the warm start or fork, and the baseline before round 0); "
-          "policy v (policy_version): the checkpoint that sampled the rows, v = r in round r (its new checkpoint "
-          "and its evaluation: v = r+1; -1: the expert's demonstrations)")
+          "policy v (policy_version): the checkpoint that sampled the rows, v = r in round r (r-1 with overlap: 1; "
+          "-1: the expert's demonstrations); a checkpoint stage's v is the version it made")
 
 
 def overview(run: storage.Run, bad: dict[str, str]) -> pl.DataFrame:

@@ -114,8 +114,11 @@ def test_a_second_driver_on_a_locked_run_exits_3(tmp_path):
     (["trainer.lr=inf"], "config error: trainer.lr: expected a finite number, got inf\n"),
     (["rollout.group_size=1"], "config error: rollout.group_size must be >= 2 with advantage.estimator='gigpo' (its "
                                "advantages compare the episodes of one task), got 1\n"),
+    (["overlap=1"], "config error: overlap=1 trains on rows sampled by the policy before the one it starts from, so "
+                    "the PPO ratio needs the sampler's log-probs: set trainer.old_logprobs=rollout, got 'recompute'\n"),
+    (["overlap=2"], "config error: overlap must be one of (0, 1), got 2\n"),
 ], ids=["unknown-key", "group-size-0", "rounds-negative", "--rounds-negative", "mistyped", "no-base-model",
-        "no-data-dir", "lr-inf", "group-size-1"])
+        "no-data-dir", "lr-inf", "group-size-1", "overlap-recompute", "overlap-2"])
 def test_bad_config_is_refused_before_any_work(tmp_path, monkeypatch, capsys, argv, message):
     from pipeline.driver import main
 

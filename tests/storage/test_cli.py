@@ -19,8 +19,8 @@ def test_demo_show_verify(tmp_path, capsys):
     assert capsys.readouterr().out.splitlines()[:2] == [
         f"run {run}: 1 committed round(s)",
         "round r: the r-th collect/train cycle (-1: the warm start or fork, and the baseline before round 0); "
-        "policy v (policy_version): the checkpoint that sampled the rows, v = r in round r (its new checkpoint and "
-        "its evaluation: v = r+1; -1: the expert's demonstrations)"]
+        "policy v (policy_version): the checkpoint that sampled the rows, v = r in round r (r-1 with overlap: 1; "
+        "-1: the expert's demonstrations); a checkpoint stage's v is the version it made"]
     assert main(["show", run, "--table", "steps", "--round", "0", "--head", "2"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("steps: Schema([('round', Int32), ('policy_version', Int32), ('group_id', Int64)")
