@@ -35,7 +35,7 @@ from pipeline.records import (ADVANTAGES_STAGE, CHECKPOINT_STAGE, EVALUATION_STA
 from pipeline.run_config import RunConfig
 from pipeline.runtime.alongside import alongside
 from pipeline.runtime.clock import StageClock
-from pipeline.runtime.console import stamped_console
+from pipeline.runtime.console import bars_shown, quiet_library_bars, stamped_console
 from pipeline.runtime.cluster import connect
 from pipeline.runtime.interrupt import INTERRUPTED, interrupted
 from pipeline.runtime.live import fig
@@ -72,11 +72,11 @@ def run_round(r: int, cfg: RunConfig, run: storage.Run, client, games, held_out,
               f"{STAGE_SECTIONS[stage]!r} config; it is kept as it is", file=sys.stderr, flush=True)
     collect_round(r, cfg, run, client, games, start, clock)
     with clock("advantage", done=run.is_committed(r, ADVANTAGES_STAGE)):
-        advantage(client, run, r, cfg.advantage, progress=cfg.rollout.progress)
+        advantage(client, run, r, cfg.advantage, progress=bars_shown(cfg.rollout.progress))
     ahead = (r + 1, cfg, run, client, games, start, StageClock(run, r + 1))
     with alongside(collect_round, *ahead) if cfg.overlap and r + 1 < cfg.rounds else contextlib.nullcontext():
         with clock("train", done=run.is_committed(r, CHECKPOINT_STAGE)):
-            train(client, run, r, policy_for(run, r, start), ref, cfg.trainer, cfg.cluster)
+            train(client, run, r, policy_for(run, r, start), ref, cfg.trainer, cfg.cluster, on_step=trackers.step)
     if cfg.evaluation.after(r, cfg.rounds):
         with clock("evaluate", done=run.is_committed(r, EVALUATION_STAGE)):
             evaluate(client, run, r, run.stage_dir(r, CHECKPOINT_STAGE), held_out, cfg.rollout, cfg.evaluation)
@@ -123,7 +123,8 @@ def drive(run: storage.Run, cfg: RunConfig, client, todo: list[int], trackers: T
     games, held_out = prepare_games(cfg.games, run, client)
     print(f"setup: {len(games)} training and {len(held_out)} held-out games; base model ...", flush=True)
     base = base_model(cfg, run)
-    start = warm_start(client, run, cfg, games, base)
+    trackers.start()
+    start = warm_start(client, run, cfg, games, base, on_step=trackers.step)
     evaluate_before(client, run, cfg, held_out, start)
     trackers.catch_up()
     ref = reference_policy(cfg.trainer.reference, base, start)
@@ -149,6 +150,8 @@ def main(argv: list[str] | None = None, prog: str = "pipeline/round.py") -> int:
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
+    if not bars_shown(cfg.rollout.progress):
+        quiet_library_bars()
     run = storage.open_run(cfg.run_dir)
     try:
         with run.claim(), run_tmpdir(run.uri), stamped_console(), \

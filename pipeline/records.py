@@ -9,7 +9,8 @@ the stages write there and readers read there, through this module.
   ``metrics.jsonl`` is rebuilt from the committed records, so a resumed round
   never writes a line twice.
 - ``read_train_steps``: the trainer's per-step metrics, committed with the
-  round's ``checkpoint``; ``step_axis`` numbers every optimizer step of the run.
+  round's ``checkpoint``; ``step_axis`` numbers every optimizer step of the run,
+  ``axis_start`` numbers the warm start's SFT steps and the RL steps apart.
 
 >>> m = RoundMetrics(round=0, policy_version=0)
 >>> RoundMetrics.from_json(m.to_json()) == m
@@ -26,8 +27,8 @@ from storage.stage_names import (ADVANTAGES_STAGE, CHECKPOINT_STAGE, EVALUATION_
                                  METRICS_STAGE, STATE_STAGE, TRAIN_STEPS, TRAJECTORIES_STAGE)
 
 __all__ = ["ADVANTAGES_STAGE", "CHECKPOINT_STAGE", "EVALUATION_STAGE", "FORK_FILE", "METRICS_FILE", "METRICS_STAGE",
-           "STATE_STAGE", "TRAIN_STEPS", "TRAJECTORIES_STAGE", "RoundMetrics", "commit_metrics", "read_metrics",
-           "read_train_steps", "step_axis", "write_jsonl"]
+           "STATE_STAGE", "TRAIN_STEPS", "TRAJECTORIES_STAGE", "RoundMetrics", "axis_start", "commit_metrics",
+           "read_metrics", "read_train_steps", "step_axis", "step_numbers", "write_jsonl"]
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,27 @@ def step_axis(run: storage.Run, records: list[RoundMetrics]) -> dict[int, tuple[
         steps = m.train_steps if m.train_steps is not None else len(read_train_steps(run, m.round))
         axis[m.round], total = (total, steps), total + steps
     return axis
+
+
+def axis_start(axis: dict[int, tuple[int, int]], round: int) -> int:
+    """The step before round ``round``'s first on its own axis (``axis``: a ``step_axis``): the warm start's SFT
+    steps (round -1) count from 0, the RL steps of round r >= 0 after those of rounds 0 to r-1.
+
+    >>> axis = {-1: (0, 4), 0: (4, 3), 1: (7, 3)}
+    >>> axis_start(axis, -1), axis_start(axis, 0), axis_start(axis, 1)
+    (0, 0, 3)
+    """
+    return 0 if round < 0 else sum(steps for r, (_, steps) in axis.items() if 0 <= r < round)
+
+
+def step_numbers(rows: list[dict], steps: int) -> list[int]:
+    """Each committed step record's optimizer step in its round of ``steps`` (1-based): its ``step``; records
+    written without one are the round's last ones (a resumed training records the steps it took).
+
+    >>> step_numbers([{"step": 3}, {"step": 4}], 4), step_numbers([{}, {}], 4)
+    ([3, 4], [3, 4])
+    """
+    return [row.get("step", steps - len(rows) + i + 1) for i, row in enumerate(rows)]
 
 
 def read_train_steps(run: storage.Run, round: int) -> list[dict]:

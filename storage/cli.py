@@ -24,6 +24,11 @@ import storage
 from storage.synthetic import synthetic_round
 
 
+NAMING = ("round r: the r-th collect/train cycle (-1: the warm start or fork, and the baseline before round 0); "
+          "policy v (policy_version): the checkpoint that sampled the rows, v = r in round r (r-1 with overlap: 1; "
+          "-1: the expert's demonstrations); a checkpoint stage's v is the version it made")
+
+
 def overview(run: storage.Run, bad: dict[str, str]) -> pl.DataFrame:
     """One row per (round, stage, table) with rows, bytes, file counts and ``bad`` files (paths in ``bad``)."""
     rows = []
@@ -59,6 +64,7 @@ def show(args: argparse.Namespace) -> int:
             _, bad = run.audit()  # cheap: every file present with its size
             print(f"run {run.uri}: {len(run.rounds())} committed round(s)"
                   + (f", {len(bad)} bad file(s) or manifest(s) (`bad` column, listed on stderr)" if bad else ""))
+            print(NAMING)
             print(overview(run, bad))
             return _report(bad)
         frame = run.scan(args.table, rounds=None if args.round is None else [args.round])

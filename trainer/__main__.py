@@ -10,16 +10,22 @@ process may use (an inherited ``OMP_NUM_THREADS`` is not followed).
     deepspeed --num_gpus 8 --module trainer --run runs/x --round 3 --policy ckpt/r3 --ref ckpt/r0
 
 With ``--live`` rank 0 prints each optimizer step's metrics as one JSON line
-(``trainer.step_metrics.live_record``) as the step ends; the train stage forwards them to the driver.
+(``trainer.step_metrics.live_record``) as the step ends, and a note at each start-up
+phase's end (imports; rows read, model loaded and DeepSpeed engine built; round-start
+log-probs); the train stage forwards them to the driver.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import time
 
 from pipeline.config import ConfigError, apply_overrides, from_dict, read_yaml
 from trainer.config import TrainerConfig
+
+STARTED = time.monotonic()  # about the process's start, for the start-up notes
 
 
 def parse_config(path: str | None, overrides: list[str]) -> TrainerConfig:
@@ -60,8 +66,11 @@ def main(argv: list[str] | None = None) -> int:
 
         from trainer.rounds import train_from_run
 
+        note = _print_note if args.live else None
+        if note:
+            note(f"imports done in {time.monotonic() - STARTED:.1f} s")
         result = train_from_run(storage.open_run(args.run), args.round, cfg, args.policy, ref_path=args.ref,
-                                on_step=_print_step if args.live else None, progress=not args.live)
+                                on_step=_print_step if args.live else None, on_note=note, progress=not args.live)
     else:
         if not args.out:
             p.error("--data needs --out")
@@ -82,6 +91,14 @@ def _print_step(step: int, total: int, metrics: dict) -> None:
 
     if not dist.is_initialized() or dist.get_rank() == 0:  # metrics are reduced over ranks: rank 0 has them all
         print(live_record(step, total, metrics), flush=True)
+
+
+def _print_note(text: str) -> None:
+    from trainer.step_metrics import NOTE_PREFIX
+
+    rank = os.environ.get("RANK", "0")  # set before the process group exists
+    if rank == "0":
+        print(f"{NOTE_PREFIX}rank {rank}: {text}", flush=True)
 
 
 def _finish(result, metrics_path: str | None) -> None:

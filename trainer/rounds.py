@@ -32,7 +32,7 @@ SOURCE_STAGE = {"ppo": ADVANTAGES_STAGE, "sft": TRAJECTORIES_STAGE}  # the stage
 
 def train_from_run(run, round: int, cfg: TrainerConfig, policy_path: str | Path, *,
                    ref_path: str | Path | None = None, local_dir: str | Path | None = None,
-                   on_step=None, progress: bool = True) -> TrainResult | None:
+                   on_step=None, on_note=None, progress: bool = True) -> TrainResult | None:
     """Train on round ``round`` of ``run`` (a ``storage.Run``); returns None when already committed.
 
     Local runs write straight into the stage directories; for object-store runs the
@@ -70,13 +70,14 @@ def train_from_run(run, round: int, cfg: TrainerConfig, policy_path: str | Path,
         keep = cfg.optimizer_state == "keep" and local
         previous = run.stage_dir(round - 1, STATE_STAGE) if keep else None
         result = train_round(cfg, policy_path, rows, out_dir, ref_path=ref_path, state_dir=state_dir,
-                             optimizer_from=previous, on_step=on_step, progress=progress)
+                             optimizer_from=previous, on_step=on_step, on_note=on_note, progress=progress)
         if rank == 0:
             if keep and not result.continued and not result.resumed_from:
                 print(f"trainer: round {round}: AdamW starts fresh (no optimizer state of round {round - 1} in "
                       f"{previous})", file=sys.stderr, flush=True)
             with open(Path(out_dir) / TRAIN_STEPS, "w") as fh:
-                fh.writelines(json.dumps(m) + "\n" for m in result.metrics)
+                fh.writelines(json.dumps({"step": result.resumed_from + i + 1} | m) + "\n"
+                              for i, m in enumerate(result.metrics))
             _commit(run, round, Path(out_dir), local, cfg, source)
             if local and not cfg.keep_state:
                 _drop_older_states(run, round)

@@ -31,6 +31,7 @@ _TENSORS = ("loss", "pg_loss", "kl_loss", "entropy", "clipped", "clipped_lower",
             "response_tokens") + _VALUE  # the _VALUE sums: a critic's (trainer.critic.value_loss)
 _SUMMED = _TENSORS + ("tokens", "processed", "flops")
 LIVE_PREFIX = "gigpo-step "  # a stdout line of ``python -m trainer --live``: this prefix, then one JSON object
+NOTE_PREFIX = "gigpo-note "  # a stdout line of ``python -m trainer --live``: this prefix, then a line for the driver
 
 
 def live_record(step: int, total: int, metrics: dict) -> str:

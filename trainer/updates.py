@@ -68,7 +68,7 @@ class _Clock:
 def train_round(cfg: TrainerConfig, policy_path: str | Path, rows: pl.DataFrame | pl.LazyFrame,
                 out_dir: str | Path, *, ref_path: str | Path | None = None, state_dir: str | Path | None = None,
                 optimizer_from: str | Path | None = None, on_step: Callable[[int, int, dict], None] | None = None,
-                progress: bool = True) -> TrainResult:
+                on_note: Callable[[str], None] | None = None, progress: bool = True) -> TrainResult:
     """Train ``policy_path`` on a round's advantage rows; export the new policy to ``out_dir``.
 
     ``rows`` needs ``prompt_ids``, ``response_ids``, ``response_logprobs``, ``advantage``
@@ -78,7 +78,8 @@ def train_round(cfg: TrainerConfig, policy_path: str | Path, rows: pl.DataFrame 
     saved optimizer step (with ``optimizer_state: keep``, also the round's final state).
     ``optimizer_from``: the previous round's ``state_dir``; with ``keep`` a fresh round
     starts from its state (when there is one). ``on_step(step, total, metrics)``
-    runs after each optimizer step (and its state save): steps done, steps of the round, the step's metrics. Joins an
+    runs after each optimizer step (and its state save): steps done, steps of the round, the step's metrics.
+    ``on_note(text)`` runs at the end of each start-up phase (rows and engine; round-start log-probs). Joins an
     existing torch.distributed group, or creates a 1-rank one.
 
     Example (a real checkpoint directory and an advantages frame ``df``)::
@@ -107,11 +108,16 @@ def train_round(cfg: TrainerConfig, policy_path: str | Path, rows: pl.DataFrame 
     done = ckpt.load_state(engine, state_dir, fp)
     continued = done == 0 and cfg.optimizer_state == "keep" and ckpt.load_previous(engine, optimizer_from, cfg)
     clock.mark("engine")
+    note = on_note or (lambda text: None)
+    note(f"{data.n_rows} rows read in {clock.seconds['load']:.1f} s; model loaded and DeepSpeed engine built in "
+         f"{clock.seconds['engine']:.1f} s" + (f"; resuming after step {done}" if done else ""))
     old_flat, ref_flat, values = (data.rollout_logprobs, None, None) if cfg.loss == "sft" else \
         _round_start_logprobs(engine, cfg, data, ref_path, state_dir, fp, rank, world, done)
     if values is not None:  # the rows' advantage is the step's reward: GAE on the critic's values
         data = with_gae(data, values, cfg.critic)
     clock.mark("logprobs")
+    if ref_flat is not None or values is not None or (cfg.loss == "ppo" and cfg.old_logprobs == "recompute"):
+        note(f"round-start log-probs in {clock.seconds['logprobs']:.1f} s")
     plan = make_plan(data, cfg, world)
     stepper = _Stepper(engine, lm, cfg, data, old_flat, ref_flat, rank, world)
     metrics, saved = [], done

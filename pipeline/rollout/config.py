@@ -12,7 +12,7 @@ from pipeline.envs.alfworld import AlfworldEnvConfig
 from pipeline.envs.pool import PoolConfig
 from pipeline.envs.prompts import PromptConfig
 from pipeline.policy.base import PolicyConfig, SamplingConfig
-from pipeline.validators import at_least
+from pipeline.validators import at_least, choice
 
 
 @dataclass(frozen=True)
@@ -29,12 +29,14 @@ class RolloutConfig:
     prompt: PromptConfig = field(default_factory=PromptConfig)  # prompt template, history, action parsing
     resources: dict = field(default_factory=dict)  # Dask worker resources per task, e.g. {"GPU": 1}; {} on CPU
     retries: int = 2  # Dask retries of a failed rollout task (its shards are rewritten, never duplicated)
-    progress: bool = True  # show a tqdm bar of episodes done and steps/s
+    # progress bars with an ETA (collect, evaluate, advantage): true, false, or auto (when stderr is a terminal)
+    progress: bool | str = "auto"
 
     def __post_init__(self) -> None:
         at_least(self, "group_size", 1)
         at_least(self, "groups_per_batch", 1)
         at_least(self, "retries", 0)
+        choice(self, "progress", (True, False, "auto"))
         if self.policy.backend == "expert" and self.env.expert is None:
             raise ValueError("RolloutConfig.env.expert must name the expert ('handcoded' or 'planner') when "
                              "policy.backend is 'expert'")

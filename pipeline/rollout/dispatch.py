@@ -25,6 +25,7 @@ from pipeline.envs.data import task_id
 from pipeline.rollout.config import RolloutConfig
 from pipeline.rollout.task import DAEMON_ERROR, BatchResult, is_daemon, rollout_batch
 from pipeline.rollout.worker import Group
+from pipeline.runtime.console import bars_shown
 from pipeline.runtime.keys import key_prefix
 from pipeline.runtime.workers import able_workers, spread
 from storage import Run
@@ -86,13 +87,13 @@ def rollout_seconds(run: Run, round: int) -> dict[str, float]:
         return {}
 
 
-def _gather(futures: list, episodes: int, progress: bool) -> list[BatchResult]:
+def _gather(futures: list, episodes: int, progress: bool | str) -> list[BatchResult]:
     """Wait for every task with a progress bar; cancel the rest when one fails for good."""
     from distributed import as_completed
 
     results: list[BatchResult] = []
     start = time.perf_counter()
-    bar = tqdm(total=episodes, unit="episode", desc="collect", disable=not progress)
+    bar = tqdm(total=episodes, unit="episode", desc="collect", disable=not bars_shown(progress))
     try:
         for fut in as_completed(futures):
             res = fut.result()

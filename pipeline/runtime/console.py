@@ -1,4 +1,4 @@
-"""The driver's console: every line it prints starts with the local time.
+"""The driver's console: every line it prints starts with the local time; progress bars only on a terminal.
 
 >>> import io
 >>> out = io.StringIO()
@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import time
 from typing import Callable, Iterator, TextIO
@@ -43,3 +44,23 @@ def stamped_console() -> Iterator[None]:
         yield
     finally:
         sys.stdout, sys.stderr = saved
+
+
+def bars_shown(setting: bool | str) -> bool:
+    """Whether progress bars are drawn: ``true``, ``false``, or ``"auto"``: when stderr, where tqdm draws them,
+    is a terminal (a log file or CI output gets no carriage-return redraws).
+
+    >>> bars_shown(True), bars_shown(False)
+    (True, False)
+    """
+    return sys.stderr.isatty() if setting == "auto" else bool(setting)
+
+
+def quiet_library_bars() -> None:
+    """Hugging Face's own bars (weights loaded, shards written) off in this process and in the worker processes
+    it starts after this call (they inherit the environment)."""
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()

@@ -1,10 +1,12 @@
-"""Per-step trainer metrics, live on the driver's console while a round trains.
+"""Per-step trainer metrics and the trainer's start-up notes, live on the driver's console while a round trains.
 
 A rank task reads its ``python -m trainer --live`` process's output line by
 line (``forward``): every line goes to the rank's log, and each step record
-(``trainer.step_metrics.LIVE_PREFIX``) is also sent to the scheduler as a Dask event
-under ``TOPIC``. The driver subscribes for the time of the train stage
-(``LiveSteps``) and prints each step of the current attempt as one line:
+(``trainer.step_metrics.LIVE_PREFIX``) and note (``NOTE_PREFIX``: "rank 0: model
+loaded ...") is also sent to the scheduler as a Dask event under ``TOPIC``. The
+driver subscribes for the time of the train stage (``LiveSteps``), prints each
+note of the current attempt as it is, each step as one line, and hands each step
+record on (to the experiment trackers):
 
 >>> print(step_line({"round": 3, "step": 2, "total": 8, "global_step": 42, "loss": 0.01234, "approx_kl": 1.5e-05,
 ...                  "entropy": 2.3, "grad_norm": 0.5, "clip_frac": 0.0, "response_length": 11.94,
@@ -18,7 +20,7 @@ import json
 import sys
 from typing import IO, Callable
 
-from trainer.step_metrics import LIVE_PREFIX
+from trainer.step_metrics import LIVE_PREFIX, NOTE_PREFIX
 
 TOPIC = "gigpo-train-steps"
 
@@ -42,24 +44,27 @@ def step_line(m: dict) -> str:
 
 
 def emitter(round: int, tag: str, offset: int) -> Callable[[dict], None]:
-    """In a rank task: send a step record to the driver as a Dask event under ``TOPIC``, tagged ``tag``, at its
-    global step after ``offset`` (a no-op outside a Dask task)."""
+    """In a rank task: send a step record or note to the driver as a Dask event under ``TOPIC``, tagged ``tag``, a
+    step with its ``global_step`` on its axis, ``offset`` + its step (a no-op outside a Dask task)."""
     from distributed import get_worker
 
     try:
         worker = get_worker()
     except ValueError:
         return lambda m: None
-    return lambda m: worker.log_event(TOPIC, m | {"round": round, "tag": tag, "global_step": offset + m["step"]})
+    return lambda m: worker.log_event(TOPIC, m | {"round": round, "tag": tag}
+                                      | ({"global_step": offset + m["step"]} if "step" in m else {}))
 
 
 def forward(stream: IO[bytes], log: IO[str], emit: Callable[[dict], None]) -> None:
-    """Copy ``stream``'s lines to ``log``; ``emit`` each step record (until the stream ends)."""
+    """Copy ``stream``'s lines to ``log``; ``emit`` each step record and note (until the stream ends)."""
     for raw in stream:
         line = raw.decode("utf-8", errors="replace")
         log.write(line)
         log.flush()
-        if line.startswith(LIVE_PREFIX):
+        if line.startswith(NOTE_PREFIX):
+            emit({"note": line[len(NOTE_PREFIX):].rstrip("\n")})
+        elif line.startswith(LIVE_PREFIX):
             try:
                 emit(json.loads(line[len(LIVE_PREFIX):]))
             except ValueError:  # a torn or foreign line is kept in the log only
@@ -67,10 +72,11 @@ def forward(stream: IO[bytes], log: IO[str], emit: Callable[[dict], None]) -> No
 
 
 class LiveSteps:
-    """``with LiveSteps(client, tag):`` prints the step records of the rank tasks tagged ``tag``."""
+    """``with LiveSteps(client, tag, on_step):`` prints the notes and step records of the rank tasks tagged ``tag``
+    and passes each step record to ``on_step``."""
 
-    def __init__(self, client, tag: str, out: IO[str] | None = None):
-        self.client, self.tag, self.out = client, tag, out
+    def __init__(self, client, tag: str, on_step: Callable[[dict], None] | None = None, out: IO[str] | None = None):
+        self.client, self.tag, self.on_step, self.out = client, tag, on_step, out
 
     def __enter__(self) -> "LiveSteps":
         self.client.subscribe_topic(TOPIC, self._handle)
@@ -81,5 +87,8 @@ class LiveSteps:
 
     def _handle(self, event: tuple) -> None:
         _, msg = event
-        if msg.get("tag") == self.tag:
-            print(step_line(msg), file=self.out or sys.stdout, flush=True)
+        if msg.get("tag") != self.tag:
+            return
+        print(msg["note"] if "note" in msg else step_line(msg), file=self.out or sys.stdout, flush=True)
+        if "note" not in msg and self.on_step is not None:
+            self.on_step(msg)

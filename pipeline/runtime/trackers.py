@@ -1,16 +1,15 @@
 """The experiment trackers' writers and their config: TensorBoard events and a Weights & Biases run.
 
-Each writer takes ``write(step, {name: value})`` on the run's global step axis
-and is opened once per driver (one TensorBoard event file per driver start, not
+Each writer takes ``write(axis, step, {name: value})`` on one of ``AXES`` and is
+opened once per driver (one TensorBoard event file per axis and driver start, not
 per round); ``close`` flushes it.
 
 >>> import tempfile
->>> tb = TensorBoard(tempfile.mkdtemp())
->>> tb.write(3, {"loss": 0.5}); tb.close()
+>>> tb = TensorBoard(tempfile.mkdtemp(), done={})
+>>> tb.write("train", 3, {"train/loss": 0.5}); tb.close()
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 from dataclasses import dataclass
@@ -49,56 +48,75 @@ class LoggingConfig:
                                  f"(pip install -e .[{extra}])")
 
 
-class TensorBoard:
-    """Scalars into ``folder`` (a new event file per writer; TensorBoard reads the folder as one run)."""
+# Each tracker's step axes: the warm start's SFT optimizer steps, the RL optimizer steps of rounds >= 0, and rounds.
+AXES = ("sft", "train", "rounds")
+BEFORE = {"sft": 0, "train": 0, "rounds": -2}  # on each axis, the step before its first
 
-    def __init__(self, folder: str):
+
+class TensorBoard:
+    """Scalars in one TensorBoard run per axis: ``folder/<axis>`` (TensorBoard reads ``folder`` as three runs).
+
+    An axis's writer opens at its first write, in a new event file that purges
+    the events of steps after ``done[axis]`` (the last step an earlier driver
+    recorded as logged): those it flushed but did not record are written again.
+    """
+
+    def __init__(self, folder: str, done: dict[str, int]):
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError as exc:
             raise RuntimeError("logging.tensorboard is true but the tensorboard package is not installed "
                                "(pip install tensorboard)") from exc
-        self.writer = SummaryWriter(folder)
+        self.folder, self.done, self.writers, self.summary_writer = folder, dict(done), {}, SummaryWriter
 
-    def write(self, step: int, values: dict[str, float]) -> None:
+    def write(self, axis: str, step: int, values: dict[str, float]) -> None:
+        if axis not in self.writers:
+            purge = self.done.get(axis, BEFORE[axis]) + 1
+            self.writers[axis] = self.summary_writer(os.path.join(self.folder, axis), purge_step=purge)
         for name, value in values.items():
-            self.writer.add_scalar(name, value, step)
+            self.writers[axis].add_scalar(name, value, step)
 
     def flush(self) -> None:
-        self.writer.flush()
+        for writer in self.writers.values():
+            writer.flush()
 
     def close(self) -> None:
-        self.writer.close()
+        for writer in self.writers.values():
+            writer.close()
 
 
 class Wandb:
-    """One W&B run per GiGPO run: its id is derived from the run directory, so a resumed driver continues it."""
+    """One W&B run per GiGPO run, its files in ``RUN/wandb``: each driver start continues the run ``run_id``
+    (``resume="allow"``).
 
-    def __init__(self, cfg: WandbConfig, folder: str, run_root: str, config: dict):
+    Each axis has its step metric (``sft/step``, ``train/step``, ``round``) that the
+    figures logged on it are plotted against (``define_metric``).
+    """
+
+    STEP = {"sft": "sft/step", "train": "train/step", "rounds": "round"}
+
+    def __init__(self, cfg: WandbConfig, run_root: str, config: dict, run_id: str):
         try:
             import wandb
         except ImportError as exc:
             raise RuntimeError("logging.wandb is set but the wandb package is not installed "
                                "(pip install -e .[wandb])") from exc
-        os.makedirs(folder, exist_ok=True)
-        self.run = wandb.init(project=cfg.project, entity=cfg.entity, mode=cfg.mode, dir=folder, config=config,
+        self.run = wandb.init(project=cfg.project, entity=cfg.entity, mode=cfg.mode, dir=run_root, config=config,
                               name=cfg.name or os.path.basename(os.path.normpath(run_root)),
-                              id=run_id(run_root), resume="allow", settings=wandb.Settings(console="off"))
+                              id=run_id, resume="allow", settings=wandb.Settings(console="off"))
+        for key in self.STEP.values():
+            self.run.define_metric(key)
+        self.defined = set(self.STEP.values())
 
-    def write(self, step: int, values: dict[str, float]) -> None:
-        self.run.log(values, step=step)
+    def write(self, axis: str, step: int, values: dict[str, float]) -> None:
+        key = self.STEP[axis]
+        for name in sorted(values.keys() - self.defined):
+            self.run.define_metric(name, step_metric=key)
+            self.defined.add(name)
+        self.run.log(values | {key: step})
 
     def flush(self) -> None:
         """Nothing to do: W&B's own process writes each ``log`` call."""
 
     def close(self) -> None:
         self.run.finish()
-
-
-def run_id(run_root: str) -> str:
-    """The W&B run id of a run directory (stable across driver starts).
-
-    >>> run_id("/runs/a") == run_id("/runs/a/") != run_id("/runs/b")
-    True
-    """
-    return "gigpo-" + hashlib.sha256(os.path.abspath(run_root).encode()).hexdigest()[:12]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 
 import polars as pl
+from tqdm.auto import tqdm
 
 import storage
 from pipeline.config import config_hash
@@ -20,6 +21,7 @@ from pipeline.rollout.config import RolloutConfig
 from pipeline.rollout.dispatch import make_groups
 from pipeline.rollout.task import play_groups, release_resources
 from pipeline.run_config import EvalConfig
+from pipeline.runtime.console import bars_shown
 from pipeline.runtime.keys import key_prefix
 from pipeline.runtime.workers import able_workers, spread
 
@@ -29,7 +31,7 @@ EVAL_SEED_ROUND = -2  # every evaluation samples with the same seeds: rounds dif
 def eval_rollout(rollout: RolloutConfig, cfg: EvalConfig) -> RolloutConfig:
     """The collect settings, with the evaluation's temperature and group size."""
     sampling = dataclasses.replace(rollout.sampling, temperature=cfg.temperature)
-    return dataclasses.replace(rollout, group_size=cfg.group_size, sampling=sampling, progress=False)
+    return dataclasses.replace(rollout, group_size=cfg.group_size, sampling=sampling)
 
 
 def _play(policy: str, groups, rollout: RolloutConfig, round: int, version: int, batch: int) -> pl.DataFrame:
@@ -50,9 +52,21 @@ def play_held_out(client, policy: str, tasks: list[str], rollout: RolloutConfig,
     futures = [client.submit(_play, policy, groups[i:i + per], rollout, round, round + 1, i // per,
                              resources=rollout.resources or None, key=f"{keys}-b{i // per}")
                for i in range(0, len(groups), per)]
-    table = pl.concat(client.gather(futures)).sort("episode_id")
+    table = _gather(futures, len(groups) * rollout.group_size, rollout.progress)
     client.run(release_resources, rollout.policy.free_between_rounds)
     return table
+
+
+def _gather(futures: list, episodes: int, progress: bool | str) -> pl.DataFrame:
+    """The tasks' outcome tables as one, by episode, with a progress bar of the episodes played."""
+    from distributed import as_completed
+
+    tables = []
+    with tqdm(total=episodes, unit="episode", desc="evaluate", disable=not bars_shown(progress)) as bar:
+        for fut in as_completed(futures):
+            tables.append(fut.result())
+            bar.update(tables[-1].height)
+    return pl.concat(tables).sort("episode_id")
 
 
 def evaluate(client, run: storage.Run, round: int, policy: str, tasks: list[str], rollout: RolloutConfig,

@@ -85,7 +85,7 @@ def gather(run: storage.Run, round: int, seconds: dict[str, float], train_steps:
         policy_load_seconds=rollout.get("policy_load"),
         advantage_steps_per_s_per_core=steps["n"] / adv_s / cores if adv_s else None,
         train_tokens_per_s=_mean(train_steps, "tokens_per_s"), mfu=_mean(train_steps, "mfu"),
-        train_steps=len(train_steps),
+        train_steps=train_steps[-1].get("step", len(train_steps)) if train_steps else 0,
         stage_seconds=dict(seconds), **purity)
 
 

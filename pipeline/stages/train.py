@@ -10,9 +10,12 @@ threads are sized explicitly (``trainer.num_threads``, else the host's cores
 shared by the ranks on it): a process a Dask task starts would otherwise inherit
 the nanny's ``OMP_NUM_THREADS=1``.
 
-Each optimizer step's metrics (loss, KL, entropy, grad norm, clip fraction,
-response length, tokens/s, MFU on GPU) reach the driver's console as the step
-ends (``pipeline.runtime.live``), numbered on the run's global step axis.
+The driver says when the ranks start; rank 0's start-up notes (imports; rows,
+model and DeepSpeed engine; round-start log-probs) and each optimizer step's
+metrics (loss, KL, entropy, grad norm, clip fraction, response length, tokens/s,
+MFU on GPU) reach the driver's console as they happen (``pipeline.runtime.live``),
+the steps numbered on their axis (``pipeline.records.axis_start``) and handed to
+``on_step`` (the experiment trackers).
 
 No trainer outlives what started it (``pipeline.runtime.ranks``: placement,
 liveness polling, cancellation). A trainer keeps its temporary files in its
@@ -23,12 +26,13 @@ from __future__ import annotations
 import os
 import sys
 import uuid
+from typing import Callable
 
 import yaml
 
 import storage
 from pipeline.config import to_dict
-from pipeline.records import CHECKPOINT_STAGE, read_metrics, step_axis
+from pipeline.records import CHECKPOINT_STAGE, axis_start, read_metrics, step_axis
 from pipeline.run_config import ClusterConfig
 from pipeline.runtime.keys import key_prefix
 from pipeline.runtime.live import LiveSteps, emitter
@@ -43,7 +47,7 @@ WORKER_WAIT_S = 120.0  # how long a new attempt waits for enough workers (a kill
 
 
 def train(client, run: storage.Run, round: int, policy: str, ref: str | None, cfg: TrainerConfig,
-          cluster: ClusterConfig) -> None:
+          cluster: ClusterConfig, on_step: Callable[[dict], None] | None = None) -> None:
     """Train round ``round`` on the cluster (a no-op when its checkpoint is committed).
 
     A committed checkpoint it starts from is checked against its manifest here
@@ -59,19 +63,20 @@ def train(client, run: storage.Run, round: int, policy: str, ref: str | None, cf
     if run.is_committed(round, CHECKPOINT_STAGE):
         return
     storage.verify_stage_dir(policy)
-    offset = sum(steps for r, (_, steps) in step_axis(run, read_metrics(run)).items() if r < round)
+    offset = axis_start(step_axis(run, read_metrics(run)), round)
     ranks = resolve_ranks(client, cluster.train_ranks, cluster.train_resources)  # every attempt: the same world
     ref = ref if cfg.kl_coef > 0 else None
     for attempt in range(TRAIN_ATTEMPTS):
         if run.is_committed(round, CHECKPOINT_STAGE):
             return
         tag = uuid.uuid4().hex[:8]  # a key of its own: never the cancelled task of a dead driver or attempt
+        print(f"train: starting {ranks} rank(s) (imports, model load, DeepSpeed engine) ...", flush=True)
         at = place_ranks(client, ranks, cluster.train_resources, wait_s=WORKER_WAIT_S if attempt else 0.0)
         args = [(run.uri, round, policy, ref, to_dict(cfg), rank, ranks, at.master, at.port, at.ranks_on_host(rank),
                  tag, offset) for rank in range(ranks)]
         futures = submit_ranks(client, train_rank, args, at, cluster.train_resources,
                                key_prefix("train", run.id, round, tag))
-        with LiveSteps(client, tag):
+        with LiveSteps(client, tag, on_step):
             lost = wait_ranks(client, futures, at.workers)
         if not lost:
             return

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from typing import Callable
 
 import storage
 from pipeline.config import config_hash
@@ -63,8 +64,11 @@ def derived_sections(cfg: RunConfig) -> dict:
     return {"warm_start.rollout": demo_rollout(cfg.rollout, ws), "warm_start.trainer": sft_trainer(cfg.trainer, ws)}
 
 
-def warm_start(client, run: storage.Run, cfg: RunConfig, games: list[str], base: str) -> str:
+def warm_start(client, run: storage.Run, cfg: RunConfig, games: list[str], base: str,
+               on_step: Callable[[dict], None] | None = None) -> str:
     """The policy round 0 starts from: round -1's SFT checkpoint (or the fork's copy), else ``base``.
+
+    ``on_step`` gets each SFT step record as the step ends (``pipeline.stages.train``).
 
     Once round 0 is collected its starting policy stays what it was, whatever the
     ``warm_start`` section says now: a committed warm start is kept, none is made.
@@ -85,7 +89,7 @@ def warm_start(client, run: storage.Run, cfg: RunConfig, games: list[str], base:
         tasks = round_tasks(games, WARM_ROUND, ws.tasks, cfg.games.seed)
         collect(client, run, WARM_ROUND, base, tasks, demo_rollout(cfg.rollout, ws), policy_version=WARM_ROUND)
     with clock("warm_start", done=run.is_committed(WARM_ROUND, CHECKPOINT_STAGE)):
-        train(client, run, WARM_ROUND, base, None, sft_trainer(cfg.trainer, ws), cfg.cluster)
+        train(client, run, WARM_ROUND, base, None, sft_trainer(cfg.trainer, ws), cfg.cluster, on_step)
     return run.stage_dir(WARM_ROUND, CHECKPOINT_STAGE)
 
 

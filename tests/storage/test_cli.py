@@ -15,6 +15,12 @@ def test_demo_show_verify(tmp_path, capsys):
     assert "│ 0     ┆ trajectories ┆ 0      ┆ episodes ┆ 32   ┆" in out
     assert main(["demo", run, "--groups", "2", "--shards", "2"]) == 0
     assert "round 0 is already committed: nothing to do" in capsys.readouterr().out
+    assert main(["show", run]) == 0
+    assert capsys.readouterr().out.splitlines()[:2] == [
+        f"run {run}: 1 committed round(s)",
+        "round r: the r-th collect/train cycle (-1: the warm start or fork, and the baseline before round 0); "
+        "policy v (policy_version): the checkpoint that sampled the rows, v = r in round r (r-1 with overlap: 1; "
+        "-1: the expert's demonstrations); a checkpoint stage's v is the version it made"]
     assert main(["show", run, "--table", "steps", "--round", "0", "--head", "2"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("steps: Schema([('round', Int32), ('policy_version', Int32), ('group_id', Int64)")

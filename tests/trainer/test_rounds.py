@@ -70,6 +70,7 @@ def test_train_from_run_commits_checkpoint_once(tiny_model, tmp_path, monkeypatc
         f.path for f in manifest.files}
     committed_steps = (Path(run.stage_dir(0, CHECKPOINT_STAGE)) / "train_metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["loss"] for line in committed_steps] == [m["loss"] for m in res.metrics]
+    assert [json.loads(line)["step"] for line in committed_steps] == list(range(1, res.steps + 1))
     AutoModelForCausalLM.from_pretrained(run.stage_dir(0, CHECKPOINT_STAGE))
     assert (Path(run.stage_dir(0, STATE_STAGE)) / "latest").is_file()  # optimizer_state: keep, for round 1
     assert train_from_run(run, 0, cfg, tiny_model, progress=False) is None  # committed: no-op

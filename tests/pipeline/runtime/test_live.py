@@ -1,21 +1,22 @@
-"""Live trainer steps: the rank's output is copied to its log and step records are passed on."""
+"""Live trainer steps: the rank's output is copied to its log, and step records and notes are passed on."""
 from __future__ import annotations
 
 import io
 
 from pipeline.runtime.live import forward, step_line
-from trainer.step_metrics import live_record
+from trainer.step_metrics import NOTE_PREFIX, live_record
 
 STEP = {"loss": 0.012345, "approx_kl": 2e-05, "entropy": 1.5, "grad_norm": 0.25, "clip_frac": 0.125,
         "response_length": 12.25, "tokens_per_s": 1234.5}
 
 
-def test_forward_copies_every_line_and_emits_step_records():
-    out = (live_record(1, 2, STEP) + "\nplain █ line\n" + "gigpo-step {torn\n").encode()
+def test_forward_copies_every_line_and_emits_step_records_and_notes():
+    out = (NOTE_PREFIX + "rank 0: imports done in 2.5 s\n" + live_record(1, 2, STEP) + "\nplain █ line\n"
+           + "gigpo-step {torn\n").encode()
     log, got = io.StringIO(), []
     forward(io.BytesIO(out), log, got.append)
     assert log.getvalue() == out.decode()
-    assert got == [{"step": 1, "total": 2, **STEP}]
+    assert got == [{"note": "rank 0: imports done in 2.5 s"}, {"step": 1, "total": 2, **STEP}]
 
 
 def test_step_line_figures():

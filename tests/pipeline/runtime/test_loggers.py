@@ -1,10 +1,9 @@
-"""Trackers: per-step and round metrics on one global step axis, one TensorBoard file per driver, W&B offline."""
+"""Trackers: live step figures and committed round figures on an SFT, a train and a round axis, each point once
+across driver starts (TensorBoard, W&B offline)."""
 from __future__ import annotations
 
 import glob
 import json
-import struct
-import time
 
 import pytest
 
@@ -15,6 +14,7 @@ from pipeline.run_config import RunConfig
 from pipeline.runtime.loggers import Trackers
 from pipeline.runtime.trackers import LoggingConfig, WandbConfig
 from storage.shards import put_atomic
+from tests.pipeline.tracker_files import scalars, tags, wandb_points
 
 
 def _commit_round(run, r: int, losses: list[float]) -> None:
@@ -27,15 +27,14 @@ def _commit_round(run, r: int, losses: list[float]) -> None:
                                      loss=sum(losses) / len(losses), train_steps=len(losses)), "cfg")
 
 
-def _scalars(folder, tag: str) -> list[tuple[int, float]]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+def _live(trackers, r: int, offset: int, losses: list[float]) -> None:
+    """The driver's live step records of round ``r`` (its steps after ``offset`` on their axis)."""
+    for s, x in enumerate(losses, 1):
+        trackers.step({"step": s, "total": len(losses), "loss": x, "approx_kl": x / 10, "round": r, "tag": "t",
+                       "global_step": offset + s})
 
-    events = EventAccumulator(str(folder))
-    events.Reload()
-    return [(e.step, round(e.value, 6)) for e in events.Scalars(tag)]
 
-
-def test_tensorboard_steps_run_on_one_axis_across_rounds_in_one_file(tmp_path):
+def test_tensorboard_has_an_sft_a_train_and_a_round_axis(tmp_path):
     run = storage.open_run(str(tmp_path))
     _commit_round(run, -1, [4.0, 3.0])  # the warm start's SFT steps
     _commit_round(run, 0, [0.5, 0.25, 0.125])
@@ -43,48 +42,62 @@ def test_tensorboard_steps_run_on_one_axis_across_rounds_in_one_file(tmp_path):
         assert trackers.catch_up() == [-1, 0]
         _commit_round(run, 1, [0.1, 0.2, 0.3])
         assert trackers.catch_up() == [1] and trackers.catch_up() == []
-    folder = tmp_path / "tensorboard"
-    assert _scalars(folder, "sft/loss") == [(1, 4.0), (2, 3.0)]
-    assert _scalars(folder, "train/loss") == [(3, 0.5), (4, 0.25), (5, 0.125), (6, 0.1), (7, 0.2), (8, 0.3)]
-    assert _scalars(folder, "train/approx_kl")[-1] == (8, 0.03)
-    assert _scalars(folder, "success_rate") == [(2, 0.0), (5, 0.25), (8, 0.5)]  # at each round's last step
-    assert _scalars(folder, "round") == [(2, -1.0), (5, 0.0), (8, 1.0)]
-    assert len(glob.glob(str(folder / "events.out.tfevents.*"))) == 1
-    assert json.loads((folder / "_logged_rounds.json").read_text()) == [-1, 0, 1]
+    tb = tmp_path / "tensorboard"
+    assert tags(tb / "sft") == ["sft/loss"]  # sft/approx_kl is 0 by construction: not logged
+    assert scalars(tb / "sft", "sft/loss") == [(1, 4.0), (2, 3.0)]
+    assert scalars(tb / "train", "train/loss") == [(1, 0.5), (2, 0.25), (3, 0.125), (4, 0.1), (5, 0.2), (6, 0.3)]
+    assert scalars(tb / "train", "train/approx_kl")[-1] == (6, 0.03)
+    assert scalars(tb / "rounds", "success_rate") == [(-1, 0.0), (0, 0.25), (1, 0.5)]
+    assert scalars(tb / "rounds", "round") == [(-1, -1.0), (0, 0.0), (1, 1.0)]
+    assert "kl" not in tags(tb / "rounds") and "clip_fraction" not in tags(tb / "rounds")  # None: not logged
+    assert [len(glob.glob(str(tb / axis / "events.out.tfevents.*"))) for axis in ("sft", "train", "rounds")] \
+        == [1, 1, 1]
+    assert json.loads((tb / "_logged.json").read_text()) == {"sft": 2, "train": 6, "rounds": 1}
 
 
-def _wandb_history(path: str) -> list[dict]:
-    """The history records of an offline W&B run file (a LevelDB-style log of protobuf records)."""
-    from wandb.proto import wandb_internal_pb2 as pb
-
-    raw, pos, buf, out = open(path, "rb").read(), 7, b"", []  # 7: the ':W&B' file header
-    while pos + 7 <= len(raw):
-        if 32768 - pos % 32768 < 7:  # a block's tail too short for a record header is padding
-            pos += 32768 - pos % 32768
-            continue
-        length, kind = struct.unpack("<HB", raw[pos + 4:pos + 7])
-        buf, pos = buf + raw[pos + 7:pos + 7 + length], pos + 7 + length
-        if kind in (1, 4):  # a full record, or the last piece of one
-            rec, buf = pb.Record.FromString(buf), b""
-            if rec.WhichOneof("record_type") == "history":
-                items = {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in rec.history.item}
-                out.append({k: v for k, v in items.items() if not k.startswith("_")} | {"_step": rec.history.step.num})
-    return out
-
-
-def test_wandb_offline_run_has_the_logged_keys_at_their_steps(tmp_path):
-    pytest.importorskip("wandb")
+def test_live_steps_are_logged_as_they_come_and_a_restart_logs_each_point_once(tmp_path):
     run = storage.open_run(str(tmp_path))
     _commit_round(run, 0, [0.5, 0.25])
-    with Trackers(LoggingConfig(wandb=WandbConfig(mode="offline")), run, {"rounds": 3}) as trackers:
+    config = {"trainer": {"kl_coef": 0.0}}
+    with Trackers(LoggingConfig(tensorboard=True), run, config) as trackers:
         assert trackers.catch_up() == [0]
-    (path,) = glob.glob(str(tmp_path / "wandb/wandb/offline-run-*/run-gigpo-*.wandb"))
-    deadline = time.monotonic() + 60
-    while len(history := _wandb_history(path)) < 2 and time.monotonic() < deadline:
-        time.sleep(0.5)  # W&B's own process may still be writing the file
-    assert [(h["_step"], h.get("train/loss")) for h in history] == [(1, 0.5), (2, 0.25)]
-    assert history[-1]["success_rate"] == 0.25 and history[-1]["round"] == 0
-    assert json.loads((tmp_path / "wandb/_logged_rounds.json").read_text()) == [0]
+        _live(trackers, 1, 2, [0.4, 0.3, 0.2])  # round 1 trains: each step at once, before any commit
+        assert scalars(tmp_path / "tensorboard/train", "train/loss")[2:] == [(3, 0.4), (4, 0.3), (5, 0.2)]
+    record = tmp_path / "tensorboard/_logged.json"
+    assert json.loads(record.read_text()) == {"train": 5, "rounds": 0}
+    # The driver died after flushing step 5 but before recording it; the next one trains round 1 again.
+    record.write_text(json.dumps({"train": 4, "rounds": 0}))
+    with Trackers(LoggingConfig(tensorboard=True), run, config) as trackers:
+        _live(trackers, 1, 2, [0.4, 0.3, 0.25])  # steps 3 and 4 are held: only step 5 is written, once
+        _commit_round(run, 1, [0.4, 0.3, 0.25])
+        assert trackers.catch_up() == [1]
+    tb = tmp_path / "tensorboard"
+    assert scalars(tb / "train", "train/loss") == [(1, 0.5), (2, 0.25), (3, 0.4), (4, 0.3), (5, 0.25)]
+    assert tags(tb / "train") == ["train/approx_kl", "train/loss"]  # the kl_loss of kl_coef 0: not logged
+    assert scalars(tb / "rounds", "round") == [(0, 0.0), (1, 1.0)]
+    assert json.loads(record.read_text()) == {"train": 5, "rounds": 1}
+
+
+def test_wandb_offline_run_has_each_point_once_across_restarts(tmp_path):
+    pytest.importorskip("wandb")
+    run = storage.open_run(str(tmp_path))
+    _commit_round(run, -1, [4.0, 3.0])
+    _commit_round(run, 0, [0.5, 0.25])
+    logging = LoggingConfig(wandb=WandbConfig(mode="offline"))
+    with Trackers(logging, run, {"rounds": 3}) as trackers:
+        assert trackers.catch_up() == [-1, 0]
+        _live(trackers, 1, 2, [0.125])
+    with Trackers(logging, run, {"rounds": 3}) as trackers:  # a restart: round 1 trains again, then commits
+        _live(trackers, 1, 2, [0.125, 0.0625])
+        _commit_round(run, 1, [0.125, 0.0625])
+        assert trackers.catch_up() == [1]
+    run_id = (tmp_path / "wandb/_run_id").read_text()
+    assert not (tmp_path / "wandb/wandb").exists()  # W&B's files straight in RUN/wandb
+    assert len(glob.glob(str(tmp_path / f"wandb/offline-run-*/run-{run_id}.wandb"))) == 2  # one W&B run, resumed
+    assert wandb_points(tmp_path / "wandb") == [("sft/step", 1), ("sft/step", 2), ("round", -1), ("train/step", 1),
+                                                 ("train/step", 2), ("round", 0), ("train/step", 3),
+                                                 ("train/step", 4), ("round", 1)]
+    assert json.loads((tmp_path / "wandb/_logged.json").read_text()) == {"sft": 2, "train": 4, "rounds": 1}
 
 
 def test_logging_keys_are_checked_on_load(monkeypatch):

@@ -33,11 +33,11 @@ def test_rounds_a_crash_left_underived_are_completed_once(tmp_path, capsys):
         assert complete_derived(run, trackers) == [1, 2]
     assert f"{tmp_path}: logged round(s) [1, 2] to the trackers" in capsys.readouterr().out
     assert [json.loads(line)["round"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [0, 1, 2]
-    assert json.loads((tmp_path / "tensorboard/_logged_rounds.json").read_text()) == [0, 1, 2]
-    assert _events(tmp_path / "tensorboard") == [(2, 0.0), (4, 0.25), (6, 0.5)]
-    files = sorted(os.listdir(tmp_path / "tensorboard"))
+    assert json.loads((tmp_path / "tensorboard/_logged.json").read_text()) == {"rounds": 2}
+    assert _events(tmp_path / "tensorboard/rounds") == [(0, 0.0), (1, 0.25), (2, 0.5)]
+    files = sorted(os.listdir(tmp_path / "tensorboard/rounds"))
     with Trackers(ON, run) as trackers:
-        assert complete_derived(run, trackers) == [] and sorted(os.listdir(tmp_path / "tensorboard")) == files
+        assert complete_derived(run, trackers) == [] and sorted(os.listdir(tmp_path / "tensorboard/rounds")) == files
     empty = storage.open_run(str(tmp_path / "empty"))
     with Trackers(ON, empty) as trackers:
         assert complete_derived(empty, trackers) == []

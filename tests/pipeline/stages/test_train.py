@@ -20,15 +20,15 @@ from pipeline.stages import train
 from tests.trainer.test_rounds import _advantages, commit_advantages
 from trainer.config import TrainerConfig
 from trainer.host import free_port
-from trainer.step_metrics import live_record
+from trainer.step_metrics import NOTE_PREFIX, live_record
 
 STEP = {"loss": 0.5, "approx_kl": 0.001, "entropy": 2.0, "grad_norm": 1.0, "clip_frac": 0.0,
         "response_length": 10.0, "tokens_per_s": 100.0}
 
 
 def _fake_rank(tag: str, log_path: str) -> int | None:
-    """A rank task whose 'trainer' prints two step records 3 s apart, then a plain line."""
-    lines = [live_record(s, 2, STEP | {"loss": s / 4}) for s in (1, 2)]
+    """A rank task whose 'trainer' prints a note, two step records 3 s apart, then a plain line."""
+    lines = [NOTE_PREFIX + "rank 0: model loaded"] + [live_record(s, 2, STEP | {"loss": s / 4}) for s in (1, 2)]
     code = "import time\n" + "".join(f"print({line!r}, flush=True); time.sleep(3)\n" for line in lines)
     with open(log_path, "w") as log:
         return supervise([sys.executable, "-c", code + "print('done')"], {}, log, emitter(3, tag, 40))
@@ -41,9 +41,9 @@ def client():
         yield c
 
 
-def test_step_records_of_the_current_attempt_are_printed_on_the_driver(client, tmp_path):
-    out = io.StringIO()
-    with LiveSteps(client, "attempt-2", out):
+def test_notes_and_step_records_of_the_current_attempt_are_printed_on_the_driver(client, tmp_path):
+    out, got = io.StringIO(), []
+    with LiveSteps(client, "attempt-2", got.append, out):
         stale = client.submit(_fake_rank, "attempt-1", str(tmp_path / "stale.log"), pure=False)
         assert stale.result() == 0
         current = client.submit(_fake_rank, "attempt-2", str(tmp_path / "log"), pure=False)
@@ -52,13 +52,17 @@ def test_step_records_of_the_current_attempt_are_printed_on_the_driver(client, t
         assert not current.done(), "the first step was printed only once the trainer had ended"
         assert current.result() == 0
         deadline = time.monotonic() + 10
-        while out.getvalue().count("\n") < 2 and time.monotonic() < deadline:
+        while out.getvalue().count("\n") < 3 and time.monotonic() < deadline:
             time.sleep(0.1)
     assert out.getvalue().splitlines() == [
+        "rank 0: model loaded",
         "round 3 step 1/2 (global 41): loss 0.25, kl 0.001, entropy 2, grad norm 1, clip 0, response 10.0 tokens, "
         "100 tokens/s",
         "round 3 step 2/2 (global 42): loss 0.5, kl 0.001, entropy 2, grad norm 1, clip 0, response 10.0 tokens, "
         "100 tokens/s"]
+    steps = [{k: v for k, v in m.items() if k != "worker"} for m in got]  # the records, for the trackers
+    assert steps == [{"step": s, "total": 2, **STEP, "loss": s / 4, "round": 3, "tag": "attempt-2",
+                      "global_step": 40 + s} for s in (1, 2)]
     assert (tmp_path / "log").read_text().splitlines()[-1] == "done"
 
 

@@ -6,6 +6,7 @@ the warm start; then the driver SIGKILLed mid-SFT and resumed.
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from pipeline.envs import format_response
 from pipeline.policy import PolicyConfig, SamplingConfig, load_tokenizer
 from pipeline.policy.hf import HFBackend
 from tests.pipeline.round_helpers import MAX_STEPS, TASKS, Driver, G, driver_args, group_alive, run_to_end
+from tests.pipeline.tracker_files import PPO_KEYS, STEP_KEYS, steps_by_tag
 
 DEMO_TASKS = 2
 # One round after the warm start; the planner's demonstrations do not depend on the process (the handcoded
@@ -82,6 +84,48 @@ def test_round_0_plays_the_warm_start_and_keeps_it_as_kl_reference(reference):
     assert scores["base"] != pytest.approx(row["response_logprobs"], abs=1e-3)
     first = json.loads((Path(run.stage_dir(0, "checkpoint")) / "train_metrics.jsonl").read_text().splitlines()[0])
     assert first["kl_loss"] == pytest.approx(0.0, abs=1e-7)  # the reference is the policy round 0 starts from
+
+
+ANNOUNCED = [r"train: starting 1 rank\(s\) \(imports, model load, DeepSpeed engine\) \.\.\.",
+             r"rank 0: imports done in \d+\.\d s",
+             r"rank 0: \d+ rows read in \d+\.\d s; model loaded and DeepSpeed engine built in \d+\.\d s"]
+ROUND_FIELDS = ["anchor_groups_per_group", "anchored_share", "clip_fraction", "entropy", "episode_length",
+                "eval_success_rate", "format_error_share", "grad_norm", "kl", "largest_anchor_group", "loss",
+                "mean_abs_adv_episode", "mean_abs_adv_step", "nothing_happens_share", "response_length", "round",
+                "success_rate", "train_steps", "train_tokens_per_s"]  # numeric in rounds -1 and 0
+ROUND_0_ONLY = ["advantage_steps_per_s_per_core", "anchor_pure_share", "env_steps_per_s", "impure_step_share",
+                "missed_revisit_share", "rollout_tokens_per_s", "states_per_anchor_group"]
+STAGES = ["advantage", "collect", "demos", "evaluate", "train", "warm_start"]
+
+
+def _follows(lines: list[str], start: str, patterns: list[str]) -> None:
+    """The lines right after ``start`` match ``patterns``, in order."""
+    i = lines.index(start)
+    got = lines[i + 1:i + 1 + len(patterns)]
+    assert len(got) == len(patterns) and all(re.fullmatch(p, line) for p, line in zip(patterns, got)), got
+
+
+def test_each_training_is_announced_before_its_first_step_and_nothing_draws_bars_in_a_pipe(reference):
+    _, out = reference
+    lines = out.splitlines()
+    _follows(lines, "round -1: warm_start ...", ANNOUNCED + [r"round -1 step 1/\d+ \(global 1\): loss .*"])
+    _follows(lines, "round 0: train ...", ANNOUNCED + [r"rank 0: round-start log-probs in \d+\.\d s",
+                                                        r"round 0 step 1/\d+ \(global 1\): loss .*"])
+    assert "%|" not in out and "Loading weights" not in out and "Writing model shards" not in out
+
+
+def test_tensorboard_has_the_sft_and_rl_steps_on_their_own_axes_and_no_figure_zero_by_construction(reference):
+    run_dir, _ = reference
+    sft_steps, rl_steps = (m["train_steps"] for m in _metrics(run_dir))
+    tb = run_dir / "tensorboard"
+    assert steps_by_tag(tb / "sft") == {f"sft/{k}": list(range(1, sft_steps + 1)) for k in STEP_KEYS}
+    assert steps_by_tag(tb / "train") == {f"train/{k}": list(range(1, rl_steps + 1))
+                                          for k in sorted(STEP_KEYS + PPO_KEYS)}
+    assert steps_by_tag(tb / "rounds") == {k: [-1, 0] for k in ROUND_FIELDS if k not in ("kl", "clip_fraction")} \
+        | {"kl": [0], "clip_fraction": [0]} | {k: [0] for k in ROUND_0_ONLY} \
+        | {f"stage_seconds/{s}": [-1] if s in ("demos", "warm_start") else [0] if s != "evaluate" else [-1, 0]
+           for s in STAGES}
+    assert json.loads((tb / "_logged.json").read_text()) == {"sft": sft_steps, "train": rl_steps, "rounds": 0}
 
 
 def _trainer_of(pgid: int, round: int) -> bool:
