@@ -78,7 +78,7 @@ def train_from_run(run, round: int, cfg: TrainerConfig, policy_path: str | Path,
             with open(Path(out_dir) / TRAIN_STEPS, "w") as fh:
                 fh.writelines(json.dumps({"step": result.resumed_from + i + 1} | m) + "\n"
                               for i, m in enumerate(result.metrics))
-            _commit(run, round, Path(out_dir), local, cfg, source)
+            _commit(run, round, Path(out_dir), local, cfg)
             if local and not cfg.keep_state:
                 _drop_older_states(run, round)
         if dist.is_initialized():
@@ -104,13 +104,12 @@ def _drop_older_states(run, round: int) -> None:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def _commit(run, round: int, out_dir: Path, local: bool, cfg: TrainerConfig, source: str) -> None:
+def _commit(run, round: int, out_dir: Path, local: bool, cfg: TrainerConfig) -> None:
     if not local:
         import pyarrow.fs as pafs
 
         pafs.copy_files(str(out_dir), run.stage_dir(round, CHECKPOINT_STAGE),
                         source_filesystem=pafs.LocalFileSystem(), destination_filesystem=run.fs)
     files = sorted(p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*") if p.is_file())
-    version = run.manifest(round, source).policy_version + 1  # the policy this update produced
     run.commit(round, CHECKPOINT_STAGE, [run.describe(round, CHECKPOINT_STAGE, f) for f in files],
-               config_hash=config_hash(cfg), policy_version=version)
+               config_hash=config_hash(cfg), policy_version=round + 1)  # round -1's SFT: 0

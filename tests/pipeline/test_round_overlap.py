@@ -25,6 +25,8 @@ def test_overlapped_rounds_record_the_sampling_policy_and_resume_to_the_same_tab
     assert versions == {0: 0, 1: 0, 2: 1}
     for r in (0, 1, 2):
         assert run.read("steps", [r])["policy_version"].unique().to_list() == [versions[r]]
+    # round r trains from round r-1's checkpoint (version r) whatever played its rows: it makes version r+1
+    assert {r: run.manifest(r, "checkpoint").policy_version for r in (0, 1, 2)} == {0: 1, 1: 2, 2: 3}
 
     for rounds in (2, 3):  # the same run made in two invocations: round 2 is collected by the second
         code, out = run_to_end(driver_args(split, *OVERLAP, f"rounds={rounds}"), timeout=600)
