@@ -1,8 +1,9 @@
 """Training and round figures: per-step trainer curves (RL, SFT), collect statistics, anchors, stage times.
 
-Per-step curves use the run's global optimizer step (every optimizer step of
-the run counted once, the warm start's SFT steps first); each round is its own
-segment, dotted lines mark where a round starts and the top axis names it.
+Per-step curves number the optimizer steps on their own axis: the RL steps of
+rounds 0.. from 1, the warm start's SFT steps apart (as the trackers do); each
+round is its own segment, dotted lines mark where a round starts and the top
+axis names it.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pipeline.report.draw import ROUND, grid, legend_below, legend_right, lines,
 from pipeline.report.sources import RoundMetrics, ReportData
 
 STAGES = ("demos", "warm_start", "collect", "advantage", "train", "evaluate")
-STEP_X = "optimizer step (run-wide, SFT steps counted)"
+STEP_X = "RL optimizer step (from round 0)"
 # per-step metric -> (title, y label with units)
 RL_STEPS = {"loss": ("loss", "loss (unitless)"),
             "approx_kl": ("approx. KL, sampling to current policy", "KL (nats per token)"),

@@ -12,7 +12,7 @@ import numpy as np
 import polars as pl
 
 import storage
-from pipeline.records import RoundMetrics, read_metrics, read_train_steps, step_axis
+from pipeline.records import RoundMetrics, axis_start, read_metrics, read_train_steps, step_axis
 from storage.schemas import TABLE_STAGE
 
 __all__ = ["RoundMetrics", "ReportData", "load", "task_table", "outcomes", "advantage_columns", "read_train_steps"]
@@ -88,10 +88,11 @@ class ReportData:
 
 
 def _train_steps(run: storage.Run, records: list[RoundMetrics]) -> dict[int, list[dict]]:
-    """Each round's trainer steps, numbered on the run's global optimizer-step axis (1-based)."""
-    out = {}
-    for r, (start, _) in step_axis(run, records).items():
-        rows = read_train_steps(run, r)
+    """Each round's trainer steps, numbered on their axis (1-based): the SFT steps of round -1, the RL steps of
+    rounds 0.. (as the trackers number them)."""
+    out, axis = {}, step_axis(run, records)
+    for r in axis:
+        rows, start = read_train_steps(run, r), axis_start(axis, r)
         out[r] = [{**row, "global_step": start + i + 1} for i, row in enumerate(rows)]
     return out
 

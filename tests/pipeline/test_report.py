@@ -157,10 +157,10 @@ def test_task_type_table_is_exact(small_run):
         ("held-out", 1, look, 4, 2, 0.5, 3.0), ("held-out", 1, pick, 4, 3, 0.75, 2.0)]
 
 
-def test_step_curves_are_rl_only_on_the_global_step_and_sft_apart(small_run):
+def test_step_curves_are_rl_only_on_their_own_axis_and_sft_apart(small_run):
     data = load(small_run, hist_rounds=6)
     fig, drawn = training(data)
-    assert {r: d["x"] for r, d in drawn["loss"].items()} == {0: [4, 5], 1: [6, 7]}  # after the 3 SFT steps
+    assert {r: d["x"] for r, d in drawn["loss"].items()} == {0: [1, 2], 1: [3, 4]}  # the 3 SFT steps apart
     assert len(fig.axes[0].get_lines()) == 2 + 2  # a segment per round (none joins them), a line per boundary
     plt.close(fig)
     fig, drawn = sft(data)
