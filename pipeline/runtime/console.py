@@ -13,23 +13,50 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import threading
 import time
 from typing import Callable, Iterator, TextIO
 
 
 class Stamped:
-    """A text stream that starts each line written to ``out`` with ``clock()`` (``HH:MM:SS``)."""
+    """A text stream that starts each line written to ``out`` with ``clock()`` (``HH:MM:SS``).
+
+    Each thread's text is held until its line ends, so lines printed by two threads at once (a stage run
+    alongside another) never run into each other; text with a carriage return (a progress bar's redraw) is
+    written at once.
+    """
 
     def __init__(self, out: TextIO, clock: Callable[[], str] = lambda: time.strftime("%H:%M:%S")):
         self.out, self.clock, self.at_line_start = out, clock, True
+        self.lock, self.pending = threading.Lock(), {}
 
     def write(self, text: str) -> int:
-        for piece in text.splitlines(keepends=True):
-            if self.at_line_start and piece.strip("\r\n"):
-                self.out.write(f"{self.clock()} ")
-            self.out.write(piece)
-            self.at_line_start = piece.endswith("\n")
+        with self.lock:
+            me = threading.get_ident()
+            held = self.pending.pop(me, "") + text
+            if not held.endswith("\n") and "\r" not in held:
+                self.pending[me] = held
+                return len(text)
+            for piece in held.splitlines(keepends=True):
+                if self.at_line_start and piece.strip("\r\n"):
+                    self.out.write(f"{self.clock()} ")
+                self.out.write(piece)
+                self.at_line_start = piece.endswith("\n")
         return len(text)
+
+    def flush(self) -> None:
+        with self.lock:
+            held = self.pending.pop(threading.get_ident(), "")
+        if held:
+            self._emit(held)
+        self.out.flush()
+
+    def _emit(self, text: str) -> None:
+        with self.lock:
+            if self.at_line_start and text.strip("\r\n"):
+                self.out.write(f"{self.clock()} ")
+            self.out.write(text)
+            self.at_line_start = text.endswith("\n")
 
     def __getattr__(self, name: str):  # flush, fileno, isatty, encoding, ...: the stream's own
         return getattr(self.out, name)

@@ -92,7 +92,8 @@ ANNOUNCED = [r"train: starting 1 rank\(s\) \(imports, model load, DeepSpeed engi
 ROUND_FIELDS = ["anchor_groups_per_group", "anchored_share", "clip_fraction", "entropy", "episode_length",
                 "eval_success_rate", "format_error_share", "grad_norm", "kl", "largest_anchor_group", "loss",
                 "mean_abs_adv_episode", "mean_abs_adv_step", "nothing_happens_share", "response_length", "round",
-                "success_rate", "train_steps", "train_tokens_per_s"]  # numeric in rounds -1 and 0
+                "success_rate", "train_steps", "train_tokens_per_s", "generate_seconds", "env_seconds",
+                "policy_load_seconds"]  # numeric in rounds -1 and 0
 ROUND_0_ONLY = ["advantage_steps_per_s_per_core", "anchor_pure_share", "env_steps_per_s", "impure_step_share",
                 "missed_revisit_share", "rollout_tokens_per_s", "states_per_anchor_group"]
 STAGES = ["advantage", "collect", "demos", "evaluate", "train", "warm_start"]
