@@ -38,25 +38,22 @@ class Stamped:
                 self.pending[me] = held
                 return len(text)
             for piece in held.splitlines(keepends=True):
-                if self.at_line_start and piece.strip("\r\n"):
-                    self.out.write(f"{self.clock()} ")
-                self.out.write(piece)
-                self.at_line_start = piece.endswith("\n")
+                self._emit(piece)
         return len(text)
 
     def flush(self) -> None:
         with self.lock:
             held = self.pending.pop(threading.get_ident(), "")
-        if held:
-            self._emit(held)
+            if held:
+                self._emit(held)
         self.out.flush()
 
-    def _emit(self, text: str) -> None:
-        with self.lock:
-            if self.at_line_start and text.strip("\r\n"):
-                self.out.write(f"{self.clock()} ")
-            self.out.write(text)
-            self.at_line_start = text.endswith("\n")
+    def _emit(self, piece: str) -> None:
+        """Write one piece of a line (the caller holds the lock), stamped when it starts a line."""
+        if self.at_line_start and piece.strip("\r\n"):
+            self.out.write(f"{self.clock()} ")
+        self.out.write(piece)
+        self.at_line_start = piece.endswith("\n")
 
     def __getattr__(self, name: str):  # flush, fileno, isatty, encoding, ...: the stream's own
         return getattr(self.out, name)
