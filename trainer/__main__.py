@@ -11,6 +11,8 @@ process may use (an inherited ``OMP_NUM_THREADS`` is not followed).
 
 With ``--live`` rank 0 prints each optimizer step's metrics as one JSON line
 (``trainer.step_metrics.live_record``) as the step ends; the train stage forwards them to the driver.
+With ``--serve`` (and ``--run``) the rank stays up and trains the rounds requested on its input, one JSON line
+each, keeping its engine in memory between them (``trainer.resident``).
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ def parse_config(path: str | None, overrides: list[str]) -> TrainerConfig:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m trainer", description=__doc__.splitlines()[0])
-    p.add_argument("--policy", required=True, help="HF checkpoint directory of the current policy")
+    p.add_argument("--policy", help="HF checkpoint directory of the current policy (required unless --serve)")
     p.add_argument("--ref", help="HF checkpoint of the frozen reference policy (KL loss)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--data", nargs="+", help="advantage Parquet file(s) or glob(s)")
@@ -44,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--live", action="store_true",
                    help="print each optimizer step's metrics as a JSON line (rank 0; with --run), no progress bar")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: trainer.num_threads)")
+    p.add_argument("--serve", action="store_true",
+                   help="with --run and --config: train each round requested on stdin (JSON: round, policy, ref)")
     args = p.parse_args(argv)
     try:
         cfg = parse_config(args.config, args.set)
@@ -53,7 +57,16 @@ def main(argv: list[str] | None = None) -> int:
     from trainer.host import set_threads
 
     set_threads(args.threads or cfg.num_threads)
-    if args.run is not None:
+    if args.serve:
+        if args.run is None or args.config is None:
+            p.error("--serve needs --run and --config")
+        from trainer.resident import serve
+
+        serve(args.run, args.config, args.set, _print_step if args.live else None, progress=not args.live)
+        result = None
+    elif args.policy is None:
+        p.error("--policy is required")
+    elif args.run is not None:
         if args.round is None:
             p.error("--run needs --round")
         import storage
