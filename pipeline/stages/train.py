@@ -11,10 +11,10 @@ rank task starts the trainer for this round alone (``train_rank``), a fresh
 process that frees its memory when done. Either way the torch.distributed
 rendezvous is set from the worker list (rank 0's host is ``MASTER_ADDR``); the
 trainer commits the round's ``checkpoint`` stage itself (rank 0) and keeps
-DeepSpeed state for resume until then. Each rank's torch
-threads are sized explicitly (``trainer.num_threads``, else the host's cores
-shared by the ranks on it): a process a Dask task starts would otherwise inherit
-the nanny's ``OMP_NUM_THREADS=1``.
+DeepSpeed state for resume until then. Each rank's torch threads are sized
+explicitly (``trainer.num_threads``, else the host's cores shared by the ranks
+on it): a process a Dask task starts would otherwise inherit the nanny's
+``OMP_NUM_THREADS=1``.
 
 Each optimizer step's metrics (loss, KL, entropy, grad norm, clip fraction,
 response length, tokens/s, MFU on GPU) reach the driver's console as the step
@@ -39,9 +39,9 @@ import storage
 from pipeline.config import to_dict
 from pipeline.records import CHECKPOINT_STAGE, read_metrics, step_axis
 from pipeline.run_config import ClusterConfig
+from pipeline.runtime import resident
 from pipeline.runtime.keys import key_prefix
 from pipeline.runtime.live import LiveSteps, emitter
-from pipeline.runtime import resident
 from pipeline.runtime.ranks import place_ranks, stop_ranks, submit_ranks, supervise, wait_ranks, without_nanny_malloc
 from pipeline.runtime.scratch import scratch
 from pipeline.runtime.workers import resolve_ranks

@@ -1,7 +1,8 @@
 """Resident trainer ranks in the round driver, on real processes: three rounds trained by one resident trainer
 process equal three rounds with a fresh trainer process each, to the last bit (every table, every checkpoint
 tensor, every step metric but wall-clock ones); a resident SIGKILLed mid-round and another between rounds are
-started again and the run ends with the same tables.
+started again and the run ends with the same tables; a driver on a cluster it did not start leaves no
+resident behind.
 
     .venv/bin/python -m pytest tests/pipeline/test_round_resident.py -q
 """
@@ -14,14 +15,16 @@ import threading
 import time
 from pathlib import Path
 
+import dask
 import psutil
 import pytest
 import torch
+from distributed import LocalCluster
 from polars.testing import assert_frame_equal
 from safetensors.torch import load_file
 
 import storage
-from tests.pipeline.round_helpers import Driver, driver_args, run_to_end, tables
+from tests.pipeline.round_helpers import Driver, driver_args, gone, run_to_end, tables
 
 ROUNDS = [0, 1, 2]
 # Three tiny rounds on one worker; an entropy bonus so every step moves the weights (no episode of 3 steps scores,
@@ -138,3 +141,16 @@ def test_resident_trainers_killed_mid_round_and_between_rounds_are_started_again
         "training again on the live workers",
         "warning: round 2: a resident trainer ended since the last round; starting the ranks again"], driver.output
     _assert_same(_outcome(run_dir), cold)
+
+
+def test_a_driver_that_ends_on_a_cluster_it_did_not_start_takes_its_resident_trainer_along(tmp_path):
+    """As ``dask-submit`` runs a driver: its client's end releases the holder task, which kills the trainer."""
+    run_dir = tmp_path / "run"
+    with dask.config.set({"distributed.worker.daemon": False}), \
+            LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        with Trainers(run_dir) as trainers:
+            code, out = run_to_end(driver_args(run_dir, *ARGS[1:], "rounds=1",
+                                               f"cluster.scheduler={cluster.scheduler_address}"), timeout=300)
+            assert code == 0, out
+        (proc,) = trainers.seen.values()
+        assert gone(proc, 5.0), f"the resident trainer {proc.pid} outlived its driver"
