@@ -11,12 +11,13 @@ process may use (an inherited ``OMP_NUM_THREADS`` is not followed).
 
 With ``--live`` rank 0 prints each optimizer step's metrics as one JSON line
 (``trainer.step_metrics.live_record``) as the step ends; the train stage forwards them to the driver.
-With ``--serve`` (and ``--run``) the rank stays up and trains the rounds requested on its input, one JSON line
-each, keeping its engine in memory between them (``trainer.resident``).
+With ``--serve`` (and ``--run``) the rank stays up after ``--round`` and trains each round requested on its
+input, one JSON line each, keeping its engine in memory between them (``trainer.resident``).
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 
@@ -32,7 +33,7 @@ def parse_config(path: str | None, overrides: list[str]) -> TrainerConfig:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m trainer", description=__doc__.splitlines()[0])
-    p.add_argument("--policy", help="HF checkpoint directory of the current policy (required unless --serve)")
+    p.add_argument("--policy", required=True, help="HF checkpoint directory of the current policy")
     p.add_argument("--ref", help="HF checkpoint of the frozen reference policy (KL loss)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--data", nargs="+", help="advantage Parquet file(s) or glob(s)")
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="print each optimizer step's metrics as a JSON line (rank 0; with --run), no progress bar")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: trainer.num_threads)")
     p.add_argument("--serve", action="store_true",
-                   help="with --run and --config: train each round requested on stdin (JSON: round, policy, ref)")
+                   help="with --run: then train each round requested on stdin (JSON: round, policy, ref) in turn")
     args = p.parse_args(argv)
     try:
         cfg = parse_config(args.config, args.set)
@@ -57,24 +58,23 @@ def main(argv: list[str] | None = None) -> int:
     from trainer.host import set_threads
 
     set_threads(args.threads or cfg.num_threads)
-    if args.serve:
-        if args.run is None or args.config is None:
-            p.error("--serve needs --run and --config")
-        from trainer.resident import serve
-
-        serve(args.run, args.config, args.set, _print_step if args.live else None, progress=not args.live)
-        result = None
-    elif args.policy is None:
-        p.error("--policy is required")
-    elif args.run is not None:
+    if args.serve and args.run is None:
+        p.error("--serve needs --run")
+    if args.run is not None:
         if args.round is None:
             p.error("--run needs --round")
         import storage
 
         from trainer.rounds import train_from_run
 
-        result = train_from_run(storage.open_run(args.run), args.round, cfg, args.policy, ref_path=args.ref,
-                                on_step=_print_step if args.live else None, progress=not args.live)
+        run, on_step, progress = storage.open_run(args.run), _print_step if args.live else None, not args.live
+        if args.serve:
+            first = {"round": args.round, "policy": args.policy, "ref": args.ref}
+            _serve(run, first, lambda: parse_config(args.config, args.set), on_step, progress)
+            result = None
+        else:
+            result = train_from_run(run, args.round, cfg, args.policy, ref_path=args.ref, on_step=on_step,
+                                    progress=progress)
     else:
         if not args.out:
             p.error("--data needs --out")
@@ -86,6 +86,19 @@ def main(argv: list[str] | None = None) -> int:
                              state_dir=args.state_dir)
     _finish(result, args.metrics)
     return 0
+
+
+def _serve(run, first: dict, load_config, on_step, progress: bool) -> None:
+    """Train ``first``, then each round requested on stdin, on one resident engine; answer each on stdout."""
+    from trainer.resident import ROUND_PREFIX, Resident, release_cached_memory
+    from trainer.rounds import train_from_run
+
+    resident = Resident()
+    for req in itertools.chain([first], map(json.loads, sys.stdin)):
+        result = train_from_run(run, req["round"], load_config(), req["policy"], ref_path=req["ref"],
+                                on_step=on_step, progress=progress, resident=resident)
+        release_cached_memory()
+        print(ROUND_PREFIX + json.dumps({"round": req["round"], "steps": result.steps if result else 0}), flush=True)
 
 
 def _print_step(step: int, total: int, metrics: dict) -> None:

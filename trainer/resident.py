@@ -1,10 +1,11 @@
-"""A trainer rank that stays up from round to round: ``python -m trainer --run RUN --serve --config FILE``.
+"""A trainer rank that stays up from round to round: ``python -m trainer --run RUN --round R ... --serve``.
 
-It reads one request per stdin line (JSON: ``round``, ``policy``, ``ref``), trains
-that round of the run with the settings in ``FILE`` (read again for each request)
-exactly as ``python -m trainer --run RUN --round R`` would, and answers with one
-line, ``ROUND_PREFIX`` and JSON, once the round's checkpoint is committed. It ends
-at the end of its input; an error ends it with the error's traceback.
+It trains round R as the same command without ``--serve`` would, then reads one
+request per stdin line (JSON: ``round``, ``policy``, ``ref``) and trains that
+round likewise, with the settings of ``--config`` read again for each. Each
+round is answered with one stdout line, ``ROUND_PREFIX`` and JSON, once its
+checkpoint is committed. It ends at the end of its input; an error ends it with
+the error's traceback.
 
 Between rounds it keeps the DeepSpeed engine (weights, AdamW moments, step
 counts) and the reference model in memory (``Resident``). The committed
@@ -18,8 +19,6 @@ is dropped and built from disk as a fresh process builds it.
 """
 from __future__ import annotations
 
-import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,22 +72,6 @@ class Resident:
         if key not in self.refs:
             self.refs[key] = load_causal_lm(path, dtype)
         return self.refs[key]
-
-
-def serve(run_uri: str, config_path: str, overrides: list[str], on_step, progress: bool, requests=sys.stdin) -> None:
-    """Train each requested round of the run at ``run_uri`` (one JSON request per line of ``requests``) with the
-    config file's settings and ``overrides``."""
-    import storage
-    from trainer.__main__ import parse_config
-    from trainer.rounds import train_from_run
-
-    run, resident = storage.open_run(run_uri), Resident()
-    for line in requests:
-        req = json.loads(line)
-        result = train_from_run(run, req["round"], parse_config(config_path, overrides), req["policy"],
-                                ref_path=req["ref"], on_step=on_step, progress=progress, resident=resident)
-        release_cached_memory()
-        print(ROUND_PREFIX + json.dumps({"round": req["round"], "steps": result.steps if result else 0}), flush=True)
 
 
 def release_cached_memory() -> None:

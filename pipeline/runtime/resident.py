@@ -5,16 +5,17 @@ the worker's thread pool (the worker goes on running other tasks) and runs the
 rank's process for as long as the task is wanted, through ``supervise``: the
 process dies with the worker, and is killed once the holder is cancelled (the
 driver stopped the group, or died: its client's tasks are released). The
-process reads one JSON request per stdin line and answers each with one line
-(``trainer.resident.ROUND_PREFIX``); its output goes to a log in its folder.
+process is started with its first request; it reads each further one as a JSON
+line on stdin, answers each with one line (``trainer.resident.ROUND_PREFIX``)
+and writes its output to a log in its folder.
 
 A request is made by a task on the same worker (``Held.ask``), which waits for
 the answer while passing the process's step records on (``emit``); a request
 given up (its task cancelled) is followed by stopping the group, so no late
-answer is taken for the next request's. A process that
-ended while idle or working raises ``ResidentGone`` when it was killed by a
-signal (the driver starts the group again), ``RuntimeError`` with its log's
-tail when it exited on an error of its own.
+answer is taken for the next request's. A process that ended while idle or
+working raises ``ResidentGone`` when it was killed by a signal (the driver
+starts the group again), ``RuntimeError`` with its log's tail when it exited on
+an error of its own.
 
 On the driver, ``Residents`` is a started group: its holders, where they run
 and the processes they started. ``alive`` checks that the same processes still
@@ -53,12 +54,14 @@ class Held:
     def log_path(self) -> str:
         return os.path.join(self.folder, "log")
 
-    def ask(self, request: dict, emit: Callable[[dict], None]) -> dict | None:
-        """Send ``request``; its answer (None once this task is no longer wanted)."""
+    def ask(self, request: dict | None, emit: Callable[[dict], None]) -> dict | None:
+        """Send ``request`` (None: the one it was started with); its answer (None once this task is no longer
+        wanted)."""
         self.emit = emit
         try:
-            self.proc.stdin.write((json.dumps(request) + "\n").encode())
-            self.proc.stdin.flush()
+            if request is not None:
+                self.proc.stdin.write((json.dumps(request) + "\n").encode())
+                self.proc.stdin.flush()
         except (BrokenPipeError, ValueError):  # ended, its stdin closed
             pass
         while True:
@@ -80,13 +83,13 @@ class Held:
             return RuntimeError(f"resident process {self.proc.pid} exited with {code}:\n{fh.read()[-3000:]}")
 
 
-def hold(key: str, cmd: list[str], env: dict, folder: str) -> int | None:
-    """A holder task's body: run ``cmd`` as the resident process ``key`` until it ends or the task is cancelled;
-    its exit code (None: killed)."""
+def hold(key: str, cmd: list[str], env: dict, folder: str, emit: Callable[[dict], None]) -> int | None:
+    """A holder task's body: run ``cmd`` (its first request, whose step records go to ``emit``) as the resident
+    process ``key`` until it ends or the task is cancelled; its exit code (None: killed)."""
     from distributed import secede
 
     secede()
-    held = Held(folder)
+    held = Held(folder, emit=emit)
     try:
         with open(held.log_path, "w") as log:
             return supervise(cmd, env, log, lambda m: held.emit(m), started=lambda proc: _register(key, held, proc),

@@ -2,9 +2,11 @@
 
 Each rank is a Dask task pinned to its own worker (with ``train_resources``,
 e.g. ``GPU=1``). With ``trainer.resident`` (the default) each rank's trainer
-process is started once, at the run's first train stage, and stays up with its
-engine in memory (``trainer.resident``): a holder task per rank runs it
-(``pipeline.runtime.resident``) and each round's rank task sends it the round.
+process is started once, at the run's first train stage, as that round's
+trainer with ``--serve``, and stays up with its engine in memory
+(``trainer.resident``): a holder task per rank runs it
+(``pipeline.runtime.resident``) and each later round's rank task sends it the
+round.
 A resident process that died (or whose worker left) is started again, all ranks
 together, and the round trained again from what is on disk. Without it, each
 rank task starts the trainer for this round alone (``train_rank``), a fresh
@@ -122,8 +124,8 @@ def _resident_attempt(client, job: Job, tag: str, wait_s: float) -> str | None:
 
     Any failure stops the group: a rank left mid-round holds a half-trained engine.
     """
-    group = _residents(client, job, wait_s)
-    args = [(key, job.round, job.policy, job.ref, to_dict(job.cfg), tag, job.offset) for key in group.keys]
+    group, started = _residents(client, job, tag, wait_s)
+    args = [(key, job.round, job.policy, job.ref, to_dict(job.cfg), tag, job.offset, started) for key in group.keys]
     futures = submit_ranks(client, resident_round, args, group.placement, job.cluster.train_resources,
                            key_prefix("train", job.run.id, job.round, tag))
     try:
@@ -161,13 +163,14 @@ def _killed(futures: list) -> str | None:
     return str(gone[0]) if gone else None
 
 
-def _residents(client, job: Job, wait_s: float) -> resident.Residents:
-    """The run's resident ranks on this client: the running group when it still serves ``job``, else a new one."""
+def _residents(client, job: Job, tag: str, wait_s: float) -> tuple[resident.Residents, bool]:
+    """The run's resident ranks on this client: the running group when it still serves ``job``, else a new one
+    started with ``job`` as its first request; and whether it was started so."""
     spec = (job.ranks, job.cfg.num_threads)
     group = _RESIDENTS.pop((client.id, job.run.uri), None)
     if group is not None and group.spec == spec and group.alive(client):
         _RESIDENTS[(client.id, job.run.uri)] = group
-        return group
+        return group, False
     if group is not None:
         if group.spec == spec:
             print(f"warning: round {job.round}: a resident trainer ended since the last round; starting the ranks "
@@ -175,11 +178,11 @@ def _residents(client, job: Job, wait_s: float) -> resident.Residents:
         group.stop(client)
         wait_s = max(wait_s, WORKER_WAIT_S)  # its worker may be restarting
     at = place_ranks(client, job.ranks, job.cluster.train_resources, wait_s=wait_s)
-    args = [(job.run.uri, rank, job.ranks, at.master, at.port, job.cfg.num_threads, at.ranks_on_host(rank),
-             to_dict(job.cfg)) for rank in range(job.ranks)]
+    args = [(job.run.uri, job.round, job.policy, job.ref, to_dict(job.cfg), rank, job.ranks, at.master, at.port,
+             at.ranks_on_host(rank), tag, job.offset) for rank in range(job.ranks)]
     group = resident.start(client, hold_rank, args, at, key_prefix("trainer", job.run.id), spec)
     _RESIDENTS[(client.id, job.run.uri)] = group
-    return group
+    return group, True
 
 
 def train_rank(run_uri: str, round: int, policy: str, ref: str | None, trainer: dict, rank: int, world: int,
@@ -190,9 +193,7 @@ def train_rank(run_uri: str, round: int, policy: str, ref: str | None, trainer: 
     """
     threads = thread_count(trainer["num_threads"], ranks_on_host)
     with scratch(run_uri) as tmp:
-        cfg_path, log_path = _write_config(tmp, trainer), os.path.join(tmp, "log")
-        cmd = [sys.executable, "-m", "trainer", "--run", run_uri, f"--round={round}", "--policy", policy,
-               "--config", cfg_path, f"--threads={threads}", "--live"] + (["--ref", ref] if ref else [])
+        cmd, log_path = _command(run_uri, round, policy, ref, _write_config(tmp, trainer), threads), f"{tmp}/log"
         with open(log_path, "w") as log:
             code = supervise(cmd, _rank_env(rank, world, master, port, threads, tmp), log,
                              emitter(round, tag, offset))
@@ -202,22 +203,32 @@ def train_rank(run_uri: str, round: int, policy: str, ref: str | None, trainer: 
             raise RuntimeError(f"trainer rank {rank} of round {round} {how}:\n{tail}")
 
 
-def hold_rank(key: str, run_uri: str, rank: int, world: int, master: str, port: int, num_threads: int,
-              ranks_on_host: int, trainer: dict) -> int | None:
-    """A resident rank's holder task: ``python -m trainer --run RUN --serve`` for as long as the task is wanted."""
-    threads = thread_count(num_threads, ranks_on_host)
+def hold_rank(key: str, run_uri: str, round: int, policy: str, ref: str | None, trainer: dict, rank: int, world: int,
+              master: str, port: int, ranks_on_host: int, tag: str, offset: int) -> int | None:
+    """A resident rank's holder task: ``train_rank``'s trainer with ``--serve``, for as long as the task is
+    wanted."""
+    threads = thread_count(trainer["num_threads"], ranks_on_host)
     with scratch(run_uri) as tmp:
-        cmd = [sys.executable, "-m", "trainer", "--run", run_uri, "--serve", "--config", _write_config(tmp, trainer),
-               f"--threads={threads}", "--live"]
-        return resident.hold(key, cmd, _rank_env(rank, world, master, port, threads, tmp), tmp)
+        cmd = _command(run_uri, round, policy, ref, _write_config(tmp, trainer), threads) + ["--serve"]
+        return resident.hold(key, cmd, _rank_env(rank, world, master, port, threads, tmp), tmp,
+                             emitter(round, tag, offset))
 
 
-def resident_round(key: str, round: int, policy: str, ref: str | None, trainer: dict, tag: str, offset: int) -> None:
+def resident_round(key: str, round: int, policy: str, ref: str | None, trainer: dict, tag: str, offset: int,
+                   started: bool) -> None:
     """One rank of a round on its resident process: this round's settings into its ``trainer.yaml``, then the
-    request; its step records go to the driver as ``train_rank``'s do."""
-    held = resident.held(key)
-    _write_config(held.folder, trainer)
-    held.ask({"round": round, "policy": policy, "ref": ref}, emitter(round, tag, offset))
+    request, unless the process was ``started`` with it; its step records go to the driver as ``train_rank``'s
+    do."""
+    held, request = resident.held(key), None
+    if not started:
+        _write_config(held.folder, trainer)
+        request = {"round": round, "policy": policy, "ref": ref}
+    held.ask(request, emitter(round, tag, offset))
+
+
+def _command(run_uri: str, round: int, policy: str, ref: str | None, cfg_path: str, threads: int) -> list[str]:
+    return [sys.executable, "-m", "trainer", "--run", run_uri, f"--round={round}", "--policy", policy, "--config",
+            cfg_path, f"--threads={threads}", "--live"] + (["--ref", ref] if ref else [])
 
 
 def _write_config(folder: str, trainer: dict) -> str:

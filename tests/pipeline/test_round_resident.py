@@ -12,7 +12,6 @@ import json
 import os
 import signal
 import threading
-import time
 from pathlib import Path
 
 import dask
@@ -25,6 +24,7 @@ from safetensors.torch import load_file
 
 import storage
 from tests.pipeline.round_helpers import Driver, driver_args, gone, run_to_end, tables
+from tests.pipeline.test_round_recovery import _wait_for
 
 ROUNDS = [0, 1, 2]
 # Three tiny rounds on one worker; an entropy bonus so every step moves the weights (no episode of 3 steps scores,
@@ -109,14 +109,6 @@ def test_three_rounds_on_one_resident_trainer_equal_three_cold_ones(cold, tmp_pa
     _assert_same(_outcome(run_dir), cold)
 
 
-def _wait_for(check, driver: Driver, what: str, timeout: float = 300.0):
-    deadline = time.monotonic() + timeout
-    while not (found := check()):
-        assert time.monotonic() < deadline and driver.proc.poll() is None, f"never saw {what}:\n{driver.output}"
-        time.sleep(0.001)
-    return found
-
-
 def test_resident_trainers_killed_mid_round_and_between_rounds_are_started_again(cold, tmp_path):
     run_dir = tmp_path / "run"
     run = storage.open_run(str(run_dir))
@@ -125,7 +117,7 @@ def test_resident_trainers_killed_mid_round_and_between_rounds_are_started_again
         with Trainers(run_dir) as trainers:
             # Mid-round: round 1's old and reference log-probs are stored, its checkpoint is not committed yet.
             stored = run_dir / "rounds/000001/trainer_state/precomputed.pt"
-            _wait_for(stored.exists, driver, stored.name)
+            _wait_for(stored.exists, stored.name, driver)
             os.kill(trainers.running().pid, signal.SIGKILL)
             assert not run.is_committed(1, "checkpoint"), "killed too late"
             # Between rounds: the resident that trained round 1 again, while round 2 collects.
