@@ -19,6 +19,7 @@ is dropped and built from disk as a fresh process builds it.
 """
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,17 +44,22 @@ class Resident:
 
     def __init__(self) -> None:
         self.held: Held | None = None
-        self.refs: dict[tuple[str, object], object] = {}
+        self.ref: tuple[tuple[str, object], object] | None = None  # (path, dtype) and the model loaded from it
 
     def take(self, cfg, policy_manifest, world: int, optimizer_from) -> tuple[object, object] | None:
         """``(engine, lm)`` when the held engine is exactly what a fresh process would load for a round that starts
         from the checkpoint of ``policy_manifest`` with ``cfg``; else None. Either way nothing stays held."""
         held, self.held = self.held, None
-        if held is None or held.manifest is None or held.manifest != policy_manifest or held.cfg != cfg \
-                or held.world != world or str(optimizer_from) != held.state_dir:
+        if held is None:
             return None
         latest = Path(held.state_dir, "latest")
-        return (held.engine, held.lm) if latest.is_file() and latest.read_text().strip() == held.tag else None
+        if held.manifest is not None and held.manifest == policy_manifest and held.cfg == cfg \
+                and held.world == world and str(optimizer_from) == held.state_dir and latest.is_file() \
+                and latest.read_text().strip() == held.tag:
+            return held.engine, held.lm
+        del held
+        gc.collect()  # a DeepSpeed engine is held in reference cycles: free it before the next one is built
+        return None
 
     def hold(self, engine, lm, cfg, world: int, state_dir) -> None:
         """Keep the engine of a finished round whose final state is saved in ``state_dir``."""
@@ -69,9 +75,10 @@ class Resident:
         from trainer.model import load_causal_lm
 
         key = (str(path), dtype)
-        if key not in self.refs:
-            self.refs[key] = load_causal_lm(path, dtype)
-        return self.refs[key]
+        if self.ref is None or self.ref[0] != key:
+            self.ref = None
+            self.ref = key, load_causal_lm(path, dtype)
+        return self.ref[1]
 
 
 def release_cached_memory() -> None:

@@ -36,7 +36,8 @@ WALL = ("tokens_per_s", "step_time_s", "mfu", "stage_seconds", "env_steps_per_s"
 
 
 class Trainers:
-    """Every ``python -m trainer`` process of a run, in the order first seen (polled every 20 ms)."""
+    """Every ``python -m trainer`` process of a run, in the order first seen (polled every 20 ms); a process the
+    trainer forks carries its command line until it execs, and is not counted."""
 
     def __init__(self, run_dir: Path):
         self.run_dir, self.seen, self._stop = str(run_dir), {}, threading.Event()
@@ -52,10 +53,12 @@ class Trainers:
 
     def _watch(self) -> None:
         while not self._stop.wait(0.02):
-            for proc in psutil.process_iter(["cmdline", "status"]):
-                cmd = proc.info["cmdline"] or []
-                if cmd[1:3] == ["-m", "trainer"] and self.run_dir in " ".join(cmd) and proc.info["status"] != "zombie":
-                    self.seen.setdefault(proc.pid, proc)
+            found = {proc.pid: proc for proc in psutil.process_iter(["cmdline", "status", "ppid"])
+                     if (cmd := proc.info["cmdline"] or [])[1:3] == ["-m", "trainer"]
+                     and self.run_dir in " ".join(cmd) and proc.info["status"] != "zombie"}
+            for pid, proc in found.items():
+                if proc.info["ppid"] not in found:  # not a trainer's child between its fork and exec
+                    self.seen.setdefault(pid, proc)
 
     def running(self) -> psutil.Process:
         (proc,) = [p for p in self.seen.values() if p.is_running() and p.status() != "zombie"]
@@ -92,7 +95,7 @@ def cold(tmp_path_factory):
     with Trainers(run_dir) as trainers:
         code, out = run_to_end(driver_args(run_dir, *ARGS, "trainer.resident=false"), timeout=600)
     assert code == 0, out
-    assert len(trainers.seen) == 3
+    assert len(trainers.seen) == 3, [p.info for p in trainers.seen.values()]
     outcome = _outcome(run_dir)
     first, last = outcome["weights"][0], outcome["weights"][2]
     assert max((last[k] - first[k]).abs().max().item() for k in first) > 1e-3  # the rounds trained

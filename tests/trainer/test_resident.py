@@ -47,14 +47,15 @@ def test_rounds_on_a_resident_equal_rounds_on_engines_built_from_disk(tiny_model
                                                                      zero_stage):
     cfg = dataclasses.replace(CFG, zero_stage=zero_stage)
     cold, warm, resident = _run(tmp_path / "cold"), _run(tmp_path / "warm"), Resident()
-    engines = []
+    engines, refs = [], []
     for r in range(3):
         a, b = _train(cold, r, cfg, tiny_model, None), _train(warm, r, cfg, tiny_model, resident)
         _same_round(a, b, cold, warm, r, load_weights)
         assert b.continued == (r > 0)  # AdamW's moments carried from round 0 on
         engines.append(resident.held.engine)
+        refs.append(resident.ref[1])
     assert engines[0] is engines[1] is engines[2]  # one engine for the three rounds
-    assert len(resident.refs) == 1  # the reference model, loaded once
+    assert refs[0] is refs[1] is refs[2]  # the reference model, loaded once
     start, end = load_weights(tiny_model), load_weights(warm.stage_dir(2, CHECKPOINT_STAGE))
     assert max((end[k] - start[k]).abs().max().item() for k in start) > 1e-3  # the rounds did train
 
