@@ -153,8 +153,10 @@ def start(client, task: Callable, args: list[tuple], placement: Placement, key: 
     while len(pids := _pids(client, keys, placement.workers)) < len(keys):
         for f in futures:
             if f.done():
-                f.result()  # raises the holder's error
-                raise ResidentGone(f"resident process {f.key} ended as it started")
+                code = f.result()  # raises the holder's error
+                if code and code > 0:
+                    raise RuntimeError(f"resident process {f.key} exited with {code} as it started")
+                raise ResidentGone(f"resident process {f.key} was killed as it started")
         if time.monotonic() > deadline:
             stop_ranks(client, futures)
             raise RuntimeError(f"resident processes {keys} did not start within {START_S:.0f} s")
