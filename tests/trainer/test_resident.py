@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import storage
-from storage.stage_names import CHECKPOINT_STAGE
+from storage.stage_names import CHECKPOINT_STAGE, STATE_STAGE
 from tests.trainer.test_rounds import _advantages, commit_advantages
 from trainer.config import TrainerConfig
 from trainer.resident import Resident
@@ -60,21 +60,31 @@ def test_rounds_on_a_resident_equal_rounds_on_engines_built_from_disk(tiny_model
     assert max((end[k] - start[k]).abs().max().item() for k in start) > 1e-3  # the rounds did train
 
 
-def test_a_resident_behind_or_ahead_of_the_committed_round_rebuilds_its_engine(tiny_model, tmp_path, load_weights):
-    cold, warm, resident = _run(tmp_path / "cold"), _run(tmp_path / "warm"), Resident()
+def test_a_resident_not_at_the_committed_round_rebuilds_its_engine(tiny_model, tmp_path, load_weights):
+    cold, warm, resident = _run(tmp_path / "cold", rounds=4), _run(tmp_path / "warm", rounds=4), Resident()
+
+    def both(r: int, cfg=CFG, res=resident):
+        a, b = _train(cold, r, cfg, tiny_model, None), _train(warm, r, cfg, tiny_model, res)
+        _same_round(a, b, cold, warm, r, load_weights)
+        return b
+
     # Behind: round 1 is trained elsewhere (not by this resident), then round 2 is asked of it.
-    for r, res in ((0, resident), (1, None)):
-        _same_round(_train(cold, r, CFG, tiny_model, None), _train(warm, r, CFG, tiny_model, res), cold, warm, r,
-                    load_weights)
+    both(0)
+    both(1, res=None)
     behind = resident.held.engine
-    a, b = _train(cold, 2, CFG, tiny_model, None), _train(warm, 2, CFG, tiny_model, resident)
-    _same_round(a, b, cold, warm, 2, load_weights)
-    assert resident.held.engine is not behind and b.continued
+    assert both(2).continued and resident.held.engine is not behind
     # Ahead: round 2's checkpoint is uncommitted (its state stays), then round 2 is asked again.
     ahead = resident.held.engine
     for run in (cold, warm):
         shutil.rmtree(run.stage_dir(2, CHECKPOINT_STAGE))
-    a, b = _train(cold, 2, CFG, tiny_model, None), _train(warm, 2, CFG, tiny_model, resident)
-    assert (b.resumed_from, b.metrics) == (b.steps, [])  # the round's final state on disk: nothing left to do
-    _same_round(a, b, cold, warm, 2, load_weights)
+    again = both(2)
+    assert (again.resumed_from, again.metrics) == (again.steps, [])  # the round's final state: nothing left to do
     assert resident.held.engine is not ahead
+    # Rewritten: round 2's checkpoint and state are made again elsewhere (another learning rate, the same state
+    # tag), then round 3 is asked of the resident that holds the first round 2's engine.
+    stale = resident.held.engine
+    for run in (cold, warm):
+        shutil.rmtree(run.stage_dir(2, CHECKPOINT_STAGE))
+        shutil.rmtree(run.stage_dir(2, STATE_STAGE))
+    both(2, dataclasses.replace(CFG, lr=2e-3), res=None)
+    assert both(3).continued and resident.held.engine is not stale
