@@ -13,10 +13,13 @@ With ``--live`` rank 0 prints each optimizer step's metrics as one JSON line
 (``trainer.step_metrics.live_record``) as the step ends, and a note at each start-up
 phase's end (imports; rows read, model loaded and DeepSpeed engine built; round-start
 log-probs); the train stage forwards them to the driver.
+With ``--serve`` (and ``--run``) the rank stays up after ``--round`` and trains each round requested on its
+input, one JSON line each, keeping its engine in memory between them (``trainer.resident``).
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -50,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--live", action="store_true",
                    help="print each optimizer step's metrics as a JSON line (rank 0; with --run), no progress bar")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: trainer.num_threads)")
+    p.add_argument("--serve", action="store_true",
+                   help="with --run: then train each round requested on stdin (JSON: round, policy, ref) in turn")
     args = p.parse_args(argv)
     try:
         cfg = parse_config(args.config, args.set)
@@ -59,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     from trainer.host import set_threads
 
     set_threads(args.threads or cfg.num_threads)
+    if args.serve and args.run is None:
+        p.error("--serve needs --run")
     if args.run is not None:
         if args.round is None:
             p.error("--run needs --round")
@@ -69,8 +76,14 @@ def main(argv: list[str] | None = None) -> int:
         note = _print_note if args.live else None
         if note:
             note(f"imports done in {time.monotonic() - STARTED:.1f} s")
-        result = train_from_run(storage.open_run(args.run), args.round, cfg, args.policy, ref_path=args.ref,
-                                on_step=_print_step if args.live else None, on_note=note, progress=not args.live)
+        run, on_step, progress = storage.open_run(args.run), _print_step if args.live else None, not args.live
+        if args.serve:
+            first = {"round": args.round, "policy": args.policy, "ref": args.ref}
+            _serve(run, first, lambda: parse_config(args.config, args.set), on_step, note, progress)
+            result = None
+        else:
+            result = train_from_run(run, args.round, cfg, args.policy, ref_path=args.ref, on_step=on_step,
+                                    on_note=note, progress=progress)
     else:
         if not args.out:
             p.error("--data needs --out")
@@ -82,6 +95,19 @@ def main(argv: list[str] | None = None) -> int:
                              state_dir=args.state_dir)
     _finish(result, args.metrics)
     return 0
+
+
+def _serve(run, first: dict, load_config, on_step, on_note, progress: bool) -> None:
+    """Train ``first``, then each round requested on stdin, on one resident engine; answer each on stdout."""
+    from trainer.resident import ROUND_PREFIX, Resident, release_cached_memory
+    from trainer.rounds import train_from_run
+
+    resident = Resident()
+    for req in itertools.chain([first], map(json.loads, sys.stdin)):
+        result = train_from_run(run, req["round"], load_config(), req["policy"], ref_path=req["ref"],
+                                on_step=on_step, on_note=on_note, progress=progress, resident=resident)
+        release_cached_memory()
+        print(ROUND_PREFIX + json.dumps({"round": req["round"], "steps": result.steps if result else 0}), flush=True)
 
 
 def _print_step(step: int, total: int, metrics: dict) -> None:

@@ -39,7 +39,8 @@ from trainer.critic import save_value_head
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".msgpack", ".h5")
 PRECOMPUTED = "precomputed.pt"
 LAYOUT = "layout.json"  # beside the DeepSpeed state: its modules beyond the policy (``layout``)
-_NOT_IN_FINGERPRINT = ("num_threads", "keep_checkpoints", "keep_every")  # settings that change nothing computed
+# settings that change nothing computed
+_NOT_IN_FINGERPRINT = ("num_threads", "keep_checkpoints", "keep_every", "resident")
 
 
 class StateMismatchError(RuntimeError):

@@ -101,6 +101,7 @@ class TrainerConfig:
     keep_every: int = 0  # retention: also keep every checkpoint whose policy version is a multiple of M; 0: none
     peak_flops: float | None = None  # per-device peak FLOP/s for MFU; None: looked up from the GPU name
     num_threads: int = 0  # torch CPU threads per rank; 0: the host's cores (as the process may use) / its ranks
+    resident: bool = True  # in a run, each rank's process and engine stay up from round to round (false: one per round)
 
     def __post_init__(self) -> None:
         for name, choices in (("loss_agg_mode", LOSS_AGG_MODES), ("kl_loss_type", KL_LOSS_TYPES),

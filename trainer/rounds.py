@@ -25,6 +25,7 @@ import polars as pl
 from pipeline.config import config_hash
 from storage.stage_names import ADVANTAGES_STAGE, CHECKPOINT_STAGE, STATE_STAGE, TRAIN_STEPS, TRAJECTORIES_STAGE
 from trainer.config import TrainerConfig
+from trainer.resident import Resident
 from trainer.updates import TrainResult, train_round
 
 SOURCE_STAGE = {"ppo": ADVANTAGES_STAGE, "sft": TRAJECTORIES_STAGE}  # the stage each loss trains on
@@ -32,12 +33,14 @@ SOURCE_STAGE = {"ppo": ADVANTAGES_STAGE, "sft": TRAJECTORIES_STAGE}  # the stage
 
 def train_from_run(run, round: int, cfg: TrainerConfig, policy_path: str | Path, *,
                    ref_path: str | Path | None = None, local_dir: str | Path | None = None,
-                   on_step=None, on_note=None, progress: bool = True) -> TrainResult | None:
+                   on_step=None, on_note=None, progress: bool = True,
+                   resident: Resident | None = None) -> TrainResult | None:
     """Train on round ``round`` of ``run`` (a ``storage.Run``); returns None when already committed.
 
     Local runs write straight into the stage directories; for object-store runs the
     checkpoint and state are written under ``local_dir`` (default: a temp dir, removed
-    when the call ends) and the checkpoint is uploaded before the commit.
+    when the call ends) and the checkpoint is uploaded before the commit. A resident rank passes what it keeps
+    between rounds (``resident``, see ``trainer.resident``).
 
     Example (a run whose round 0 has a committed advantages stage)::
 
@@ -70,7 +73,8 @@ def train_from_run(run, round: int, cfg: TrainerConfig, policy_path: str | Path,
         keep = cfg.optimizer_state == "keep" and local
         previous = run.stage_dir(round - 1, STATE_STAGE) if keep else None
         result = train_round(cfg, policy_path, rows, out_dir, ref_path=ref_path, state_dir=state_dir,
-                             optimizer_from=previous, on_step=on_step, on_note=on_note, progress=progress)
+                             optimizer_from=previous, on_step=on_step, on_note=on_note, progress=progress,
+                             resident=resident)
         if rank == 0:
             if keep and not result.continued and not result.resumed_from:
                 print(f"trainer: round {round}: AdamW starts fresh (no optimizer state of round {round - 1} in "
@@ -83,6 +87,8 @@ def train_from_run(run, round: int, cfg: TrainerConfig, policy_path: str | Path,
                 _drop_older_states(run, round)
         if dist.is_initialized():
             dist.barrier()
+        if resident is not None:
+            resident.committed(run.manifest(round, CHECKPOINT_STAGE))
         return result
 
 

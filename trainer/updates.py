@@ -36,6 +36,7 @@ from trainer.gae import with_gae
 from trainer.host import has_cuda
 from trainer.loss import policy_loss, sft_loss
 from trainer.model import LogProbModel, count_params, load_causal_lm
+from trainer.resident import Resident
 from trainer.step_metrics import StepAccumulator, peak_flops, train_flops
 
 
@@ -68,7 +69,8 @@ class _Clock:
 def train_round(cfg: TrainerConfig, policy_path: str | Path, rows: pl.DataFrame | pl.LazyFrame,
                 out_dir: str | Path, *, ref_path: str | Path | None = None, state_dir: str | Path | None = None,
                 optimizer_from: str | Path | None = None, on_step: Callable[[int, int, dict], None] | None = None,
-                on_note: Callable[[str], None] | None = None, progress: bool = True) -> TrainResult:
+                on_note: Callable[[str], None] | None = None, progress: bool = True,
+                resident: Resident | None = None) -> TrainResult:
     """Train ``policy_path`` on a round's advantage rows; export the new policy to ``out_dir``.
 
     ``rows`` needs ``prompt_ids``, ``response_ids``, ``response_logprobs``, ``advantage``
@@ -80,7 +82,8 @@ def train_round(cfg: TrainerConfig, policy_path: str | Path, rows: pl.DataFrame 
     starts from its state (when there is one). ``on_step(step, total, metrics)``
     runs after each optimizer step (and its state save): steps done, steps of the round, the step's metrics.
     ``on_note(text)`` runs at the end of each start-up phase (rows and engine; round-start log-probs). Joins an
-    existing torch.distributed group, or creates a 1-rank one.
+    existing torch.distributed group, or creates a 1-rank one. ``resident``: the engine and reference model a
+    resident rank keeps between rounds (``trainer.resident``); the round trains as in a fresh process.
 
     Example (a real checkpoint directory and an advantages frame ``df``)::
 
@@ -91,9 +94,9 @@ def train_round(cfg: TrainerConfig, policy_path: str | Path, rows: pl.DataFrame 
 
     if cfg.kl_coef > 0 and ref_path is None:
         raise ValueError("train_round: TrainerConfig.kl_coef > 0 needs ref_path (the frozen reference policy)")
-    for path in (policy_path, ref_path):  # a round's committed checkpoint: every file against its manifest
-        if path is not None:
-            verify_stage_dir(path)
+    policy_manifest = verify_stage_dir(policy_path)  # a round's committed checkpoint: every file against its manifest
+    if ref_path is not None:
+        verify_stage_dir(ref_path)
     rank, world = init_distributed()
     clock = _Clock()
     model_cfg = AutoConfig.from_pretrained(policy_path, local_files_only=True)
@@ -103,16 +106,20 @@ def train_round(cfg: TrainerConfig, policy_path: str | Path, rows: pl.DataFrame 
     if data.n_rows == 0:
         return _empty_round(cfg, policy_path, out_dir, data, rank)
     clock.mark("load")
-    engine, lm = build_engine(cfg, policy_path, world)
+    carried = resident.take(cfg, policy_manifest, world, optimizer_from) if resident is not None else None
+    engine, lm = carried or build_engine(cfg, policy_path, world)
     fp = ckpt.fingerprint(data, cfg, world)
     done = ckpt.load_state(engine, state_dir, fp)
-    continued = done == 0 and cfg.optimizer_state == "keep" and ckpt.load_previous(engine, optimizer_from, cfg)
+    continued = done == 0 and cfg.optimizer_state == "keep" and (
+        carried is not None or ckpt.load_previous(engine, optimizer_from, cfg))
     clock.mark("engine")
     note = on_note or (lambda text: None)
-    note(f"{data.n_rows} rows read in {clock.seconds['load']:.1f} s; model loaded and DeepSpeed engine built in "
-         f"{clock.seconds['engine']:.1f} s" + (f"; resuming after step {done}" if done else ""))
+    engine_note = "engine kept in memory from the round before" if carried else \
+        f"model loaded and DeepSpeed engine built in {clock.seconds['engine']:.1f} s"
+    note(f"{data.n_rows} rows read in {clock.seconds['load']:.1f} s; {engine_note}"
+         + (f"; resuming after step {done}" if done else ""))
     old_flat, ref_flat, values = (data.rollout_logprobs, None, None) if cfg.loss == "sft" else \
-        _round_start_logprobs(engine, cfg, data, ref_path, state_dir, fp, rank, world, done)
+        _round_start_logprobs(engine, cfg, data, ref_path, state_dir, fp, rank, world, done, resident)
     if values is not None:  # the rows' advantage is the step's reward: GAE on the critic's values
         data = with_gae(data, values, cfg.critic)
     clock.mark("logprobs")
@@ -139,6 +146,8 @@ def train_round(cfg: TrainerConfig, policy_path: str | Path, rows: pl.DataFrame 
     out = ckpt.export_hf(engine, lm, policy_path, out_dir, rank)
     if not cfg.keep_state and not keep:
         ckpt.clear_state(state_dir, rank)
+    if resident is not None and keep:
+        resident.hold(engine, lm, cfg, world, state_dir)
     clock.mark("export")
     _report(metrics, rank)
     return TrainResult(out, len(plan), done, data.n_rows, data.dropped_empty, metrics, continued=continued,
@@ -192,8 +201,11 @@ class _Stepper:
         return m
 
 
-def _round_start_logprobs(engine, cfg, data, ref_path, state_dir, fp, rank, world, done):
-    """Old log-probs (rollout or recomputed), reference log-probs and a critic's values, fixed at the round's start."""
+def _round_start_logprobs(engine, cfg, data, ref_path, state_dir, fp, rank, world, done, resident):
+    """Old log-probs (rollout or recomputed), reference log-probs and a critic's values, fixed at the round's start.
+
+    A resident rank keeps the reference model on the CPU between rounds.
+    """
     stored = ckpt.load_precomputed(state_dir, fp)
     if stored is None and done > 0:
         raise ckpt.StateMismatchError(f"{state_dir!r} holds {done} steps but no {ckpt.PRECOMPUTED}; remove it")
@@ -206,10 +218,13 @@ def _round_start_logprobs(engine, cfg, data, ref_path, state_dir, fp, rank, worl
             if values is not None:
                 stored["values"] = values
         if cfg.kl_coef > 0:
-            ref = LogProbModel(load_causal_lm(ref_path, torch.bfloat16 if use_bf16(cfg) else torch.float32),
-                               cfg.temperature, cfg.logit_chunk_tokens).to(engine.device).eval()
+            dtype = torch.bfloat16 if use_bf16(cfg) else torch.float32
+            lm = resident.reference(ref_path, dtype) if resident is not None else load_causal_lm(ref_path, dtype)
+            ref = LogProbModel(lm, cfg.temperature, cfg.logit_chunk_tokens).to(engine.device).eval()
             stored["ref"] = _logprobs(ref, data, cfg, rank, world)[0]
-            del ref
+            if resident is not None:
+                ref.cpu()
+            del ref, lm
         if state_dir is not None and stored:
             ckpt.save_precomputed(state_dir, fp, stored, rank)
     old = stored["old"].numpy() if "old" in stored else data.rollout_logprobs

@@ -20,6 +20,7 @@ import json
 import sys
 from typing import IO, Callable
 
+from trainer.resident import ROUND_PREFIX
 from trainer.step_metrics import LIVE_PREFIX, NOTE_PREFIX
 
 TOPIC = "gigpo-train-steps"
@@ -56,19 +57,23 @@ def emitter(round: int, tag: str, offset: int) -> Callable[[dict], None]:
                                       | ({"global_step": offset + m["step"]} if "step" in m else {}))
 
 
-def forward(stream: IO[bytes], log: IO[str], emit: Callable[[dict], None]) -> None:
-    """Copy ``stream``'s lines to ``log``; ``emit`` each step record and note (until the stream ends)."""
+def forward(stream: IO[bytes], log: IO[str], emit: Callable[[dict], None],
+            replies: Callable[[dict], None] | None = None) -> None:
+    """Copy ``stream``'s lines to ``log``; ``emit`` each step record and note, and pass each reply of a resident
+    trainer (``trainer.resident.ROUND_PREFIX``) to ``replies`` (until the stream ends)."""
+    routes = [(LIVE_PREFIX, emit)] + ([(ROUND_PREFIX, replies)] if replies else [])
     for raw in stream:
         line = raw.decode("utf-8", errors="replace")
         log.write(line)
         log.flush()
         if line.startswith(NOTE_PREFIX):
             emit({"note": line[len(NOTE_PREFIX):].rstrip("\n")})
-        elif line.startswith(LIVE_PREFIX):
-            try:
-                emit(json.loads(line[len(LIVE_PREFIX):]))
-            except ValueError:  # a torn or foreign line is kept in the log only
-                pass
+        for prefix, to in routes:
+            if line.startswith(prefix):
+                try:
+                    to(json.loads(line[len(prefix):]))
+                except ValueError:  # a torn or foreign line is kept in the log only
+                    pass
 
 
 class LiveSteps:

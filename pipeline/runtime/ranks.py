@@ -112,17 +112,23 @@ def wanted() -> bool:
     except ValueError:
         return True  # not in a Dask task
     ts = worker.state.tasks.get(worker.get_current_task())
-    return ts is not None and ts.state == "executing"
+    return ts is not None and ts.state in ("executing", "long-running")  # long-running: it seceded
 
 
-def supervise(cmd: list[str], env: dict, log, emit) -> int | None:
+def supervise(cmd: list[str], env: dict, log, emit, started: Callable | None = None,
+              replies: Callable[[dict], None] | None = None) -> int | None:
     """Run ``cmd`` tied to this process and killed once this task is cancelled; its exit code (None: killed).
 
-    Its output goes to ``log``, and its step records to ``emit`` as they come.
+    Its output goes to ``log``, its step records to ``emit`` and its replies to ``replies`` as they come. With
+    ``started``, its stdin is a pipe and ``started(proc)`` runs once it is started.
     """
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=tied())
-    reader = threading.Thread(target=forward, args=(proc.stdout, log, emit), name="trainer-output", daemon=True)
+    proc = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE if started else None, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, preexec_fn=tied())
+    reader = threading.Thread(target=forward, args=(proc.stdout, log, emit, replies), name="trainer-output",
+                              daemon=True)
     reader.start()
+    if started is not None:
+        started(proc)
     try:
         while True:
             try:
@@ -136,6 +142,8 @@ def supervise(cmd: list[str], env: dict, log, emit) -> int | None:
             proc.wait()
         reader.join()
         proc.stdout.close()
+        if proc.stdin is not None:
+            proc.stdin.close()
 
 
 def without_nanny_malloc(env) -> dict[str, str]:
