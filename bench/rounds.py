@@ -3,8 +3,9 @@
     python -m bench.rounds                                   # 3 rounds, HF backend, ~75 M-parameter model
     python -m bench.rounds --rounds 4 --backend vllm         # vLLM (in an environment with vllm and DeepSpeed)
 
-Each mode (``MODES``: cold, a fresh engine per checkpoint; resident, each
-checkpoint loaded in place) runs ``configs/smoke.yaml`` from scratch in
+Each mode (``MODES``: cold, a fresh rollout engine per checkpoint and a fresh
+trainer process per round; resident, each checkpoint loaded in place and one
+trainer process per rank for the run) runs ``configs/smoke.yaml`` from scratch in
 ``OUT/<mode>`` with a random Qwen2-shaped model of ``MODEL`` (~75 M parameters,
 so that loading it shows), one Dask worker (the collect's summed task times are
 then on the wall clock) and no evaluation. Per round, from ``RUN/metrics.jsonl``
@@ -26,10 +27,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# Mode -> config overrides: what keeps each engine resident (rollout, and the trainer's where it has one).
+# Mode -> config overrides: whether the rollout engines and the trainer ranks stay resident across rounds.
 MODES: dict[str, list[str]] = {
-    "cold": ["rollout.policy.resident=false"],
-    "resident": ["rollout.policy.resident=true"],
+    "cold": ["rollout.policy.resident=false", "trainer.resident=false"],
+    "resident": ["rollout.policy.resident=true", "trainer.resident=true"],
 }
 MODEL = ["tiny_model.hidden_size=768", "tiny_model.intermediate_size=2048", "tiny_model.num_hidden_layers=12",
          "tiny_model.num_attention_heads=12", "tiny_model.num_key_value_heads=2"]

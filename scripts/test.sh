@@ -10,4 +10,4 @@ fi
 python -m pytest -q
 ensure_venv "$root/.venv-vllm" install_vllm
 .venv-vllm/bin/python -m pytest -q -p no:cacheprovider tests/pipeline/policy/test_policy_vllm.py \
-    tests/pipeline/rollout/test_rollout_vllm.py
+    tests/pipeline/rollout/test_rollout_vllm.py tests/pipeline/test_round_vllm.py

