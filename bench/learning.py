@@ -12,7 +12,10 @@
    CI over seeds, Student t) and the paired final difference of the first arm and
    each other arm with its 95% CI; then the same for the training-task success of
    rounds 1..R-1 (5 x 128 episodes per arm-seed instead of 128; paired because a
-   seed's arms play the same tasks). ``OUT/learning.png`` draws the curves.
+   seed's arms play the same tasks). Then, per round, the training-task success
+   and the anchor statistics (``ANCHOR_KEYS``: does the step-level signal grow
+   over the rounds?), and the wall seconds of each arm's RL rounds.
+   ``OUT/learning.png`` draws the curves.
 
 Every run directory is resumable: a rerun of the same command skips committed
 rounds, so a stopped benchmark loses at most the round in flight.
@@ -42,6 +45,9 @@ ARMS: dict[str, list[str]] = {
     "gigpo_state": ["advantage.estimator=gigpo", "advantage.anchor=state"],
     "gigpo_composite": ["advantage.estimator=gigpo", "advantage.anchor=composite"],
 }
+# Round records that describe the anchor groups and the step-level signal (docs/data-dictionary.md).
+ANCHOR_KEYS = ("anchored_share", "anchor_groups_per_group", "impure_step_share", "states_per_anchor_group",
+               "mean_abs_adv_step")
 # Two-sided 95% Student t quantiles by degrees of freedom (beyond 30: the normal 1.96).
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
        15: 2.131, 20: 2.086, 30: 2.042}
@@ -95,6 +101,14 @@ def metric(run_dir: Path, key: str) -> dict[int, float]:
         return {}
     records = [json.loads(line) for line in path.read_text().splitlines()]
     return {r["round"]: r[key] for r in records if r.get(key) is not None}
+
+
+def rl_wall(run_dir: Path, rounds: int) -> dict[str, float]:
+    """Seconds of the stages of RL rounds 0..rounds-1, once all are committed."""
+    stages = metric(run_dir, "stage_seconds")
+    if any(r not in stages for r in range(rounds)):
+        return {}
+    return {"RL rounds": sum(sum(stages[r].values()) for r in range(rounds))}
 
 
 def trained(curve: dict[int, float], rounds: int) -> dict[str, float]:
@@ -198,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     curves = {arm: {s: metric(out / f"{arm}-s{s}", "eval_success_rate") for s in args.seeds} for arm in args.arms}
     train = {arm: {s: trained(metric(out / f"{arm}-s{s}", "success_rate"), args.rounds) for s in args.seeds}
              for arm in args.arms}
+    per_seed = lambda key: {arm: {s: metric(out / f"{arm}-s{s}", key) for s in args.seeds}  # noqa: E731
+                            for arm in args.arms}
+    wall = {arm: {s: rl_wall(out / f"{arm}-s{s}", args.rounds) for s in args.seeds} for arm in args.arms}
     rounds, span = list(range(-1, args.rounds)), f"rounds 1-{args.rounds - 1}"
     setting = ", ".join([args.config, *args.overrides])
     lines = [f"# Learning benchmark: held-out success by round ({setting})", "",
@@ -205,7 +222,11 @@ def main(argv: list[str] | None = None) -> int:
              *(paired(curves, args.arms[0], other, args.rounds - 1) for other in args.arms[1:]), "",
              f"## Training-task success, mean of {span} (each round's 128 collect episodes, T=1)", "",
              *table(train, [span]), "",
-             *(paired(train, args.arms[0], other, span, "difference") for other in args.arms[1:]),
+             *(paired(train, args.arms[0], other, span, "difference") for other in args.arms[1:]), "",
+             "## Training-task success by round", "", *table(per_seed("success_rate"), rounds[1:]), "",
+             *(line for key in ANCHOR_KEYS
+               for line in (f"## `{key}` by round", "", *table(per_seed(key), rounds[1:]), "")),
+             "## Wall seconds of the RL rounds per arm-seed (stages summed)", "", *table(wall, ["RL rounds"]),
              "", f"wall time of this invocation: {time.perf_counter() - start:.0f} s"]
     (out / "learning.md").write_text("\n".join(lines) + "\n")
     plot(curves, rounds, out / "learning.png")

@@ -65,7 +65,7 @@ def init_distributed(rank: int | None = None, world_size: int | None = None, mas
     import torch.distributed as dist
 
     env = {"RANK": rank, "WORLD_SIZE": world_size, "MASTER_ADDR": master_addr, "MASTER_PORT": master_port}
-    defaults = {"RANK": 0, "WORLD_SIZE": 1, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": free_port}
+    defaults = {"RANK": 0, "WORLD_SIZE": 1, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": _default_port}
     for key, value in env.items():
         if value is not None:
             os.environ[key] = str(value)
@@ -81,6 +81,12 @@ def init_distributed(rank: int | None = None, world_size: int | None = None, mas
     if has_cuda():
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
     return dist.get_rank(), dist.get_world_size()
+
+
+def _default_port() -> int:
+    """A 1-rank group's store binds any free port as it starts (0: nothing to race for); several ranks need one
+    agreed port."""
+    return 0 if os.environ.get("WORLD_SIZE", "1") == "1" else free_port()
 
 
 def shutdown_distributed() -> None:

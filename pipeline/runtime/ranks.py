@@ -37,7 +37,7 @@ class Placement:
 
     workers: list[str]  # worker addresses, by rank
     master: str  # rank 0's host
-    port: int  # a free port on rank 0's host
+    port: int  # a free port on rank 0's host (0 for one rank: its store binds any free port, so no race)
 
     def ranks_on_host(self, rank: int) -> int:
         """How many of the ranks share ``rank``'s host (they share its cores)."""
@@ -47,7 +47,7 @@ class Placement:
 
 def place_ranks(client, ranks: int, resources: dict, wait_s: float = 0.0) -> Placement:
     """``ranks`` workers offering ``resources`` (waiting up to ``wait_s`` for enough of them), and a free port on
-    the first one's host."""
+    the first one's host (with several ranks; one rank's store takes a port as it binds: 0)."""
     deadline = time.monotonic() + wait_s
     while len(fit := able_workers(client, resources)) < ranks and time.monotonic() < deadline:
         time.sleep(POLL_S)
@@ -55,7 +55,7 @@ def place_ranks(client, ranks: int, resources: dict, wait_s: float = 0.0) -> Pla
         raise RuntimeError(f"cluster.train_ranks={ranks} with train_resources={resources}: only {len(fit)} "
                            "worker(s) qualify; start more workers or lower train_ranks")
     workers = fit[:ranks]
-    port = client.run(free_port, workers=[workers[0]])[workers[0]]
+    port = client.run(free_port, workers=[workers[0]])[workers[0]] if ranks > 1 else 0
     return Placement(workers, urlparse(workers[0]).hostname, port)
 
 
