@@ -14,7 +14,10 @@ and the trainer's step records: wall (the stages' seconds), generate and env
 ``step_time_s``) and the rest, overhead, with the collect's ``policy_load_seconds``
 beside it. The last line compares the mean overhead of rounds 1.. (round 0
 loads a first engine in both modes): ``overhead per round: cold X s, resident Y s
-(ratio resident / cold)``. The drivers' output goes to ``OUT/<mode>.log``.
+(ratio resident / cold)``. With ``--overlap`` a third mode, ``overlap``, runs the
+resident rounds with ``overlap=1`` (each collect beside the previous round's
+training); as its stages overlap, the modes are compared on each driver's whole
+wall clock (``driver wall: ...``). The drivers' output goes to ``OUT/<mode>.log``.
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ MODES: dict[str, list[str]] = {
     "cold": ["rollout.policy.resident=false", "trainer.resident=false"],
     "resident": ["rollout.policy.resident=true", "trainer.resident=true"],
 }
+OVERLAP = {"overlap": MODES["resident"] + ["overlap=1"]}
 MODEL = ["tiny_model.hidden_size=768", "tiny_model.intermediate_size=2048", "tiny_model.num_hidden_layers=12",
          "tiny_model.num_attention_heads=12", "tiny_model.num_key_value_heads=2"]
 # Small rounds, so that a round is mostly what surrounds the work: 2 tasks x 2 episodes x 3 steps.
@@ -43,14 +47,17 @@ BACKENDS = {"hf": [], "vllm": ["rollout.policy.backend=vllm", "rollout.policy.ma
 COLUMNS = ("wall", "generate", "env", "update", "overhead", "policy load")
 
 
-def driver(run_dir: Path, rounds: int, overrides: list[str], log: Path) -> None:
-    """Run ``pipeline/round.py`` on a fresh run directory (its output into ``log``); raise if it fails."""
+def driver(run_dir: Path, rounds: int, overrides: list[str], log: Path) -> float:
+    """Run ``pipeline/round.py`` on a fresh run directory (its output into ``log``); its wall seconds. Raises if it
+    fails."""
     shutil.rmtree(run_dir, ignore_errors=True)
     cmd = [sys.executable, str(ROOT / "pipeline" / "round.py"), "--config", "configs/smoke.yaml", "--rounds",
            str(rounds), f"run_dir={run_dir}", *overrides]
     print("$", " ".join(cmd), flush=True)
+    start = time.perf_counter()
     with open(log, "w") as out:
         subprocess.run(cmd, check=True, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    return time.perf_counter() - start
 
 
 def round_times(run_dir: Path) -> dict[int, dict[str, float]]:
@@ -102,20 +109,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--backend", choices=sorted(BACKENDS), default="hf")
     ap.add_argument("--out", default="bench/out/rounds", help="folder of the run directories and logs")
+    ap.add_argument("--overlap", action="store_true", help="also run the resident rounds with overlap=1")
     ap.add_argument("overrides", nargs="*", metavar="key.path=value", help="config overrides for both modes")
     args = ap.parse_args(argv)
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    times = {}
-    for mode, overrides in MODES.items():
+    times, walls = {}, {}
+    for mode, overrides in (MODES | (OVERLAP if args.overlap else {})).items():
         run_dir = out / mode
-        driver(run_dir, args.rounds, [*MODEL, *WORK, *BACKENDS[args.backend], *args.overrides, *overrides],
-               out / f"{mode}.log")
+        walls[mode] = driver(run_dir, args.rounds, [*MODEL, *WORK, *BACKENDS[args.backend], *args.overrides,
+                                                    *overrides], out / f"{mode}.log")
         times[mode] = round_times(run_dir)
     print("\n".join(table(times)))
     cold, resident = mean_overhead(times["cold"]), mean_overhead(times["resident"])
     print(f"wall time of this invocation: {time.perf_counter() - start:.0f} s")
+    print("driver wall: " + ", ".join(f"{mode} {wall:.0f} s" for mode, wall in walls.items()))
     print(f"overhead per round: cold {cold:.1f} s, resident {resident:.1f} s (ratio {resident / cold:.2f})")
     return 0
 
