@@ -209,12 +209,13 @@ def main(argv: list[str] | None = None) -> int:
                 fork(out / "warm", run_dir)
                 driver(args.config, run_dir, args.rounds,
                        [*args.overrides, *ARMS[arm], f"rollout.sampling.seed={seed}", f"trainer.seed={seed}"])
-    curves = {arm: {s: metric(out / f"{arm}-s{s}", "eval_success_rate") for s in args.seeds} for arm in args.arms}
-    train = {arm: {s: trained(metric(out / f"{arm}-s{s}", "success_rate"), args.rounds) for s in args.seeds}
-             for arm in args.arms}
-    per_seed = lambda key: {arm: {s: metric(out / f"{arm}-s{s}", key) for s in args.seeds}  # noqa: E731
-                            for arm in args.arms}
-    wall = {arm: {s: rl_wall(out / f"{arm}-s{s}", args.rounds) for s in args.seeds} for arm in args.arms}
+    def by_arm_seed(read) -> dict[str, dict[int, dict]]:
+        return {arm: {s: read(out / f"{arm}-s{s}") for s in args.seeds} for arm in args.arms}
+
+    curves = by_arm_seed(lambda run: metric(run, "eval_success_rate"))
+    train = by_arm_seed(lambda run: trained(metric(run, "success_rate"), args.rounds))
+    per_round = {key: by_arm_seed(lambda run, key=key: metric(run, key)) for key in ("success_rate", *ANCHOR_KEYS)}
+    wall = by_arm_seed(lambda run: rl_wall(run, args.rounds))
     rounds, span = list(range(-1, args.rounds)), f"rounds 1-{args.rounds - 1}"
     setting = ", ".join([args.config, *args.overrides])
     lines = [f"# Learning benchmark: held-out success by round ({setting})", "",
@@ -223,11 +224,11 @@ def main(argv: list[str] | None = None) -> int:
              f"## Training-task success, mean of {span} (each round's 128 collect episodes, T=1)", "",
              *table(train, [span]), "",
              *(paired(train, args.arms[0], other, span, "difference") for other in args.arms[1:]), "",
-             "## Training-task success by round", "", *table(per_seed("success_rate"), rounds[1:]), "",
+             "## Training-task success by round", "", *table(per_round["success_rate"], rounds[1:]), "",
              *(line for key in ANCHOR_KEYS
-               for line in (f"## `{key}` by round", "", *table(per_seed(key), rounds[1:]), "")),
+               for line in (f"## `{key}` by round", "", *table(per_round[key], rounds[1:]), "")),
              "## Wall seconds of the RL rounds per arm-seed (stages summed)", "", *table(wall, ["RL rounds"]),
-             "", f"wall time of this invocation: {time.perf_counter() - start:.0f} s"]
+             *([] if args.report_only else ["", f"wall time of this invocation: {time.perf_counter() - start:.0f} s"])]
     (out / "learning.md").write_text("\n".join(lines) + "\n")
     plot(curves, rounds, out / "learning.png")
     print("\n".join(lines))
