@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow.fs as pafs
@@ -52,16 +53,48 @@ def read_manifest(fs: pafs.FileSystem, path: str) -> Manifest | None:
         raise CorruptManifest(f"{path}: cannot read ({exc})") from exc
 
 
-def verify_stage_dir(path: str) -> Manifest | None:
+def verify_stage_dir(path: str, skip: tuple[str, ...] = ()) -> Manifest | None:
     """Check every file of a committed stage directory on this machine (size, SHA-256) before a process loads it.
 
     For checkpoints, which processes load by path. A directory without a
     manifest is not a stage of a run (a base model): None, nothing checked.
-    ``CorruptShard`` lists every bad file.
+    ``CorruptShard`` lists every bad file. Names ending in one of ``skip`` are
+    left for a later call (e.g. weights a process may not need to read).
+
+    A file this process has hashed equal to its manifest entry is not hashed
+    again while its inode, size, mtime and ctime stay the same (``_VERIFIED``):
+    every write, rename over it or ``utime`` changes one of them. A file changed
+    within ``RACY_S`` before it was hashed is not remembered (file times have
+    a coarse clock: a second write in the same tick would leave them unchanged).
     """
     path = os.path.abspath(os.fspath(path))
     fs = pafs.LocalFileSystem()
     manifest = read_manifest(fs, f"{path}/{MANIFEST_NAME}")
-    if manifest is not None and (bad := full_problems(fs, path, manifest.files)):
+    if manifest is None:
+        return None
+    todo = [f for f in manifest.files if not f.path.endswith(skip) and not _still_verified(path, f)]
+    settled = time.time_ns() - int(RACY_S * 1e9)
+    stats = {f.path: _stat(f"{path}/{f.path}") for f in todo}  # before hashing: a write during it shows next time
+    if bad := full_problems(fs, path, todo):
         raise CorruptShard("\n".join(bad.values()))
+    _VERIFIED.update({(f"{path}/{f.path}", f.sha256): stats[f.path] for f in todo if stats[f.path][3] < settled})
     return manifest
+
+
+RACY_S = 0.1  # above the tick of file times on Linux (1-10 ms)
+# (file, SHA-256 it hashed equal to) -> the file's (inode, size, mtime, ctime) when it was hashed, in this process.
+_VERIFIED: dict[tuple[str, str], tuple[int, ...]] = {}
+
+
+def _stat(path: str) -> tuple[int, ...]:
+    """Through an open file: on NFS, an open fetches the server's attributes (close-to-open consistency)."""
+    try:
+        with open(path, "rb") as fh:
+            st = os.fstat(fh.fileno())
+    except OSError:
+        return (-1, -1, -1, -1)
+    return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+def _still_verified(folder: str, f: ShardInfo) -> bool:
+    return _VERIFIED.get((f"{folder}/{f.path}", f.sha256)) == _stat(f"{folder}/{f.path}")

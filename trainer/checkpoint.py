@@ -18,11 +18,13 @@ False
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import shutil
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pyarrow.fs as pafs
@@ -78,9 +80,15 @@ def export_hf(engine, lm, src_path: str | Path, out_dir: str | Path, rank: int) 
 
 
 def save_state(engine, state_dir: str | Path, step: int, fp: str, rank: int) -> None:
-    """Save DeepSpeed state after ``step`` optimizer steps; drop older tags (collective)."""
+    """Save DeepSpeed state after ``step`` optimizer steps; drop older tags (collective).
+
+    ``torch.save`` skips the zip records' CRC-32 here (``_no_crc32``): ``torch.load`` never checks it, and
+    computing it took a third of the time of saving the state (0.85 GB: median 1.24 s with it, 0.82 s
+    without, on a 2-core AMD EPYC).
+    """
     state_dir = Path(state_dir)
-    engine.save_checkpoint(str(state_dir), tag=f"step{step}", client_state={"step": step, "fingerprint": fp})
+    with _no_crc32():
+        engine.save_checkpoint(str(state_dir), tag=f"step{step}", client_state={"step": step, "fingerprint": fp})
     _barrier()
     if rank == 0:
         (state_dir / LAYOUT).write_text(json.dumps(layout(engine.module)))
@@ -165,6 +173,16 @@ def _copy_side_files(src: Path, out: Path) -> None:
                 and not f.name.endswith(".index.json") and not f.name.startswith(("_", ".")) \
                 and f.name != TRAIN_STEPS and not (out / f.name).exists():
             shutil.copy2(f, out / f.name)
+
+
+@contextlib.contextmanager
+def _no_crc32() -> Iterator[None]:
+    before = torch.serialization.get_crc32_options()
+    torch.serialization.set_crc32_options(False)
+    try:
+        yield
+    finally:
+        torch.serialization.set_crc32_options(before)
 
 
 def _barrier() -> None:

@@ -94,7 +94,8 @@ def train_round(cfg: TrainerConfig, policy_path: str | Path, rows: pl.DataFrame 
 
     if cfg.kl_coef > 0 and ref_path is None:
         raise ValueError("train_round: TrainerConfig.kl_coef > 0 needs ref_path (the frozen reference policy)")
-    policy_manifest = verify_stage_dir(policy_path)  # a round's committed checkpoint: every file against its manifest
+    # A round's committed checkpoint against its manifest: the weights only once it is known they are read.
+    policy_manifest = verify_stage_dir(policy_path, skip=ckpt.WEIGHT_SUFFIXES)
     if ref_path is not None:
         verify_stage_dir(ref_path)
     rank, world = init_distributed()
@@ -107,6 +108,8 @@ def train_round(cfg: TrainerConfig, policy_path: str | Path, rows: pl.DataFrame 
         return _empty_round(cfg, policy_path, out_dir, data, rank)
     clock.mark("load")
     carried = resident.take(cfg, policy_manifest, world, optimizer_from) if resident is not None else None
+    if carried is None:
+        verify_stage_dir(policy_path)
     engine, lm = carried or build_engine(cfg, policy_path, world)
     fp = ckpt.fingerprint(data, cfg, world)
     done = ckpt.load_state(engine, state_dir, fp)
@@ -293,6 +296,7 @@ def _empty_round(cfg: TrainerConfig, policy_path, out_dir, data: RoundData, rank
     if rank == 0:
         import shutil
 
+        verify_stage_dir(policy_path)  # its weights become the round's export
         shutil.copytree(policy_path, out_dir, dirs_exist_ok=True)
     return TrainResult(Path(out_dir), 0, 0, 0, data.dropped_empty, skipped="empty round")
 

@@ -8,13 +8,14 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
 import storage
-from storage import shards
+from storage import checks, shards
 from storage.cli import main, overview
 from storage.schemas import SCHEMA_VERSION, TABLE_KEY, VERSION_KEY
 from storage.synthetic import synthetic_round
@@ -225,3 +226,42 @@ def test_full_disk_names_the_file_and_commits_nothing(tmp_path):
                                                          r"No space left on device"):
             run.commit(0, "trajectories", [info], "cfg", 0)
         assert _tmp_files(disk) == [] and not run.is_committed(0, "trajectories") and run.rounds() == []
+
+
+def _checkpoint_stage(run) -> str:
+    """Round 0's checkpoint stage: weights and a config file, committed with their SHA-256."""
+    folder = run.stage_dir(0, "checkpoint")
+    os.makedirs(folder)
+    Path(folder, "model.safetensors").write_bytes(bytes(range(256)) * 64)
+    Path(folder, "config.json").write_text('{"vocab_size": 8}')
+    run.commit(0, "checkpoint", [run.describe(0, "checkpoint", f) for f in ("config.json", "model.safetensors")],
+               "cfg", 1)
+    return folder
+
+
+def test_a_verified_checkpoint_is_hashed_again_only_where_a_file_changed(tmp_path, monkeypatch):
+    folder = _checkpoint_stage(storage.open_run(str(tmp_path / "run")))
+    hashed = []
+    real = shards.sha256_of
+    monkeypatch.setattr(shards, "sha256_of", lambda fs, path: hashed.append(Path(path).name) or real(fs, path))
+    storage.verify_stage_dir(folder, skip=(".safetensors",))
+    storage.verify_stage_dir(folder, skip=(".safetensors",))  # written just now (within RACY_S): hashed again
+    assert hashed == ["config.json", "config.json"]
+    time.sleep(2 * checks.RACY_S)
+    storage.verify_stage_dir(folder, skip=(".safetensors",))
+    storage.verify_stage_dir(folder)
+    assert hashed == ["config.json", "config.json", "config.json", "model.safetensors"]
+    hashed.clear()
+    storage.verify_stage_dir(folder)  # both unchanged since they were hashed: nothing read
+    assert hashed == []
+    weights = f"{folder}/model.safetensors"
+    before = os.stat(weights)
+    flip(weights)
+    os.utime(weights, ns=(before.st_atime_ns, before.st_mtime_ns))  # same size and mtime: the ctime still moved
+    with pytest.raises(storage.CorruptShard, match=rf"^{re.escape(weights)}: SHA-256 differs from the manifest"):
+        storage.verify_stage_dir(folder)
+    with pytest.raises(storage.CorruptShard, match=rf"^{re.escape(weights)}: SHA-256 differs from the manifest"):
+        storage.verify_stage_dir(folder)  # a failed check is not remembered as passed
+    flip(weights)  # the original bytes again, in a file changed since it was hashed: hashed once more
+    storage.verify_stage_dir(folder)
+    assert hashed == ["model.safetensors"] * 3
