@@ -165,6 +165,9 @@ def build_engine(cfg: TrainerConfig, policy_path: str | Path, world_size: int):
 
     engine, *_ = deepspeed.initialize(model=module, model_parameters=module.parameters(), optimizer=optimizer,
                                       config=ds_config(cfg, world_size, bf16))
+    if world_size == 1 and cfg.zero_stage == 0:
+        # An all-reduce over one rank copies every gradient out and back (6% of a small model's SFT step).
+        engine.enable_backward_allreduce = False
     return engine, lm
 
 
