@@ -72,9 +72,11 @@ def verify_stage_dir(path: str, skip: tuple[str, ...] = ()) -> Manifest | None:
     manifest = read_manifest(fs, f"{path}/{MANIFEST_NAME}")
     if manifest is None:
         return None
-    todo = [f for f in manifest.files if not f.path.endswith(skip) and not _still_verified(path, f)]
     settled = time.time_ns() - int(RACY_S * 1e9)
-    stats = {f.path: _stat(f"{path}/{f.path}") for f in todo}  # before hashing: a write during it shows next time
+    # Taken before hashing: a write during the hash shows as a change next time.
+    files = [f for f in manifest.files if not f.path.endswith(skip)]
+    stats = {f.path: _stat(f"{path}/{f.path}") for f in files}
+    todo = [f for f in files if _VERIFIED.get((f"{path}/{f.path}", f.sha256)) != stats[f.path]]
     if bad := full_problems(fs, path, todo):
         raise CorruptShard("\n".join(bad.values()))
     _VERIFIED.update({(f"{path}/{f.path}", f.sha256): stats[f.path] for f in todo if stats[f.path][3] < settled})
@@ -94,7 +96,3 @@ def _stat(path: str) -> tuple[int, ...]:
     except OSError:
         return (-1, -1, -1, -1)
     return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
-
-
-def _still_verified(folder: str, f: ShardInfo) -> bool:
-    return _VERIFIED.get((f"{folder}/{f.path}", f.sha256)) == _stat(f"{folder}/{f.path}")
