@@ -26,9 +26,11 @@ from pathlib import Path
 import polars as pl
 
 from bench.learning import mean_ci
+from pipeline.config import load
+from pipeline.envs.data import DATA_SUBDIR
+from pipeline.run_config import GamesConfig, RunConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-GAMES = "games/json_2.1.1"  # where a run keeps its generated games (pipeline.stages.setup)
 
 
 def evaluate(config: str, bench: Path, out: Path, run: str, round: int, games: int, episodes: int) -> Path:
@@ -53,11 +55,16 @@ def goal(game: str) -> str:
     return game.rsplit("-", 1)[0]
 
 
-def subsets(bench: Path, out: Path) -> dict[str, set[str]]:
+def games(run_dir: Path, split: str) -> set[str]:
+    """The game folders a run generated for ``split`` (``RUN/games``: pipeline.stages.setup)."""
+    return {p.name for p in (run_dir / "games" / DATA_SUBDIR / split).iterdir()}
+
+
+def subsets(bench: Path, out: Path, cfg: GamesConfig) -> dict[str, set[str]]:
     """Names of held-out game subsets -> their game folders."""
-    held = {p.name for p in (out / "run" / GAMES / "valid_seen").iterdir()}
-    own = {p.name for p in (bench / "warm" / GAMES / "valid_seen").iterdir()} & held
-    trained = {goal(p.name) for p in (out / "run" / GAMES / "train").iterdir()}
+    held = games(out / "run", cfg.eval_split)
+    own = games(bench / "warm", cfg.eval_split) & held
+    trained = {goal(g) for g in games(out / "run", cfg.train_split)}
     seen = {g for g in held if goal(g) in trained}
     return {"all": held, "the benchmark's held-out games": own, "the other games": held - own,
             "goal among the training games'": seen, "goal not among them": held - seen}
@@ -84,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     play = lambda run, r: evaluate(args.config, bench, out, run, r, args.games, args.episodes)  # noqa: E731
     warm = play("warm", -1)
     tables = {arm: {s: {r: play(f"{arm}-s{s}", r) for r in args.rounds} for s in args.seeds} for arm in args.arms}
-    parts, last = subsets(bench, out), args.rounds[-1]
+    parts, last = subsets(bench, out, load(RunConfig, args.config, []).games), args.rounds[-1]
     print(f"\nheld-out success, {len(parts['all'])} games x {args.episodes} episodes; warm start "
           f"{success(warm, parts['all']):.3f}")
     for arm, seeds in tables.items():
