@@ -4,8 +4,12 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/venv.sh
+# A temp folder of the run's own: what a killed child process leaves in it goes with the run.
+export TMPDIR="$(mktemp -d "${TMPDIR:-/tmp}/gigpo-tests.XXXXXX")"
+trap 'rm -rf "$TMPDIR"' EXIT
 if [ "$#" -gt 0 ]; then
-    exec python -m pytest -q "$@"
+    python -m pytest -q "$@"
+    exit
 fi
 python -m pytest -q
 ensure_venv "$root/.venv-vllm" install_vllm
