@@ -11,7 +11,8 @@ if [ "$#" -gt 0 ]; then
     python -m pytest -q "$@"
     exit
 fi
-python -m pytest -q
+# Test files are shared out to two processes: most tests wait on subprocesses and use one core at a time.
+python -m pytest -q -n 2 --dist loadfile
 ensure_venv "$root/.venv-vllm" install_vllm
 .venv-vllm/bin/python -m pytest -q -p no:cacheprovider tests/pipeline/policy/test_policy_vllm.py \
     tests/pipeline/rollout/test_rollout_vllm.py tests/pipeline/test_round_vllm.py

@@ -13,6 +13,8 @@ from pipeline.policy import PolicyConfig, SamplingConfig
 from pipeline.policy.hf import HFBackend
 from tests.pipeline.round_helpers import driver_args, run_to_end
 
+# Held out only after the last round: each evaluation samples at its own temperature, so on an engine of its own.
+ONCE = ["evaluation.every=0", "evaluation.before_training=false"]
 VLLM = ["rollout.policy.backend=vllm", "rollout.policy.max_model_len=2048",
         "rollout.policy.kv_cache_memory_bytes=67108864", "rollout.policy.vllm_args={enforce_eager: true}"]
 
@@ -21,7 +23,7 @@ def test_two_rounds_with_vllm_rollouts_train_and_play_the_committed_checkpoint(t
     pytest.importorskip("vllm")
     pytest.importorskip("deepspeed")
     run_dir = tmp_path / "run"
-    code, out = run_to_end(driver_args(run_dir, "rounds=2", "cluster.n_workers=1", "evaluation.every=0", *VLLM),
+    code, out = run_to_end(driver_args(run_dir, "rounds=2", "cluster.n_workers=1", *ONCE, *VLLM),
                            timeout=900)
     assert code == 0, out
     collects = [line.split("; policy: ")[1].rsplit(", ", 1)[0] for line in out.splitlines()

@@ -14,7 +14,7 @@ from pipeline.config import from_dict
 from trainer.checkpoint import StateMismatchError
 from trainer.config import TrainerConfig
 from trainer.critic import VALUE_HEAD
-from trainer.host import free_port
+from trainer.host import free_port, thread_env
 from trainer.updates import train_round
 
 pytestmark = pytest.mark.usefixtures("dist_group")
@@ -97,7 +97,8 @@ def test_resume_after_kill_matches_uninterrupted_run(tiny_model, tmp_path, make_
     proc = subprocess.Popen([sys.executable, str(script), str(tiny_model), str(data), str(tmp_path / "killed"),
                              str(state), str(kill_at), json.dumps(cfg)], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True,
-                            env=child_env(OMP_NUM_THREADS=str(torch.get_num_threads())))  # same sums as here
+                            env=child_env(**thread_env(torch.get_num_threads())))  # the same sums as here,
+    # whatever thread variables this process's environment holds (a LocalCluster sets MKL_NUM_THREADS=1 in it)
     seen = []
     for line in proc.stdout:
         seen.append(line)
