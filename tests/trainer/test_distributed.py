@@ -94,11 +94,11 @@ def test_resume_after_kill_matches_uninterrupted_run(tiny_model, tmp_path, make_
     state, kill_at = tmp_path / "state", 2
     script = tmp_path / "child.py"
     script.write_text(CHILD)
+    # The child sums as this process does, whatever thread variables the environment holds here (a LocalCluster
+    # started in this process leaves MKL_NUM_THREADS=1 in it).
     proc = subprocess.Popen([sys.executable, str(script), str(tiny_model), str(data), str(tmp_path / "killed"),
                              str(state), str(kill_at), json.dumps(cfg)], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True,
-                            env=child_env(**thread_env(torch.get_num_threads())))  # the same sums as here,
-    # whatever thread variables this process's environment holds (a LocalCluster sets MKL_NUM_THREADS=1 in it)
+                            stderr=subprocess.STDOUT, text=True, env=child_env(**thread_env(torch.get_num_threads())))
     seen = []
     for line in proc.stdout:
         seen.append(line)
