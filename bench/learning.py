@@ -18,19 +18,26 @@
    ``OUT/learning.png`` draws the curves.
 
 Every run directory is resumable: a rerun of the same command skips committed
-rounds, so a stopped benchmark loses at most the round in flight.
+rounds, so a stopped benchmark loses at most the round in flight. With
+``--records DIR`` a finished arm-seed's metrics are also kept in DIR, a folder
+committed with the project (``bench/records.py``): a rerun on another machine
+runs only the arm-seeds DIR has no record of, once its warm start proves to be the
+recorded one; ``--pin-avx2`` gives every run the float kernels that machines with
+and without AVX-512 share, so that it can.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import os
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from bench import records as rec
 from storage.shards import build_folder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,12 +85,12 @@ def mean_ci(values: list[float]) -> tuple[float, float]:
     return round(mean, 4), round(t95(n - 1) * sd / math.sqrt(n), 4)
 
 
-def driver(config: str, run_dir: Path, rounds: int, overrides: list[str]) -> None:
-    """Run (or resume) ``pipeline/round.py`` on one run directory; raise if it fails."""
+def driver(config: str, run_dir: Path, rounds: int, overrides: list[str], kernels: dict[str, str]) -> None:
+    """Run (or resume) ``pipeline/round.py`` on one run directory with ``kernels`` set; raise if it fails."""
     cmd = [sys.executable, str(ROOT / "pipeline" / "round.py"), "--config", config, "--rounds", str(rounds),
            f"run_dir={run_dir}", *overrides]
     print("$", " ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True, cwd=ROOT)
+    subprocess.run(cmd, check=True, cwd=ROOT, env=os.environ | kernels)
 
 
 def fork(warm: Path, dest: Path) -> None:
@@ -94,18 +101,17 @@ def fork(warm: Path, dest: Path) -> None:
         warm, tmp, ignore=shutil.ignore_patterns("_LOCK", "tensorboard", "metrics.jsonl"), dirs_exist_ok=True))
 
 
-def metric(run_dir: Path, key: str) -> dict[int, float]:
-    """Round -> ``key`` of a run's committed metrics, where recorded (round -1: the starting policy)."""
-    path = run_dir / "metrics.jsonl"
+def metric(path: Path, key: str) -> dict[int, float]:
+    """Round -> ``key`` of a run's metrics file, where recorded (round -1: the starting policy)."""
     if not path.exists():
         return {}
     records = [json.loads(line) for line in path.read_text().splitlines()]
     return {r["round"]: r[key] for r in records if r.get(key) is not None}
 
 
-def rl_wall(run_dir: Path, rounds: int) -> dict[str, float]:
+def rl_wall(path: Path, rounds: int) -> dict[str, float]:
     """Seconds of the stages of RL rounds 0..rounds-1, once all are committed."""
-    stages = metric(run_dir, "stage_seconds")
+    stages = metric(path, "stage_seconds")
     if any(r not in stages for r in range(rounds)):
         return {}
     return {"RL rounds": sum(sum(stages[r].values()) for r in range(rounds))}
@@ -188,6 +194,27 @@ def plot(curves: dict[str, dict[int, dict[int, float]]], rounds: list[int], path
     plt.close(fig)
 
 
+def run_all(args: argparse.Namespace, out: Path, records: Path | None, kernels: dict[str, str]) -> None:
+    """The warm start, then every arm-seed run that ``records`` holds no record of."""
+    setting = rec.setting_hash(args.config, args.overrides)
+    if records:
+        rec.check_setting(records, setting, kernels)
+    driver(args.config, out / "warm", 0, args.overrides, kernels)
+    if records:
+        rec.check_warm(records, setting, kernels, out / "warm")
+    for seed in args.seeds:  # seed-major: an early stop still leaves complete pairs
+        for arm in args.arms:
+            run_dir = out / f"{arm}-s{seed}"
+            if records and (records / f"{run_dir.name}.jsonl").exists():
+                print(f"{run_dir.name}: recorded in {records}, skipped", flush=True)
+                continue
+            fork(out / "warm", run_dir)
+            driver(args.config, run_dir, args.rounds,
+                   [*args.overrides, *ARMS[arm], f"rollout.sampling.seed={seed}", f"trainer.seed={seed}"], kernels)
+            if records:
+                rec.keep(run_dir, records)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.learning", description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="configs/local.yaml")
@@ -196,21 +223,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=6, help="RL rounds of every arm-seed run")
     ap.add_argument("--out", default="bench/out/learning", help="folder of the run directories and the report")
     ap.add_argument("--report-only", action="store_true", help="write the report from what has finished")
+    ap.add_argument("--records", help="committed folder of finished runs (bench/records.py): skip and add to it")
+    ap.add_argument("--pin-avx2", action="store_true", help="run with the float kernels AVX2 and AVX-512 CPUs share")
     ap.add_argument("overrides", nargs="*", metavar="key.path=value", help="config overrides for every run")
     args = ap.parse_args(argv)
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
+    records = Path(args.records).resolve() if args.records else None
     start = time.perf_counter()
     if not args.report_only:
-        driver(args.config, out / "warm", 0, args.overrides)
-        for seed in args.seeds:  # seed-major: an early stop still leaves complete pairs
-            for arm in args.arms:
-                run_dir = out / f"{arm}-s{seed}"
-                fork(out / "warm", run_dir)
-                driver(args.config, run_dir, args.rounds,
-                       [*args.overrides, *ARMS[arm], f"rollout.sampling.seed={seed}", f"trainer.seed={seed}"])
+        run_all(args, out, records, rec.AVX2_KERNELS if args.pin_avx2 else {})
+
     def by_arm_seed(read) -> dict[str, dict[int, dict]]:
-        return {arm: {s: read(out / f"{arm}-s{s}") for s in args.seeds} for arm in args.arms}
+        return {arm: {s: read(rec.metrics_file(out, records, f"{arm}-s{s}")) for s in args.seeds} for arm in args.arms}
 
     curves = by_arm_seed(lambda run: metric(run, "eval_success_rate"))
     train = by_arm_seed(lambda run: trained(metric(run, "success_rate"), args.rounds))
