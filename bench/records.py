@@ -45,7 +45,7 @@ def setting_hash(config: str, overrides: list[str]) -> str:
 def warm_weights_sha256(warm: Path) -> str:
     """The committed SHA-256 of the warm run's round -1 model weights."""
     manifest = open_existing_run(str(warm)).manifest(-1, "checkpoint")
-    shas = [s.sha256 for s in (manifest.shards if manifest else ()) if Path(s.path).name == WEIGHTS]
+    shas = [s.sha256 for s in (manifest.files if manifest else ()) if Path(s.path).name == WEIGHTS]
     if len(shas) != 1:
         raise SystemExit(f"{warm}: round -1 has no committed checkpoint with one {WEIGHTS}")
     return shas[0]
