@@ -244,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     rounds, span = list(range(-1, args.rounds)), f"rounds 1-{args.rounds - 1}"
     setting = ", ".join([args.config, *args.overrides])
     lines = [f"# Learning benchmark: held-out success by round ({setting})", "",
+             *([rec.describe(records), ""] if records else []),
              *table(curves, rounds), "",
              *(paired(curves, args.arms[0], other, args.rounds - 1) for other in args.arms[1:]), "",
              f"## Training-task success, mean of {span} (each round's 128 collect episodes, T=1)", "",

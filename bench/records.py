@@ -86,6 +86,17 @@ def check_warm(records: Path, setting: str, kernels: dict[str, str], warm: Path)
                          f"recorded ones; use another --records folder")
 
 
+def describe(records: Path) -> str:
+    """One line naming what the recorded runs started from."""
+    path = records / "warm.json"
+    if not path.exists():
+        return f"Records: {records.name}/ holds no warm start yet."
+    rec = WarmRecord(**json.loads(path.read_text()))
+    kernels = " ".join(f"{k}={v}" for k, v in rec.kernels.items()) or "native"
+    return (f"Records: {records.name}/, warm start {rec.weights_sha256[:16]} (setting {rec.setting_hash}, "
+            f"kernels {kernels}), first made on {rec.cpu}.")
+
+
 def keep(run_dir: Path, records: Path) -> None:
     """Copy a finished run's metrics into the records."""
     put_atomic(pafs.LocalFileSystem(), str(records / f"{run_dir.name}.jsonl"), (run_dir / "metrics.jsonl").read_bytes())

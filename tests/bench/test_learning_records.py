@@ -25,7 +25,7 @@ def bench(out, records, *flags):
 
 
 def held_out_table(out) -> list[str]:
-    return (out / "learning.md").read_text().split("\n\n")[1].splitlines()
+    return next(b for b in (out / "learning.md").read_text().split("\n\n") if b.startswith("| round")).splitlines()
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +44,9 @@ def test_records_hold_the_warm_start_and_each_finished_run(first):
     assert warm["kernels"] == {} and warm["setting_hash"] == rec.setting_hash("configs/smoke.yaml", OVERRIDES)
     assert sorted(p.name for p in records.iterdir()) == ["gigpo-s0.jsonl", "warm.json"]
     assert (records / "gigpo-s0.jsonl").read_bytes() == (out / "gigpo-s0" / "metrics.jsonl").read_bytes()
+    assert (out / "learning.md").read_text().splitlines()[2] == (
+        f"Records: records/, warm start {warm['weights_sha256'][:16]} (setting {warm['setting_hash']}, "
+        f"kernels native), first made on {rec.cpu_name()}.")
 
 
 def test_second_machine_runs_only_what_is_not_recorded(first, tmp_path):
