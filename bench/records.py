@@ -21,8 +21,8 @@ from pipeline.run_config import RunConfig
 from storage import open_existing_run
 from storage.shards import put_atomic
 
-# Float kernels every machine of this kind has (AVX2): with them an AVX2-only and an AVX-512 CPU compute
-# the same numbers, so seeds run on different machines still start from one warm start.
+# Float kernels every machine of this kind has (AVX2), so that an AVX2-only and an AVX-512 CPU can build the
+# same warm start. Not guaranteed: on AMD CPUs MKL runs this setting as CNR:AUTO. check_warm is the guard.
 AVX2_KERNELS = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "AVX2,STRICT"}
 WEIGHTS = "model.safetensors"
 
