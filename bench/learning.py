@@ -196,7 +196,7 @@ def plot(curves: dict[str, dict[int, dict[int, float]]], rounds: list[int], path
 
 def run_all(args: argparse.Namespace, out: Path, records: Path | None, kernels: dict[str, str]) -> None:
     """The warm start, then every arm-seed run that ``records`` holds no record of."""
-    setting = rec.setting_hash(args.config, args.overrides)
+    setting = rec.setting_hash(args.config, args.overrides) if records else ""
     if records:
         rec.check_setting(records, setting, kernels)
     driver(args.config, out / "warm", 0, args.overrides, kernels)
@@ -205,7 +205,7 @@ def run_all(args: argparse.Namespace, out: Path, records: Path | None, kernels: 
     for seed in args.seeds:  # seed-major: an early stop still leaves complete pairs
         for arm in args.arms:
             run_dir = out / f"{arm}-s{seed}"
-            if records and (records / f"{run_dir.name}.jsonl").exists():
+            if records and rec.record_path(records, run_dir.name).exists():
                 print(f"{run_dir.name}: recorded in {records}, skipped", flush=True)
                 continue
             fork(out / "warm", run_dir)

@@ -25,6 +25,7 @@ from storage.shards import put_atomic
 # same warm start. Not guaranteed: on AMD CPUs MKL runs this setting as CNR:AUTO. check_warm is the guard.
 AVX2_KERNELS = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "AVX2,STRICT"}
 WEIGHTS = "model.safetensors"
+WARM_FILE = "warm.json"
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ class WarmRecord:
     setting_hash: str  # hash of the config with the benchmark's overrides (run_dir aside)
     kernels: dict[str, str]  # float-kernel environment of every run ({}: the machine's native kernels)
     weights_sha256: str  # SHA-256 of the warm start's model.safetensors (round -1's checkpoint)
-    cpu: str  # the CPU that first made it (`platform.processor()` or the /proc/cpuinfo model name)
+    cpu: str  # the CPU that first made it (the /proc/cpuinfo model name, else `platform.processor()`)
 
 
 def setting_hash(config: str, overrides: list[str]) -> str:
@@ -58,12 +59,22 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def read_warm(records: Path) -> WarmRecord | None:
+    """The recorded warm start, or None before the first one is recorded."""
+    path = records / WARM_FILE
+    return WarmRecord(**json.loads(path.read_text())) if path.exists() else None
+
+
+def record_path(records: Path, name: str) -> Path:
+    """Where run ``name``'s (``<arm>-s<seed>``) finished metrics are kept."""
+    return records / f"{name}.jsonl"
+
+
 def check_setting(records: Path, setting: str, kernels: dict[str, str]) -> None:
     """Before any work: the recorded runs must come from this setting and these kernels."""
-    path = records / "warm.json"
-    if not path.exists():
+    path, rec = records / WARM_FILE, read_warm(records)
+    if rec is None:
         return
-    rec = WarmRecord(**json.loads(path.read_text()))
     if rec.setting_hash != setting:
         raise SystemExit(f"{path}: recorded setting_hash {rec.setting_hash}, this config and overrides give "
                          f"{setting}; use another --records folder")
@@ -73,13 +84,12 @@ def check_setting(records: Path, setting: str, kernels: dict[str, str]) -> None:
 
 def check_warm(records: Path, setting: str, kernels: dict[str, str], warm: Path) -> None:
     """Record the warm start, or check that this machine built the recorded one."""
-    path, sha = records / "warm.json", warm_weights_sha256(warm)
-    if not path.exists():
+    path, sha, rec = records / WARM_FILE, warm_weights_sha256(warm), read_warm(records)
+    if rec is None:
         records.mkdir(parents=True, exist_ok=True)
         record = WarmRecord(setting, kernels, sha, cpu_name())
         put_atomic(pafs.LocalFileSystem(), str(path), (json.dumps(asdict(record), indent=1) + "\n").encode())
         return
-    rec = WarmRecord(**json.loads(path.read_text()))
     if rec.weights_sha256 != sha:
         raise SystemExit(f"{path}: recorded warm-start weights {rec.weights_sha256[:16]} (made on {rec.cpu}), "
                          f"this machine ({cpu_name()}) made {sha[:16]}: its runs would not pair with the "
@@ -88,10 +98,9 @@ def check_warm(records: Path, setting: str, kernels: dict[str, str], warm: Path)
 
 def describe(records: Path) -> str:
     """One line naming what the recorded runs started from."""
-    path = records / "warm.json"
-    if not path.exists():
+    rec = read_warm(records)
+    if rec is None:
         return f"Records: {records.name}/ holds no warm start yet."
-    rec = WarmRecord(**json.loads(path.read_text()))
     kernels = " ".join(f"{k}={v}" for k, v in rec.kernels.items()) or "native"
     return (f"Records: {records.name}/, warm start {rec.weights_sha256[:16]} (setting {rec.setting_hash}, "
             f"kernels {kernels}), first made on {rec.cpu}.")
@@ -99,11 +108,12 @@ def describe(records: Path) -> str:
 
 def keep(run_dir: Path, records: Path) -> None:
     """Copy a finished run's metrics into the records."""
-    put_atomic(pafs.LocalFileSystem(), str(records / f"{run_dir.name}.jsonl"), (run_dir / "metrics.jsonl").read_bytes())
+    metrics = (run_dir / "metrics.jsonl").read_bytes()
+    put_atomic(pafs.LocalFileSystem(), str(record_path(records, run_dir.name)), metrics)
 
 
 def metrics_file(out: Path, records: Path | None, name: str) -> Path:
     """Where run ``name``'s metrics are read: its record if there is one, else its run directory."""
-    recorded = records / f"{name}.jsonl" if records else None
+    recorded = record_path(records, name) if records else None
     return recorded if recorded and recorded.exists() else out / name / "metrics.jsonl"
 
