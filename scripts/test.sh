@@ -11,8 +11,17 @@ if [ "$#" -gt 0 ]; then
     python -m pytest -q "$@"
     exit
 fi
-# Test files are shared out to two processes: most tests wait on subprocesses and use one core at a time.
-python -m pytest -q -n 2 --dist loadfile
-ensure_venv "$root/.venv-vllm" install_vllm
-.venv-vllm/bin/python -m pytest -q -p no:cacheprovider tests/pipeline/policy/test_policy_vllm.py \
-    tests/pipeline/rollout/test_rollout_vllm.py tests/pipeline/test_round_vllm.py
+# Most tests wait on subprocesses and use one core at a time, so the vLLM tests (in their own venv,
+# built on first use) run beside the main suite, whose test files are shared out to two processes.
+vllm_log="$TMPDIR/vllm-tests.log"
+(ensure_venv "$root/.venv-vllm" install_vllm
+ .venv-vllm/bin/python -m pytest -q -p no:cacheprovider tests/pipeline/policy/test_policy_vllm.py \
+     tests/pipeline/rollout/test_rollout_vllm.py tests/pipeline/test_round_vllm.py) >"$vllm_log" 2>&1 &
+vllm=$!
+trap 'pkill -P "$vllm" || true; kill "$vllm" 2>/dev/null || true; rm -rf "$TMPDIR"' EXIT  # stopped early: no stray tests
+main_rc=0 vllm_rc=0
+python -m pytest -q -n 2 --dist loadfile || main_rc=$?
+echo "vLLM tests (.venv-vllm) ..."
+wait "$vllm" || vllm_rc=$?
+cat "$vllm_log"
+exit $((main_rc || vllm_rc))
