@@ -157,7 +157,15 @@ def _cell(vals: list[float]) -> str:
 
 
 def paired(curves: dict[str, dict[int, dict]], a: str, b: str, at, what: str = "final difference") -> str:
-    """The paired difference ``a - b`` at ``at`` (a round, or a key of ``trained``) over the seeds both have."""
+    """The paired difference ``a - b`` at ``at`` (a round, or a key of ``trained``) over the seeds both have.
+
+    >>> c = {"a": {0: {5: 0.3}, 1: {5: 0.4}}, "b": {0: {5: 0.2}, 1: {5: 0.3}}}
+    >>> paired(c, "a", "b", 5)
+    'paired final difference a - b (round 5, seeds [0, 1]): +0.100 in every seed: no spread, so no CI'
+    >>> c["a"][1][5] = 0.5
+    >>> paired(c, "a", "b", 5)
+    'paired final difference a - b (round 5, seeds [0, 1]): +0.150 ± 0.635 (95% CI; includes 0: no difference shown)'
+    """
     seeds = [s for s in curves[a] if at in curves[a][s] and at in curves.get(b, {}).get(s, {})]
     where = f"round {at}" if isinstance(at, int) else at
     if not seeds:
@@ -166,8 +174,11 @@ def paired(curves: dict[str, dict[int, dict]], a: str, b: str, at, what: str = "
     mean, ci = mean_ci(diffs)
     if len(seeds) < 2:
         return f"{what} {a} - {b} ({where}, seed {seeds[0]} only): {mean:+.3f}, no CI from one seed"
+    head = f"paired {what} {a} - {b} ({where}, seeds {seeds}): {mean:+.3f}"
+    if max(diffs) - min(diffs) < 1e-12:  # equal differences: a zero-width t interval says nothing
+        return f"{head} in every seed: no spread, so no CI"
     verdict = "includes 0: no difference shown" if abs(mean) <= ci else "excludes 0"
-    return f"paired {what} {a} - {b} ({where}, seeds {seeds}): {mean:+.3f} ± {ci:.3f} (95% CI; {verdict})"
+    return f"{head} ± {ci:.3f} (95% CI; {verdict})"
 
 
 def plot(curves: dict[str, dict[int, dict[int, float]]], rounds: list[int], path: Path) -> None:
