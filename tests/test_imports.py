@@ -64,3 +64,12 @@ def test_the_driver_scripts_folder_shadows_no_other_module():
         p.parent.name for p in (ROOT / "pipeline").glob("*/__init__.py")}
     others = set(sys.stdlib_module_names) | set(importlib.metadata.packages_distributions())
     assert sorted(names & others) == []
+
+
+def test_the_driver_starts_without_the_model_libraries():
+    # the driver schedules work and reads its results: torch would cost every start, a config error's included,
+    # seconds of CPU
+    code = "import sys, pipeline.driver; print(sorted({'deepspeed', 'torch', 'transformers'} & set(sys.modules)))"
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=child_env(), capture_output=True, text=True,
+                         timeout=120)
+    assert (res.returncode, res.stdout) == (0, "[]\n"), res.stderr[-2000:]

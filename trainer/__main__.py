@@ -99,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _serve(run, first: dict, load_config, on_step, on_note, progress: bool) -> None:
     """Train ``first``, then each round requested on stdin, on one resident engine; answer each on stdout."""
-    from trainer.resident import ROUND_PREFIX, Resident, release_cached_memory
+    from trainer.protocol import ROUND_PREFIX
+    from trainer.resident import Resident, release_cached_memory
     from trainer.rounds import train_from_run
 
     resident = Resident()
@@ -120,7 +121,7 @@ def _print_step(step: int, total: int, metrics: dict) -> None:
 
 
 def _print_note(text: str) -> None:
-    from trainer.step_metrics import NOTE_PREFIX
+    from trainer.protocol import NOTE_PREFIX
 
     rank = os.environ.get("RANK", "0")  # set before the process group exists
     if rank == "0":

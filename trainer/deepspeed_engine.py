@@ -21,6 +21,7 @@ import hashlib
 import os
 import sys
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -55,12 +56,14 @@ def import_deepspeed():
 
 
 def init_distributed(rank: int | None = None, world_size: int | None = None, master_addr: str | None = None,
-                     master_port: int | None = None, local_rank: int = 0) -> tuple[int, int]:
+                     master_port: int | None = None, local_rank: int = 0,
+                     on_note: Callable[[str], None] | None = None) -> tuple[int, int]:
     """Join (or create) the torch.distributed group; returns ``(rank, world_size)``.
 
     Arguments left ``None`` come from the environment (``RANK``, ``WORLD_SIZE``,
     ``MASTER_ADDR``, ``MASTER_PORT``, as the ``deepspeed`` launcher sets them);
-    with none set this is a 1-rank group on 127.0.0.1. Backend: nccl on GPU, gloo on CPU.
+    with none set this is a 1-rank group on 127.0.0.1. Backend: nccl on GPU, gloo on CPU. ``on_note`` hears of a
+    build of DeepSpeed's CPU comm op before it starts (``load_shm_comm_op``).
     """
     import torch.distributed as dist
 
@@ -75,7 +78,7 @@ def init_distributed(rank: int | None = None, world_size: int | None = None, mas
     os.environ.setdefault("LOCAL_RANK", str(local_rank))
     deepspeed = import_deepspeed()
     if not has_cuda():
-        load_shm_comm_op(deepspeed)
+        load_shm_comm_op(deepspeed, on_note)
     if not dist.is_initialized():
         deepspeed.init_distributed(dist_backend="nccl" if has_cuda() else "gloo", auto_mpi_discovery=False)
     if has_cuda():
@@ -102,8 +105,11 @@ def shutdown_distributed() -> None:
         import_deepspeed().comm.destroy_process_group()
 
 
-def load_shm_comm_op(deepspeed) -> None:
+def load_shm_comm_op(deepspeed, on_note: Callable[[str], None] | None = None) -> None:
     """Build (or load) DeepSpeed's CPU shared-memory comm op, one process of the host at a time.
+
+    The first build in a Python environment compiles C++ for about a minute (``scripts/venv.sh`` does it at
+    install); ``on_note`` is told before that build, or the wait for another process's build, starts.
 
     torch's JIT build guards a build folder with a ``lock`` file; a build killed
     midway leaves it behind, and every later trainer then waits on it forever.
@@ -118,6 +124,8 @@ def load_shm_comm_op(deepspeed) -> None:
     if builder is None or not deepspeed.ops.__compatible_ops__.get(builder.NAME, False):
         return
     folder = _get_build_directory(builder.NAME, verbose=False)
+    if on_note is not None and not os.path.exists(os.path.join(folder, f"{builder.NAME}.so")):
+        on_note(f"building DeepSpeed's CPU comm op in {folder} (once per Python environment, about a minute) ...")
     with open(f"{folder}.flock", "w") as guard:
         fcntl.flock(guard, fcntl.LOCK_EX)
         with contextlib.suppress(FileNotFoundError):

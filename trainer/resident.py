@@ -3,7 +3,7 @@
 It trains round R as the same command without ``--serve`` would, then reads one
 request per stdin line (JSON: ``round``, ``policy``, ``ref``) and trains that
 round likewise, with the settings of ``--config`` read again for each. Each
-round is answered with one stdout line, ``ROUND_PREFIX`` and JSON, once its
+round is answered with one stdout line, ``trainer.protocol.ROUND_PREFIX`` and JSON, once its
 checkpoint is committed. It ends at the end of its input; an error ends it with
 the error's traceback.
 
@@ -22,8 +22,6 @@ from __future__ import annotations
 import gc
 from dataclasses import dataclass
 from pathlib import Path
-
-ROUND_PREFIX = "gigpo-round "  # a stdout line of ``--serve``: this prefix, then JSON, once a request is done
 
 
 @dataclass

@@ -59,7 +59,7 @@ def train_from_run(run, round: int, cfg: TrainerConfig, policy_path: str | Path,
         raise storage.StageNotCommitted(
             f"{run.stage_dir(round, source)}: round {round} has no committed {source!r} stage; "
             + ("run the advantage job before training" if cfg.loss == "ppo" else "collect it before training"))
-    rank, _ = init_distributed()
+    rank, _ = init_distributed(on_note=on_note)
     local = is_local(run.fs)
     with _staging(local_dir, local) as base:
         out_dir = run.stage_dir(round, CHECKPOINT_STAGE) if local else base / CHECKPOINT_STAGE

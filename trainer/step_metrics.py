@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from trainer.host import has_cuda
+from trainer.protocol import LIVE_PREFIX
 
 # bf16 dense peak FLOP/s per device, matched on the CUDA device name.
 PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12}
@@ -30,8 +31,6 @@ _VALUE = ("vf_loss", "vf_clipped", "value_rows", "value_ret_sum", "value_ret_sq"
 _TENSORS = ("loss", "pg_loss", "kl_loss", "entropy", "clipped", "clipped_lower", "approx_kl_sum",
             "response_tokens") + _VALUE  # the _VALUE sums: a critic's (trainer.critic.value_loss)
 _SUMMED = _TENSORS + ("tokens", "processed", "flops")
-LIVE_PREFIX = "gigpo-step "  # a stdout line of ``python -m trainer --live``: this prefix, then one JSON object
-NOTE_PREFIX = "gigpo-note "  # a stdout line of ``python -m trainer --live``: this prefix, then a line for the driver
 
 
 def live_record(step: int, total: int, metrics: dict) -> str:

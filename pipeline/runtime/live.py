@@ -2,7 +2,7 @@
 
 A rank task reads its ``python -m trainer --live`` process's output line by
 line (``forward``): every line goes to the rank's log, and each step record
-(``trainer.step_metrics.LIVE_PREFIX``) and note (``NOTE_PREFIX``: "rank 0: model
+(``trainer.protocol.LIVE_PREFIX``) and note (``NOTE_PREFIX``: "rank 0: model
 loaded ...") is also sent to the scheduler as a Dask event under ``TOPIC``. The
 driver subscribes for the time of the train stage (``LiveSteps``), prints each
 note of the current attempt as it is, each step as one line, and hands each step
@@ -20,8 +20,7 @@ import json
 import sys
 from typing import IO, Callable
 
-from trainer.resident import ROUND_PREFIX
-from trainer.step_metrics import LIVE_PREFIX, NOTE_PREFIX
+from trainer.protocol import LIVE_PREFIX, NOTE_PREFIX, ROUND_PREFIX
 
 TOPIC = "gigpo-train-steps"
 
@@ -60,7 +59,7 @@ def emitter(round: int, tag: str, offset: int) -> Callable[[dict], None]:
 def forward(stream: IO[bytes], log: IO[str], emit: Callable[[dict], None],
             replies: Callable[[dict], None] | None = None) -> None:
     """Copy ``stream``'s lines to ``log``; ``emit`` each step record and note, and pass each reply of a resident
-    trainer (``trainer.resident.ROUND_PREFIX``) to ``replies`` (until the stream ends)."""
+    trainer (``trainer.protocol.ROUND_PREFIX``) to ``replies`` (until the stream ends)."""
     routes = [(LIVE_PREFIX, emit)] + ([(ROUND_PREFIX, replies)] if replies else [])
     for raw in stream:
         line = raw.decode("utf-8", errors="replace")

@@ -6,7 +6,7 @@ rank's process for as long as the task is wanted, through ``supervise``: the
 process dies with the worker, and is killed once the holder is cancelled (the
 driver stopped the group, or died: its client's tasks are released). The
 process is started with its first request; it reads each further one as a JSON
-line on stdin, answers each with one line (``trainer.resident.ROUND_PREFIX``)
+line on stdin, answers each with one line (``trainer.protocol.ROUND_PREFIX``)
 and writes its output to a log in its folder.
 
 A request is made by a task on the same worker (``Held.ask``), which waits for

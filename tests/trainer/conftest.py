@@ -5,8 +5,6 @@ import os
 from pathlib import Path
 
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
-# DeepSpeed JIT-builds its CPU comm op once (~45 s); keep the build in a stable cache.
-os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "torch_extensions"))
 
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402

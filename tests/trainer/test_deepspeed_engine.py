@@ -16,6 +16,7 @@ from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
 from trainer.batches import BadRoundError
 from trainer.config import TrainerConfig
+from trainer.deepspeed_engine import extensions_dir
 from trainer.updates import mean_logprob, train_round
 
 pytestmark = pytest.mark.usefixtures("dist_group")
@@ -212,27 +213,46 @@ def test_overflowing_loss_stops_before_update_and_export(tiny_model, tmp_path, m
 
 
 def _load_op(ext_dir: Path, timeout_s: float) -> subprocess.CompletedProcess:
-    code = "import deepspeed; from trainer.deepspeed_engine import import_deepspeed, load_shm_comm_op; " \
-           "load_shm_comm_op(import_deepspeed())"
+    """Load the op built under ``ext_dir`` in a fresh process; its notes (``on_note``) go to stdout."""
+    code = "from trainer.deepspeed_engine import import_deepspeed, load_shm_comm_op; " \
+           "load_shm_comm_op(import_deepspeed(), print)"
     env = {**os.environ, "TORCH_EXTENSIONS_DIR": str(ext_dir), "DS_ACCELERATOR": "cpu"}
     return subprocess.run([sys.executable, "-c", code], env=env, timeout=timeout_s, capture_output=True, text=True)
 
 
-def test_a_build_lock_left_by_a_killed_build_is_cleared(tmp_path):
-    # the op as the other tests build it, copied (mtimes kept: nothing to rebuild) with a killed build's lock file
-    built = Path(os.environ["TORCH_EXTENSIONS_DIR"])
+def _copy_of_the_built_op(tmp_path: Path) -> Path:
+    """The op as the trainers of this environment build it, copied (mtimes kept: nothing to rebuild) to a folder
+    of extensions under ``tmp_path / "ext"``; the copy's build folder."""
+    built = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or extensions_dir())
     assert _load_op(built, timeout_s=600).returncode == 0
     folder = next(p for p in built.rglob("deepspeed_shm_comm") if (p / "build.ninja").exists())
     copy = tmp_path / "ext" / folder.relative_to(built)
     shutil.copytree(folder, copy)
-    (copy / "lock").touch()
+    return copy
+
+
+def test_a_build_is_announced_before_it_starts_and_a_built_op_loads_without_a_word(tmp_path):
+    copy = _copy_of_the_built_op(tmp_path)
+    quiet = _load_op(tmp_path / "ext", timeout_s=120)
+    assert (quiet.returncode, quiet.stdout) == (0, ""), quiet.stderr[-2000:]
+    (copy / "deepspeed_shm_comm.so").unlink()  # its objects are kept: the build only links them again
+    rebuilt = _load_op(tmp_path / "ext", timeout_s=300)
+    assert rebuilt.returncode == 0, rebuilt.stderr[-2000:]
+    assert rebuilt.stdout == (f"building DeepSpeed's CPU comm op in {copy} (once per Python environment, "
+                              "about a minute) ...\n")
+    assert (copy / "deepspeed_shm_comm.so").is_file()
+
+
+def test_a_build_lock_left_by_a_killed_build_is_cleared(tmp_path):
+    copy = _copy_of_the_built_op(tmp_path)
+    (copy / "lock").touch()  # a killed build's lock file
     done = _load_op(tmp_path / "ext", timeout_s=120)  # torch alone waits on that lock forever
     assert done.returncode == 0, done.stderr[-2000:]
     assert not (copy / "lock").exists()
 
 
 def test_torch_extensions_build_in_a_folder_of_this_python_environment_unless_one_is_set(monkeypatch, tmp_path):
-    from trainer.deepspeed_engine import extensions_dir, import_deepspeed
+    from trainer.deepspeed_engine import import_deepspeed
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert extensions_dir("/opt/venvs/a") == str(tmp_path / "torch_extensions" / "venv-6e8a7832163e")

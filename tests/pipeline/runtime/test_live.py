@@ -4,7 +4,8 @@ from __future__ import annotations
 import io
 
 from pipeline.runtime.live import forward, step_line
-from trainer.step_metrics import NOTE_PREFIX, live_record
+from trainer.protocol import NOTE_PREFIX
+from trainer.step_metrics import live_record
 
 STEP = {"loss": 0.012345, "approx_kl": 2e-05, "entropy": 1.5, "grad_norm": 0.25, "clip_frac": 0.125,
         "response_length": 12.25, "tokens_per_s": 1234.5}

@@ -20,7 +20,8 @@ from pipeline.stages import train
 from tests.trainer.test_rounds import _advantages, commit_advantages
 from trainer.config import TrainerConfig
 from trainer.host import free_port
-from trainer.step_metrics import NOTE_PREFIX, live_record
+from trainer.protocol import NOTE_PREFIX
+from trainer.step_metrics import live_record
 
 STEP = {"loss": 0.5, "approx_kl": 0.001, "entropy": 2.0, "grad_norm": 1.0, "clip_frac": 0.0,
         "response_length": 10.0, "tokens_per_s": 100.0}
