@@ -3,67 +3,20 @@
 The trainer and env workers tie themselves to their parent (``pipeline.runtime.lifeline``);
 processes that libraries start (vLLM's engine core, compiler jobs) do not.
 ``ReapOrphans``, a worker plugin that ``pipeline.runtime.cluster.connect`` registers,
-starts one small reaper process per worker (``python -m pipeline.runtime.reaper PID``):
-it notes the worker's descendants every ``POLL_S`` seconds and, once the
-worker is gone, SIGKILLs those still running and their children, then exits.
-
->>> import subprocess
->>> owner = subprocess.Popen(["true"])
->>> owner.wait(), reap(owner.pid)
-(0, 0)
+starts one small reaper process per worker (``python -m pipeline.runtime.reap PID``), which
+SIGKILLs what the worker left running once the worker is gone.
 """
 from __future__ import annotations
 
 import atexit
 import multiprocessing
 import os
-import signal
 import subprocess
 import sys
-import time
 
-import psutil
 from distributed.diagnostics.plugin import WorkerPlugin
 
-POLL_S = 1.0  # how often the reaper notes the worker's descendants
 _REAPER: dict = {}  # the reaper of this worker process, once started
-
-
-def _alive(proc: psutil.Process) -> bool:
-    try:
-        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
-
-
-def reap(pid: int, poll_s: float = POLL_S) -> int:
-    """Watch process ``pid``; once it is gone, SIGKILL the descendants it had; return how many were killed."""
-    try:
-        owner = psutil.Process(pid)
-    except psutil.NoSuchProcess:
-        return 0
-    seen: dict[int, psutil.Process] = {}
-    while _alive(owner):
-        try:
-            seen.update((p.pid, p) for p in owner.children(recursive=True) if p.pid != os.getpid())
-        except psutil.Error:
-            pass  # the worker ended while its tree was read
-        seen = {k: p for k, p in seen.items() if _alive(p)}
-        time.sleep(poll_s)
-    doomed = [p for p in seen.values() if _alive(p)]
-    for proc in list(doomed):
-        try:
-            doomed += proc.children(recursive=True)
-        except psutil.Error:
-            pass
-    killed = 0
-    for proc in doomed:
-        try:
-            proc.kill()
-            killed += 1
-        except psutil.Error:
-            pass
-    return killed
 
 
 class ReapOrphans(WorkerPlugin):
@@ -74,7 +27,7 @@ class ReapOrphans(WorkerPlugin):
     def setup(self, worker) -> None:
         proc = _REAPER.get("proc")
         if proc is None or proc.poll() is not None:
-            _REAPER["proc"] = subprocess.Popen([sys.executable, "-m", "pipeline.runtime.reaper", str(os.getpid())],
+            _REAPER["proc"] = subprocess.Popen([sys.executable, "-m", "pipeline.runtime.reap", str(os.getpid())],
                                                stdin=subprocess.DEVNULL)
 
     def teardown(self, worker) -> None:
@@ -97,15 +50,3 @@ def _end_now() -> None:
         except (OSError, ValueError):
             pass
     os._exit(0)
-
-
-def main(argv: list[str]) -> int:
-    # A Ctrl-C or SIGTERM to the worker's process group stops the worker; the reaper must outlive it to reap.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    reap(int(argv[0]))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -12,7 +12,7 @@ import psutil
 
 from pipeline.run_config import ClusterConfig
 from pipeline.runtime.cluster import connect
-from pipeline.runtime.reaper import POLL_S
+from pipeline.runtime.reap import POLL_S
 from tests.pipeline.round_helpers import gone
 
 UNTIED = "import subprocess, time; subprocess.Popen(['sleep', '300']); time.sleep(300)"
