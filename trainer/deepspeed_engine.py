@@ -108,8 +108,8 @@ def shutdown_distributed() -> None:
 def load_shm_comm_op(deepspeed, on_note: Callable[[str], None] | None = None) -> None:
     """Build (or load) DeepSpeed's CPU shared-memory comm op, one process of the host at a time.
 
-    The first build in a Python environment compiles C++ for about a minute (``scripts/venv.sh`` does it at
-    install); ``on_note`` is told before that build, or the wait for another process's build, starts.
+    The first build in a Python environment compiles C++ for about a minute (``python -m trainer.build_ops``
+    does it at install); ``on_note`` is told before that build, or the wait for another process's build, starts.
 
     torch's JIT build guards a build folder with a ``lock`` file; a build killed
     midway leaves it behind, and every later trainer then waits on it forever.

@@ -213,11 +213,10 @@ def test_overflowing_loss_stops_before_update_and_export(tiny_model, tmp_path, m
 
 
 def _load_op(ext_dir: Path, timeout_s: float) -> subprocess.CompletedProcess:
-    """Load the op built under ``ext_dir`` in a fresh process; its notes (``on_note``) go to stdout."""
-    code = "from trainer.deepspeed_engine import import_deepspeed, load_shm_comm_op; " \
-           "load_shm_comm_op(import_deepspeed(), print)"
+    """``python -m trainer.build_ops`` with its extensions under ``ext_dir``: it builds or loads the op."""
     env = {**os.environ, "TORCH_EXTENSIONS_DIR": str(ext_dir), "DS_ACCELERATOR": "cpu"}
-    return subprocess.run([sys.executable, "-c", code], env=env, timeout=timeout_s, capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "trainer.build_ops"], env=env, timeout=timeout_s,
+                          capture_output=True, text=True)
 
 
 def _copy_of_the_built_op(tmp_path: Path) -> Path:
