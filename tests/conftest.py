@@ -2,7 +2,11 @@
 once per session."""
 from __future__ import annotations
 
+import os
+
 import pytest
+
+_EXTENSIONS_AT_START = os.environ.get("TORCH_EXTENSIONS_DIR")  # read before any test module is imported
 
 
 def _has_cuda() -> bool:
@@ -20,6 +24,12 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def extensions_dir_at_start() -> str | None:
+    """``TORCH_EXTENSIONS_DIR`` as the suite found it, before collection imported the test modules."""
+    return _EXTENSIONS_AT_START
 
 
 @pytest.fixture(scope="session")

@@ -37,7 +37,6 @@ import sys
 from pathlib import Path
 
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
-os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "torch_extensions"))
 
 import polars as pl  # noqa: E402
 import pytest  # noqa: E402

@@ -262,3 +262,10 @@ def test_torch_extensions_build_in_a_folder_of_this_python_environment_unless_on
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "mine"))
     import_deepspeed()
     assert os.environ["TORCH_EXTENSIONS_DIR"] == str(tmp_path / "mine")
+
+
+def test_no_test_module_moves_the_suites_op_builds_elsewhere(extensions_dir_at_start):
+    # collection imports every test module before any test runs, so one that set TORCH_EXTENSIONS_DIR at import
+    # would make the whole suite build the op again, outside this environment's folder
+    allowed = {extensions_dir_at_start} if extensions_dir_at_start else {None, extensions_dir()}
+    assert os.environ.get("TORCH_EXTENSIONS_DIR") in allowed
