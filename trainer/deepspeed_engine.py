@@ -45,14 +45,28 @@ def extensions_dir(prefix: str = sys.prefix) -> str:
 def import_deepspeed():
     """Import DeepSpeed, selecting its CPU accelerator first when there is no GPU.
 
-    Its ops build under ``TORCH_EXTENSIONS_DIR``, by default ``extensions_dir()``.
+    Its ops build under ``TORCH_EXTENSIONS_DIR``, by default ``extensions_dir()``, with this environment's ninja.
     """
     if not has_cuda():
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", extensions_dir())
+    _environment_scripts_first_on_path()
     import deepspeed
 
     return deepspeed
+
+
+def _environment_scripts_first_on_path() -> None:
+    """Put this Python environment's scripts folder (the ninja installed with DeepSpeed) first on ``PATH``.
+
+    A process started as ``.venv/bin/python`` without the venv activated would find a system ninja first. Two
+    ninja versions write build logs of different versions, and each takes the other's log for a stale build:
+    the op is compiled again from scratch (about a minute) whenever they alternate.
+    """
+    scripts = os.path.dirname(sys.executable)
+    path = os.environ.get("PATH", "")
+    if scripts and path.split(os.pathsep)[0] != scripts:
+        os.environ["PATH"] = os.pathsep.join(filter(None, [scripts, path]))
 
 
 def init_distributed(rank: int | None = None, world_size: int | None = None, master_addr: str | None = None,

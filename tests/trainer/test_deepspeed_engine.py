@@ -212,9 +212,12 @@ def test_overflowing_loss_stops_before_update_and_export(tiny_model, tmp_path, m
     assert not (tmp_path / "out").exists()
 
 
-def _load_op(ext_dir: Path, timeout_s: float) -> subprocess.CompletedProcess:
-    """``python -m trainer.build_ops`` with its extensions under ``ext_dir``: it builds or loads the op."""
+def _load_op(ext_dir: Path, timeout_s: float, path: str | None = None) -> subprocess.CompletedProcess:
+    """``python -m trainer.build_ops`` with its extensions under ``ext_dir`` (and ``PATH`` set to ``path`` if
+    given): it builds or loads the op."""
     env = {**os.environ, "TORCH_EXTENSIONS_DIR": str(ext_dir), "DS_ACCELERATOR": "cpu"}
+    if path is not None:
+        env["PATH"] = path
     return subprocess.run([sys.executable, "-m", "trainer.build_ops"], env=env, timeout=timeout_s,
                           capture_output=True, text=True)
 
@@ -240,6 +243,18 @@ def test_a_build_is_announced_before_it_starts_and_a_built_op_loads_without_a_wo
     assert rebuilt.stdout == (f"building DeepSpeed's CPU comm op in {copy} (once per Python environment, "
                               "about a minute) ...\n")
     assert (copy / "deepspeed_shm_comm.so").is_file()
+
+
+def test_the_op_is_built_by_this_environments_ninja_whatever_comes_first_on_path(tmp_path):
+    copy = _copy_of_the_built_op(tmp_path)
+    built = (copy / "deepspeed_shm_comm.so").stat().st_mtime_ns
+    other = tmp_path / "other-bin"
+    other.mkdir()
+    (other / "ninja").write_text("#!/bin/sh\necho 'another ninja' >&2\nexit 1\n")
+    (other / "ninja").chmod(0o755)
+    done = _load_op(tmp_path / "ext", timeout_s=120, path=os.pathsep.join([str(other), os.environ["PATH"]]))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (copy / "deepspeed_shm_comm.so").stat().st_mtime_ns == built  # loaded, not compiled again
 
 
 def test_a_build_lock_left_by_a_killed_build_is_cleared(tmp_path):
