@@ -222,19 +222,24 @@ def _load_op(ext_dir: Path, timeout_s: float, path: str | None = None) -> subpro
                           capture_output=True, text=True)
 
 
-def _copy_of_the_built_op(tmp_path: Path) -> Path:
-    """The op as the trainers of this environment build it, copied (mtimes kept: nothing to rebuild) to a folder
-    of extensions under ``tmp_path / "ext"``; the copy's build folder."""
+@pytest.fixture(scope="module")
+def built_op() -> Path:
+    """The op's build folder as the trainers of this environment build it (built now if it is not)."""
     built = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or extensions_dir())
     assert _load_op(built, timeout_s=600).returncode == 0
-    folder = next(p for p in built.rglob("deepspeed_shm_comm") if (p / "build.ninja").exists())
-    copy = tmp_path / "ext" / folder.relative_to(built)
-    shutil.copytree(folder, copy)
+    return built / "deepspeed_shm_comm"
+
+
+def _copy_of_the_built_op(built_op: Path, tmp_path: Path) -> Path:
+    """``built_op`` copied (mtimes kept: nothing to rebuild) to a folder of extensions under ``tmp_path / "ext"``;
+    the copy's build folder."""
+    copy = tmp_path / "ext" / built_op.name
+    shutil.copytree(built_op, copy)
     return copy
 
 
-def test_a_build_is_announced_before_it_starts_and_a_built_op_loads_without_a_word(tmp_path):
-    copy = _copy_of_the_built_op(tmp_path)
+def test_a_build_is_announced_before_it_starts_and_a_built_op_loads_without_a_word(built_op, tmp_path):
+    copy = _copy_of_the_built_op(built_op, tmp_path)
     quiet = _load_op(tmp_path / "ext", timeout_s=120)
     assert (quiet.returncode, quiet.stdout) == (0, ""), quiet.stderr[-2000:]
     (copy / "deepspeed_shm_comm.so").unlink()  # its objects are kept: the build only links them again
@@ -245,8 +250,8 @@ def test_a_build_is_announced_before_it_starts_and_a_built_op_loads_without_a_wo
     assert (copy / "deepspeed_shm_comm.so").is_file()
 
 
-def test_the_op_is_built_by_this_environments_ninja_whatever_comes_first_on_path(tmp_path):
-    copy = _copy_of_the_built_op(tmp_path)
+def test_the_op_is_built_by_this_environments_ninja_whatever_comes_first_on_path(built_op, tmp_path):
+    copy = _copy_of_the_built_op(built_op, tmp_path)
     built = (copy / "deepspeed_shm_comm.so").stat().st_mtime_ns
     other = tmp_path / "other-bin"
     other.mkdir()
@@ -257,8 +262,8 @@ def test_the_op_is_built_by_this_environments_ninja_whatever_comes_first_on_path
     assert (copy / "deepspeed_shm_comm.so").stat().st_mtime_ns == built  # loaded, not compiled again
 
 
-def test_a_build_lock_left_by_a_killed_build_is_cleared(tmp_path):
-    copy = _copy_of_the_built_op(tmp_path)
+def test_a_build_lock_left_by_a_killed_build_is_cleared(built_op, tmp_path):
+    copy = _copy_of_the_built_op(built_op, tmp_path)
     (copy / "lock").touch()  # a killed build's lock file
     done = _load_op(tmp_path / "ext", timeout_s=120)  # torch alone waits on that lock forever
     assert done.returncode == 0, done.stderr[-2000:]
