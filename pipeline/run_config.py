@@ -186,6 +186,10 @@ class RunConfig:
             raise ValueError(f"RunConfig.trainer.critic trains a value head that only a critic estimator (e.g. "
                              f"advantage.estimator='ppo') uses, got advantage.estimator={self.advantage.estimator!r}; "
                              "remove the trainer.critic section")
+        if self.trainer.loss == "ppo" and self.trainer.temperature != self.rollout.sampling.temperature:
+            raise ValueError(f"RunConfig.trainer.temperature must equal rollout.sampling.temperature (the PPO ratio's "
+                             f"log-probs are those of the distribution the rollout sampled), got "
+                             f"{self.trainer.temperature} and {self.rollout.sampling.temperature}")
         if self.trainer.loss == "ppo" and self.rollout.group_size < 2 and spec.groups:
             raise ValueError(f"RunConfig.rollout.group_size must be >= 2 with advantage.estimator="
                              f"{self.advantage.estimator!r} (its advantages compare the episodes of one task), "

@@ -66,7 +66,7 @@ class TrainerConfig:
     reference: str = "start"  # KL reference: start (round 0's policy: warm start, fork or base) | base | none
     kl_loss_type: str = "low_var_kl"  # low_var_kl (k3, clamped to [-10, 10]) | kl (k1) | abs | mse (k2)
     entropy_coeff: float = 0.0  # entropy bonus: loss -= entropy_coeff * aggregated entropy
-    temperature: float = 1.0  # rollout sampling temperature; logits are divided by it (as verl does)
+    temperature: float = 1.0  # = rollout.sampling.temperature; logits are divided by it (as verl does)
     old_logprobs: str = "recompute"  # rollout: use the shards' log-probs | recompute: policy forward before updating
     loss: str = "ppo"  # ppo: clipped policy gradient on advantages | sft: NLL of response tokens, no advantages
     # PPO with a value head and GAE (null: the rows' advantages as they are); advantage.estimator=ppo sets it.

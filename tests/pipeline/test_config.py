@@ -215,3 +215,14 @@ def test_ppo_needs_no_groups_and_turns_on_the_trainers_critic():
     assert str(caught.value) == ("trainer.critic trains a value head that only a critic estimator (e.g. "
                                  "advantage.estimator='ppo') uses, got advantage.estimator='grpo'; remove the "
                                  "trainer.critic section")
+
+
+def test_a_trainer_temperature_other_than_the_rollouts_is_refused():
+    from pipeline.run_config import RunConfig
+
+    with pytest.raises(ConfigError) as caught:
+        load(RunConfig, None, ["rollout.sampling.temperature=0.7"])
+    assert str(caught.value) == ("trainer.temperature must equal rollout.sampling.temperature (the PPO ratio's "
+                                 "log-probs are those of the distribution the rollout sampled), got 1.0 and 0.7")
+    both = load(RunConfig, None, ["rollout.sampling.temperature=0.7", "trainer.temperature=0.7"])
+    assert (both.trainer.temperature, both.rollout.sampling.temperature) == (0.7, 0.7)
