@@ -38,6 +38,8 @@ import time
 from pathlib import Path
 
 from bench import records as rec
+from pipeline.config import load
+from pipeline.run_config import RunConfig
 from storage.shards import build_folder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -226,6 +228,16 @@ def run_all(args: argparse.Namespace, out: Path, records: Path | None, kernels: 
                 rec.keep(run_dir, records)
 
 
+def collect_label(config: str, overrides: list[str]) -> str:
+    """How each round plays its training tasks, for the report's headings.
+
+    >>> collect_label("configs/local.yaml", ["rollout.sampling.temperature=0.7", "trainer.temperature=0.7"])
+    "each round's 128 collect episodes, T=0.7"
+    """
+    cfg = load(RunConfig, config, overrides)
+    return (f"each round's {cfg.tasks_per_round * cfg.rollout.group_size} collect episodes, "
+            f"T={cfg.rollout.sampling.temperature:g}")
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.learning", description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="configs/local.yaml")
@@ -258,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
              *([rec.describe(records), ""] if records else []),
              *table(curves, rounds), "",
              *(paired(curves, args.arms[0], other, args.rounds - 1) for other in args.arms[1:]), "",
-             f"## Training-task success, mean of {span} (each round's 128 collect episodes, T=1)", "",
+             f"## Training-task success, mean of {span} ({collect_label(args.config, args.overrides)})", "",
              *table(train, [span]), "",
              *(paired(train, args.arms[0], other, span, "difference") for other in args.arms[1:]), "",
              "## Training-task success by round", "", *table(per_round["success_rate"], rounds[1:]), "",
