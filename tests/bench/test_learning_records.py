@@ -14,10 +14,11 @@ import pytest
 from bench import learning
 from bench import records as rec
 
-# The smoke config shrunk to one 2 x 2 round on 2 games, with a 2-task warm start.
+# The smoke config shrunk to one 2 x 2 round on 2 games on one Dask worker, with a 2-task warm start.
 SETTING = ["--config", "configs/smoke.yaml", "--arms", "gigpo", "--seeds", "0", "--rounds", "1"]
 OVERRIDES = ["tasks_per_round=2", "rollout.group_size=2", "rollout.env.max_steps=3", "games.generate_train=2",
-             "games.generate_eval=1", "evaluation.tasks=1", "warm_start.tasks=2", "warm_start.epochs=1"]
+             "games.generate_eval=1", "evaluation.tasks=1", "warm_start.tasks=2", "warm_start.epochs=1",
+             "cluster.n_workers=1"]
 
 
 def bench(out, records, *flags):

@@ -8,7 +8,8 @@ from __future__ import annotations
 import storage
 from tests.pipeline.round_helpers import KEY, driver_args, run_to_end
 
-OVERLAP = ["overlap=1", "trainer.old_logprobs=rollout", "evaluation.every=0"]
+# Two workers: the next round collects on one while the round trains on the other.
+OVERLAP = ["overlap=1", "trainer.old_logprobs=rollout", "evaluation.every=0", "cluster.n_workers=2"]
 
 
 def test_overlapped_rounds_record_the_sampling_policy_and_resume_to_the_same_tables(tmp_path):
