@@ -238,6 +238,7 @@ def collect_label(config: str, overrides: list[str]) -> str:
     return (f"each round's {cfg.tasks_per_round * cfg.rollout.group_size} collect episodes, "
             f"T={cfg.rollout.sampling.temperature:g}")
 
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.learning", description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="configs/local.yaml")
