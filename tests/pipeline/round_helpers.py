@@ -26,7 +26,7 @@ DRIVER = "pipeline/round.py"
 CONFIG = "configs/smoke.yaml"
 G, TASKS, MAX_STEPS = 2, 2, 3  # episodes per group, groups per round, steps per episode
 # The embedded default, shrunk: 2 groups of 2 episodes, 3 steps each, 1 held-out task, on one Dask worker (a second
-# worker's start-up costs a driver about 10 s of CPU; the tests of work spread over workers add it back).
+# worker's start-up costs a driver about 10 s of CPU; tests of work spread over workers set cluster.n_workers=2).
 TINY = [f"tasks_per_round={TASKS}", f"rollout.group_size={G}", f"rollout.env.max_steps={MAX_STEPS}",
         "games.generate_train=2", "games.generate_eval=1", "evaluation.tasks=1", "cluster.n_workers=1"]
 # One round on one worker, one group per rollout task: collect writes batch 0's shards, then batch 1's.
